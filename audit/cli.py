@@ -1,0 +1,102 @@
+"""The `shortcut-audit` command: parse options, call the library, print results.
+
+Thin by design: every option comes from a config dataclass (`audit.config`), heavy libraries are
+imported inside the handlers (so `--help` is instant), and domain errors become one `Error:` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from audit.config import DemoConfig, IngestConfig, SynthConfig, add_arguments, from_args
+from audit.errors import AuditError
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from audit.synth import ENVIRONMENTS, synth
+
+    if args.list:
+        print(f"{'environment':<18} {'cue':<10} {'p':>4}  description")
+        for env in ENVIRONMENTS.values():
+            print(f"{env.name:<18} {env.cue or '-':<10} {env.p:>4.2f}  {env.description}")
+        return 0
+    cfg = from_args(SynthConfig, args)
+    path = synth(cfg)
+    print(f"wrote {cfg.n} pairs of `{cfg.env}` in format `{cfg.format}`: {path}")
+    return 0
+
+
+def _print_report(rep: dict, out: Path) -> None:
+    print(f"format: {rep['format']}   records in: {rep['records_in']}   rows out: {rep['rows_out']}   "
+          f"ok: {rep['pairs_ok']}")
+    print("status: " + ", ".join(f"{k}={v}" for k, v in rep["status_counts"].items()))
+    if rep["not_paired"]:
+        print("comparisons that made no pair: " + ", ".join(f"{k}={v}" for k, v in rep["not_paired"].items()))
+    print(f"images checked: {rep['images']['checked']}   newly stored: {rep['images']['stored_new']}   "
+          f"{rep['pairs_per_s']} rows/s")
+    print(f"pairs table: {out / 'pairs.parquet'}   report: {out / 'ingest_report.json'}")
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from audit.ingest import ingest
+
+    cfg = from_args(IngestConfig, args)
+    rep = ingest(cfg)
+    _print_report(rep, cfg.out)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from audit.demo import demo
+
+    cfg = from_args(DemoConfig, args)
+    for line in demo(cfg):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shortcut-audit",
+        description="Audit multimodal preference data for text-only shortcuts (Shortcut-Failure Coefficient).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("synth", help="write a built-in synthetic environment with a planted text cue",
+                       description=SynthConfig.__doc__)
+    p.add_argument("--list", action="store_true", help="list the built-in environments and exit")
+    add_arguments(p, SynthConfig)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("ingest", help="read any supported source into the canonical pairs table",
+                       description=IngestConfig.__doc__)
+    add_arguments(p, IngestConfig)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("demo", help="run the pipeline on built-in synthetic data, offline",
+                       description=DemoConfig.__doc__)
+    add_arguments(p, DemoConfig)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except AuditError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

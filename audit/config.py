@@ -1,0 +1,190 @@
+"""One dataclass per command, every field with help text, validated in `__post_init__`.
+
+The CLI builds its options from these fields (`add_arguments`), so an option cannot exist
+without help text; each run writes its config beside its outputs (`to_dict`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.errors import ConfigError
+
+
+def opt(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
+        short: str | None = None, positional: bool = False, choices: tuple | None = None,
+        metavar: str | None = None) -> Any:
+    """A dataclass field that is also a CLI option (`--name`, or positional)."""
+    meta = {"help": help, "flag": flag, "short": short, "positional": positional,
+            "choices": choices, "metavar": metavar}
+    if default is dataclasses.MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _base_type(tp: Any) -> type:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one argparse option per field of the config dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        m = f.metadata
+        tp = _base_type(hints[f.name])
+        kwargs: dict[str, Any] = {"help": m["help"]}
+        if m.get("choices"):
+            kwargs["choices"] = m["choices"]
+        if m.get("metavar"):
+            kwargs["metavar"] = m["metavar"]
+        if m.get("positional"):
+            if f.default is not dataclasses.MISSING:
+                kwargs["nargs"] = "?"
+                kwargs["default"] = f.default
+            parser.add_argument(f.name, type=tp, **kwargs)
+            continue
+        names = [m.get("flag") or "--" + f.name.replace("_", "-")]
+        if m.get("short"):
+            names.insert(0, m["short"])
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["default"] = f.default
+        else:
+            kwargs["type"] = tp
+            if f.default is dataclasses.MISSING:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = f.default
+                if f.default is not None:
+                    kwargs["help"] += f" (default: {f.default})"
+        parser.add_argument(*names, dest=f.name, **kwargs)
+
+
+def from_args(cls: type, ns: argparse.Namespace) -> Any:
+    return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
+
+
+def to_dict(cfg: Any) -> dict:
+    """JSON-ready dict of a config (paths as strings)."""
+    out = {}
+    for k, v in dataclasses.asdict(cfg).items():
+        out[k] = str(v) if isinstance(v, Path) else v
+    return out
+
+
+CONTAINERS = ("parquet", "jsonl", "json", "hf")
+
+
+@dataclass
+class SynthConfig:
+    """`shortcut-audit synth`: write a built-in synthetic environment in a source format."""
+
+    env: str | None = opt(None, help="built-in environment name (`shortcut-audit synth --list` shows them)")
+    out: Path | None = opt(None, short="-o", help="output folder; the data file(s) and images are written inside it")
+    n: int = opt(1000, help="number of preference pairs")
+    seed: int = opt(0, help="random seed; the same seed gives the same bytes")
+    format: str = opt("pairs", help="source format to write: pairs, vlfeedback, rlaif-v, rlhf-v, povid, "
+                      "trl, vl-rewardbench, alignrm")
+    container: str = opt("parquet", choices=CONTAINERS,
+                         help="container of the generic `pairs` format (other formats use their own)")
+    p: float | None = opt(None, help="override the environment's cue strength: probability that the "
+                          "planted cue sits on the chosen side (0.5 = noise, 1-p reverses it)")
+    pairs_per_image: int = opt(1, help="pairs drawn about each image (VLFeedback-like sharing when > 1)")
+    image_size: int = opt(64, help="side of the square RGB images in pixels")
+
+    def __post_init__(self) -> None:
+        if self.env is None:
+            raise ConfigError("`--env` is required; `shortcut-audit synth --list` shows the environments")
+        if self.out is None:
+            raise ConfigError("`-o/--out` is required: the folder to write the environment into")
+        self.out = Path(self.out)
+        if self.n < 1:
+            raise ConfigError(f"`--n` must be at least 1, got {self.n}")
+        if self.p is not None and not 0.0 <= self.p <= 1.0:
+            raise ConfigError(f"`--p` must be a probability in [0, 1], got {self.p}")
+        if self.pairs_per_image < 1:
+            raise ConfigError(f"`--pairs-per-image` must be at least 1, got {self.pairs_per_image}")
+        if not 16 <= self.image_size <= 1024:
+            raise ConfigError(f"`--image-size` must be in [16, 1024], got {self.image_size}")
+        if self.container not in CONTAINERS:
+            raise ConfigError(f"`--container` must be one of {', '.join(CONTAINERS)}, got {self.container!r}")
+
+
+VERIFY_MODES = ("full", "header")
+
+
+@dataclass
+class IngestConfig:
+    """`shortcut-audit ingest`: any supported source -> the canonical pairs table."""
+
+    source: Path = opt(positional=True, metavar="SOURCE",
+                       help="source file or folder (JSONL, JSON, Parquet, HF save_to_disk folder, "
+                       "a folder of shards, or a pairs folder)")
+    out: Path = opt(short="-o", help="output pairs folder (pairs.parquet, images/, ingest_report.json)")
+    format: str | None = opt(None, help="source format; auto-detected when omitted: vlfeedback, rlaif-v, "
+                             "rlhf-v, povid, trl, vl-rewardbench, alignrm, pairs")
+    image_root: Path | None = opt(None, help="folder that image paths resolve inside (default: the folder "
+                                  "that holds the source file); paths that escape it are refused")
+    columns: str | None = opt(None, metavar="CANON=SRC,...",
+                              help="map source column names onto the canonical ones, e.g. "
+                              "`prompt=question,chosen=good,rejected=bad,image=img`")
+    max_pixels: int = opt(64_000_000, help="refuse images whose declared width x height exceeds this "
+                          "(decompression bombs)")
+    verify_images: str = opt("full", choices=VERIFY_MODES,
+                             help="`full` decodes each unique image once (catches truncated files); "
+                             "`header` reads only its header (faster, misses truncation)")
+    limit: int | None = opt(None, help="read only the first N source records")
+    batch_rows: int = opt(8192, help="rows per written batch (memory stays bounded by it)")
+
+    def __post_init__(self) -> None:
+        self.source = Path(self.source)
+        self.out = Path(self.out)
+        if self.image_root is not None:
+            self.image_root = Path(self.image_root)
+        if self.max_pixels < 1:
+            raise ConfigError(f"`--max-pixels` must be positive, got {self.max_pixels}")
+        if self.verify_images not in VERIFY_MODES:
+            raise ConfigError(f"`--verify-images` must be one of {', '.join(VERIFY_MODES)}, "
+                              f"got {self.verify_images!r}")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"`--limit` must be >= 0, got {self.limit}")
+        if self.batch_rows < 1:
+            raise ConfigError(f"`--batch-rows` must be positive, got {self.batch_rows}")
+
+    def column_map(self) -> dict[str, str]:
+        """Parse `--columns` into {source_name: canonical_name}."""
+        if not self.columns:
+            return {}
+        mapping: dict[str, str] = {}
+        for part in self.columns.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part:
+                raise ConfigError(f"`--columns` entry {part!r} is not CANON=SRC; "
+                                  "write e.g. `--columns prompt=question,chosen=good`")
+            canon, src = (s.strip() for s in part.split("=", 1))
+            if not canon or not src:
+                raise ConfigError(f"`--columns` entry {part!r} has an empty name")
+            mapping[src] = canon
+        return mapping
+
+
+@dataclass
+class DemoConfig:
+    """`shortcut-audit demo`: the pipeline on built-in synthetic data, offline."""
+
+    out: Path = opt(Path("shortcut-audit-demo"), short="-o", help="folder for every output of the demo")
+    n: int = opt(600, help="pairs per synthetic environment")
+    seed: int = opt(0, help="random seed")
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.n < 10:
+            raise ConfigError(f"`--n` must be at least 10, got {self.n}")

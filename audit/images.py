@@ -1,0 +1,168 @@
+"""Images of a pairs table: verified once, embedded bytes stored once by content hash, paths kept
+as paths but only inside the allowed roots (a `../` or a symlink that escapes is refused).
+
+`image_path` in the table is relative to the pairs folder for stored images and absolute for
+images that stay in the source root; `resolve_image` turns it back into a file, safely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from audit import schema
+from audit.io import write_bytes_atomic
+from audit.sources.base import ImageRef
+
+_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "MPO": "jpg"}
+MAX_FILE_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    path: str | None
+    image_id: str | None
+    status: str
+    detail: str | None = None
+
+
+def check_image(data: bytes, max_pixels: int, full: bool) -> tuple[str, str | None, str | None]:
+    """(status, detail, PIL format) of encoded image bytes, without trusting the declared size."""
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if w * h > max_pixels:
+                return schema.IMAGE_TOO_LARGE, f"declares {w}x{h} = {w * h} pixels, above --max-pixels {max_pixels}", im.format
+            if full:
+                if im.format == "JPEG":   # decode at 1/8 scale: reads the whole stream, a fraction of the work
+                    im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                im.load()
+            return schema.OK, None, im.format
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            return schema.IMAGE_TOO_LARGE, f"decompression bomb refused ({e})", None
+        except UnidentifiedImageError:
+            return schema.IMAGE_CORRUPT, "not a recognisable image file", None
+        except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as e:
+            return schema.IMAGE_CORRUPT, f"cannot be decoded ({e})", None
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+class ImageStore:
+    """Resolves, verifies and stores the images of one ingest run (bounded LRU cache)."""
+
+    def __init__(self, pairs_dir: Path, roots: list[Path], max_pixels: int, full_verify: bool,
+                 cache_size: int = 8192) -> None:
+        self.pairs_dir = Path(pairs_dir)
+        self.roots = [os.path.realpath(r) for r in roots]
+        self.max_pixels, self.full = max_pixels, full_verify
+        self._cache: OrderedDict[tuple, ImageResult] = OrderedDict()
+        self._cache_size = cache_size
+        self.stored = 0          # new files written to the store
+        self.stored_bytes = 0
+        self.checked = 0         # unique images decoded
+
+    def _remember(self, key: tuple, res: ImageResult) -> ImageResult:
+        self._cache[key] = res
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return res
+
+    def _cached(self, key: tuple) -> ImageResult | None:
+        res = self._cache.get(key)
+        if res is not None:
+            self._cache.move_to_end(key)
+        return res
+
+    def add(self, ref: ImageRef | None, root: Path) -> ImageResult:
+        if ref is None:
+            return ImageResult(None, None, schema.IMAGE_MISSING, "the record has no image")
+        if ref.data is not None:
+            return self.add_bytes(ref.data)
+        return self.add_path(ref.path or "", root, ref.fallbacks)
+
+    def add_bytes(self, data: bytes) -> ImageResult:
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        key = ("b", digest)
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
+        if not data:
+            return self._remember(key, ImageResult(None, None, schema.IMAGE_MISSING, "the embedded image is empty"))
+        status, detail, fmt = check_image(data, self.max_pixels, self.full)
+        self.checked += 1
+        if status != schema.OK:
+            return self._remember(key, ImageResult(None, digest, status, f"embedded image {detail}"))
+        rel = f"{schema.IMAGE_STORE}/{digest[:2]}/{digest}.{_EXT.get(fmt or '', 'img')}"
+        target = self.pairs_dir / rel
+        if not target.exists():
+            write_bytes_atomic(target, data)
+            self.stored += 1
+            self.stored_bytes += len(data)
+        return self._remember(key, ImageResult(rel, digest, schema.OK))
+
+    def add_path(self, path: str, root: Path, fallbacks: tuple[str, ...] = ()) -> ImageResult:
+        key = ("p", str(root), path, fallbacks)
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
+        return self._remember(key, self._resolve_and_check(path, root, fallbacks))
+
+    def _resolve_and_check(self, path: str, root: Path, fallbacks: tuple[str, ...]) -> ImageResult:
+        if "\x00" in path:
+            return ImageResult(None, None, schema.IMAGE_MISSING, "the image path contains a NUL byte")
+        outside = None
+        for cand in (path, *fallbacks):
+            p = Path(os.path.expanduser(cand)) if cand.startswith("~") else Path(cand)
+            full = p if p.is_absolute() else Path(root) / p
+            real = os.path.realpath(full)
+            if not _inside(real, self.roots):
+                outside = outside or ImageResult(
+                    None, None, schema.IMAGE_OUTSIDE_ROOT,
+                    f"`{path}` resolves outside the image root `{root}`: refused; pass `--image-root` "
+                    "to the folder that holds the images")
+                continue
+            if os.path.isfile(real):
+                return self._check_file(real)
+        if outside is not None:
+            return outside
+        return ImageResult(None, None, schema.IMAGE_MISSING, f"`{path}` not found under the image root `{root}`")
+
+    def _check_file(self, real: str) -> ImageResult:
+        try:
+            size = os.path.getsize(real)
+            if size > MAX_FILE_BYTES:
+                return ImageResult(None, None, schema.IMAGE_TOO_LARGE, f"`{real}` is {size} bytes, above {MAX_FILE_BYTES}")
+            with open(real, "rb") as fh:
+                data = fh.read()
+        except OSError as e:
+            return ImageResult(None, None, schema.IMAGE_MISSING, f"`{real}` cannot be read ({e.strerror or e})")
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        status, detail, _ = check_image(data, self.max_pixels, self.full)
+        self.checked += 1
+        if status != schema.OK:
+            return ImageResult(None, digest, status, f"`{real}` {detail}")
+        return ImageResult(real, digest, schema.OK)
+
+
+def resolve_image(pairs_dir: Path, image_path: str, allowed_roots: list[Path] | None = None) -> Path:
+    """The file behind an `image_path` cell; refuses anything outside the pairs folder and its roots."""
+    pairs_dir = Path(pairs_dir)
+    p = Path(image_path)
+    full = p if p.is_absolute() else pairs_dir / p
+    real = os.path.realpath(full)
+    roots = [os.path.realpath(pairs_dir), *(os.path.realpath(r) for r in (allowed_roots or []))]
+    if not _inside(real, roots):
+        raise PermissionError(f"`{image_path}` is outside the dataset folder and its image roots")
+    return Path(real)

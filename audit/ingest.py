@@ -1,0 +1,361 @@
+"""`ingest`: any supported source -> the canonical pairs table (pairs.parquet + images/ + report).
+
+Streams: records are read batch by batch, rows written batch by batch, images checked once and
+stored once by content hash; memory stays flat in the dataset size. Every source record ends up as
+a row with a `status` (rows in = rows out), except comparisons of multi-response sources that
+make no pair (ties, unparsable ratings), which are counted in the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from audit import schema
+from audit.config import IngestConfig, to_dict
+from audit.errors import FormatError
+from audit.images import ImageStore
+from audit.io import atomic_path, versions, write_json_atomic
+from audit.sources import detect_format, get_format
+from audit.sources.base import BadRecord, NotPaired, RawPair, SourceFormat, strip_image_token
+from audit.sources.readers import SourceFiles, iter_records, locate
+
+log = logging.getLogger(__name__)
+
+_DETECT_SAMPLE = 50
+
+
+def _h64(*parts: str) -> bytes:
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.digest()
+
+
+def _clean(text: str) -> str:
+    """Replace lone surrogates (possible in JSON) so the text can be stored as UTF-8."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class Dedup:
+    """Counts earlier occurrences of 64-bit keys in a sorted numpy array (8 bytes a key, no Python set)."""
+
+    def __init__(self, flush_every: int = 16384) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.counts = np.empty(0, dtype=np.int64)
+        self.pending: dict[int, int] = {}
+        self.flush_every = flush_every
+
+    def seen_before(self, key: int) -> int:
+        """How many times `key` was seen before this call (and records this one)."""
+        n = self.pending.get(key, 0)
+        if self.keys.size:
+            pos = int(np.searchsorted(self.keys, np.uint64(key)))
+            if pos < self.keys.size and int(self.keys[pos]) == key:
+                n += int(self.counts[pos])
+        self.pending[key] = self.pending.get(key, 0) + 1
+        if len(self.pending) >= self.flush_every:
+            self._flush()
+        return n
+
+    def _flush(self) -> None:
+        new_k = np.fromiter(self.pending.keys(), dtype=np.uint64, count=len(self.pending))
+        new_c = np.fromiter(self.pending.values(), dtype=np.int64, count=len(self.pending))
+        keys = np.concatenate([self.keys, new_k])
+        counts = np.concatenate([self.counts, new_c])
+        self.keys, inverse = np.unique(keys, return_inverse=True)
+        self.counts = np.bincount(inverse, weights=counts).astype(np.int64)
+        self.pending = {}
+
+
+def _infer_type(values: list[Any]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "string"
+    if all(isinstance(v, bool) for v in vals):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63 for v in vals):
+        return "int64"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return "float64"
+    return "string"
+
+
+def _fits(v: Any, kind: str) -> bool:
+    if v is None:
+        return True
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "int64":
+        return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+    if kind == "float64":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return True
+
+
+def _as_text(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return None if v is None else _clean(v)
+    if isinstance(v, (bytes, bytearray)):
+        return f"<{len(v)} bytes>"
+    return _clean(json.dumps(v, ensure_ascii=False, default=str))
+
+
+class PairsWriter:
+    """Buffers rows and writes them as Parquet batches; the source's own columns follow the
+    canonical ones with types inferred from the first batch (values that do not fit, and keys
+    first seen later, go to `extra_json`)."""
+
+    def __init__(self, path: Path, batch_rows: int) -> None:
+        self.path, self.batch_rows = path, batch_rows
+        self.rows: list[dict] = []
+        self.extras: list[dict] = []
+        self.extra_types: dict[str, str] | None = None
+        self.writer = None
+        self.schema = None
+        self.n = 0
+
+    def add(self, row: dict, extra: dict) -> None:
+        self.rows.append(row)
+        self.extras.append(extra)
+        if len(self.rows) >= self.batch_rows:
+            self.flush()
+
+    def _start(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        keys: dict[str, list] = {}
+        for e in self.extras:
+            for k, v in e.items():
+                keys.setdefault(k, []).append(v)
+        self.extra_types = {k: _infer_type(v) for k, v in keys.items()}
+        fields = list(schema.PAIRS_SCHEMA)
+        arrow = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
+        fields += [pa.field(k, arrow[t]) for k, t in self.extra_types.items()]
+        fields.append(pa.field(schema.EXTRA_JSON, pa.string()))
+        self.schema = pa.schema(fields)
+        self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.writer is None:
+            self._start()
+        if not self.rows:
+            return
+        assert self.extra_types is not None
+        cols: dict[str, list] = {name: [r[name] for r in self.rows] for name in schema.PAIRS_COLUMNS}
+        for k, kind in self.extra_types.items():
+            cols[k] = []
+        leftovers = []
+        for e in self.extras:
+            left = {}
+            for k, kind in self.extra_types.items():
+                v = e.get(k)
+                if _fits(v, kind):
+                    cols[k].append(_as_text(v) if kind == "string" else v)
+                else:
+                    cols[k].append(None)
+                    left[k] = v
+            for k, v in e.items():
+                if k not in self.extra_types:
+                    left[k] = v
+            leftovers.append(_as_text(left) if left else None)
+        cols[schema.EXTRA_JSON] = leftovers
+        self.writer.write_table(pa.Table.from_pydict(cols, schema=self.schema))
+        self.n += len(self.rows)
+        self.rows, self.extras = [], []
+
+    def close(self) -> None:
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _text_status(raw: RawPair) -> tuple[str, str | None]:
+    for name in ("prompt", "chosen", "rejected"):
+        v = getattr(raw, name)
+        if v is None:
+            return schema.MISSING_FIELD, f"`{name}` is missing"
+        if not isinstance(v, str):
+            return schema.BAD_TEXT, f"`{name}` is a {type(v).__name__}, expected text"
+    if not raw.chosen.strip() or not raw.rejected.strip():
+        side = "chosen" if not raw.chosen.strip() else "rejected"
+        return schema.EMPTY_RESPONSE, f"`{side}` is empty"
+    if raw.chosen.strip() == raw.rejected.strip():
+        return schema.IDENTICAL_RESPONSES, "`chosen` and `rejected` are the same text"
+    return schema.OK, None
+
+
+class _Run:
+    """The state of one ingest: turns RawPairs into table rows."""
+
+    def __init__(self, fmt: SourceFormat, src: SourceFiles, store: ImageStore, root: Path) -> None:
+        self.fmt, self.src, self.store, self.root = fmt, src, store, root
+        self.dedup = Dedup()
+        self.status_counts: Counter[str] = Counter()
+
+    def row(self, raw: RawPair, where: str) -> tuple[dict, dict]:
+        extra = dict(raw.extra)
+        source = extra.pop("source", None) if self.src.is_pairs_dir else None
+        for k in [k for k in extra if k in schema.PAIRS_COLUMNS or k == schema.EXTRA_JSON]:
+            extra[f"src_{k}"] = extra.pop(k)   # never shadow a canonical column
+        raw.prompt = strip_image_token(raw.prompt)
+        for name in ("prompt", "chosen", "rejected"):
+            v = getattr(raw, name)
+            if isinstance(v, str):
+                setattr(raw, name, _clean(v))
+        status, detail = (raw.status, raw.detail) if raw.status else _text_status(raw)
+        img = self.store.add(raw.image, self.root) if raw.image is not None or status == schema.OK else None
+        if img is not None and status == schema.OK and img.status != schema.OK:
+            status, detail = img.status, img.detail
+        prompt = raw.prompt if isinstance(raw.prompt, str) else ""
+        image_id = img.image_id if img is not None else None
+        if status == schema.OK:
+            key = _h64(prompt, raw.chosen, raw.rejected, image_id or "")
+            seen = self.dedup.seen_before(int.from_bytes(key, "big"))
+            if seen:
+                status, detail = schema.DUPLICATE, "same prompt, responses and image as an earlier row"
+        else:
+            # Rows that cannot be used are never duplicates of each other: key them by position.
+            key = _h64("row", where, str(raw.sample_id))
+            seen = self.dedup.seen_before(int.from_bytes(key, "big"))
+        pair_id = hashlib.blake2b(key + seen.to_bytes(4, "big"), digest_size=8).hexdigest()
+        self.status_counts[status] += 1
+        margin = raw.margin if isinstance(raw.margin, (int, float)) and math.isfinite(raw.margin) else None
+        return {
+            "pair_id": pair_id, "sample_id": str(raw.sample_id), "source": source or self.fmt.name,
+            "prompt": raw.prompt if isinstance(raw.prompt, str) else None,
+            "chosen": raw.chosen if isinstance(raw.chosen, str) else None,
+            "rejected": raw.rejected if isinstance(raw.rejected, str) else None,
+            "image_path": img.path if img is not None else None, "image_id": image_id,
+            "prompt_id": hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest(),
+            "margin": margin, "status": status, "status_detail": detail,
+        }, extra
+
+
+def _rename(rec: dict, mapping: dict[str, str]) -> dict:
+    return {mapping.get(k, k): v for k, v in rec.items()} if mapping else rec
+
+
+def _records(src: SourceFiles, mapping: dict[str, str], limit: int | None) -> Iterator[dict | BadRecord]:
+    for i, rec in enumerate(iter_records(src)):
+        if limit is not None and i >= limit:
+            return
+        yield rec if isinstance(rec, BadRecord) else _rename(rec, mapping)
+
+
+def _choose_format(cfg: IngestConfig, src: SourceFiles, head: list[dict | BadRecord]) -> SourceFormat:
+    good = [r for r in head if isinstance(r, dict)]
+    where = f"`{src.files[0]}`"
+    if cfg.format:
+        fmt = get_format(cfg.format)
+        if good:
+            lacking = fmt.missing(good[0])
+            if lacking:
+                cols = ", ".join(f"`{k}`" for k in list(good[0])[:20])
+                raise FormatError(f"{where}: format `{fmt.name}` needs column {', '.join(f'`{c}`' for c in lacking)}, "
+                                  f"not found (columns: {cols}); map it with `--columns {lacking[0]}=YOUR_COLUMN` "
+                                  "or pick another `--format`")
+        return fmt
+    if not good:
+        if head:
+            raise FormatError(f"{where}: none of the first {len(head)} records could be parsed "
+                              f"({head[0].detail}); fix the file or check its type")
+        raise FormatError(f"{where}: the source holds no records")
+    return detect_format(good[0], where)
+
+
+def ingest(cfg: IngestConfig) -> dict:
+    """Run an ingest; returns the report (also written to OUT/ingest_report.json)."""
+    t0 = time.perf_counter()
+    src = locate(cfg.source)
+    root = Path(cfg.image_root) if cfg.image_root else src.root
+    records = _records(src, cfg.column_map(), cfg.limit)
+    head: list[dict | BadRecord] = []
+    for rec in records:
+        head.append(rec)
+        if len(head) >= _DETECT_SAMPLE:
+            break
+    fmt = _choose_format(cfg, src, head)
+    log.info("ingesting %s as `%s`", src.describe(), fmt.name)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = ImageStore(out, [root, out, *src.image_roots], cfg.max_pixels, cfg.verify_images == "full")
+    run = _Run(fmt, src, store, root)
+    not_paired: Counter[str] = Counter()
+    records_in = 0
+    with atomic_path(out / schema.PAIRS_FILE) as tmp:
+        writer = PairsWriter(tmp, cfg.batch_rows)
+
+        def all_records() -> Iterator[dict | BadRecord]:
+            yield from head
+            yield from records
+
+        for index, rec in enumerate(all_records()):
+            records_in += 1
+            if isinstance(rec, BadRecord):
+                writer.add(*run.row(RawPair(f"row{index}", status=schema.BAD_ROW,
+                                            detail=f"{rec.where}: {rec.detail}"), f"r{index}"))
+                continue
+            try:
+                items = list(fmt.to_pairs(rec, index))
+            except Exception as e:  # a reader bug on one odd record must not kill the run
+                log.debug("record %d: %s", index, e, exc_info=True)
+                items = [RawPair(fmt.sample_id(rec, index, "id"), status=schema.BAD_ROW,
+                                 detail=f"record does not fit format `{fmt.name}` ({type(e).__name__}: {e})")]
+            if fmt.name != "vlfeedback" and not items:
+                items = [RawPair(f"row{index}", status=schema.BAD_ROW, detail="record produced no pair")]
+            for k, item in enumerate(items):
+                if isinstance(item, NotPaired):
+                    not_paired[item.reason] += 1
+                    continue
+                if item.status is None and not cfg.format and not fmt.detect(rec):
+                    other = _other_format(rec)
+                    if other is not None:
+                        item.status, item.detail = schema.BAD_ROW, (
+                            f"record looks like format `{other}`, not `{fmt.name}`: the file mixes formats")
+                writer.add(*run.row(item, f"r{index}.{k}"))
+        writer.close()
+        rows_out = writer.n
+
+    seconds = time.perf_counter() - t0
+    counts = {s: run.status_counts.get(s, 0) for s in schema.STATUSES if run.status_counts.get(s, 0)}
+    report = {
+        "source": str(cfg.source), "format": fmt.name, "files": [str(f) for f in src.files],
+        "image_root": str(root), "image_roots": sorted({str(Path(r).resolve()) for r in [root, *src.image_roots]}),
+        "records_in": records_in, "rows_out": rows_out, "status_counts": counts,
+        "pairs_ok": counts.get(schema.OK, 0), "duplicates": counts.get(schema.DUPLICATE, 0),
+        "not_paired": dict(sorted(not_paired.items())), "comparisons": rows_out + sum(not_paired.values()),
+        "images": {"checked": store.checked, "stored_new": store.stored, "stored_bytes_new": store.stored_bytes},
+        "seconds": round(seconds, 3), "pairs_per_s": round(rows_out / seconds, 1) if seconds > 0 else None,
+        "config": to_dict(cfg), "versions": versions(),
+    }
+    write_json_atomic(out / schema.REPORT_FILE, report)
+    log.info("wrote %d rows (%d ok) to %s", rows_out, report["pairs_ok"], out)
+    return report
+
+
+def _other_format(rec: dict) -> str | None:
+    from audit.sources import all_formats
+
+    scores = [(f.detect(rec), f.name) for f in all_formats()]
+    best = max(scores)
+    return best[1] if best[0] > 0 else None

@@ -1,0 +1,52 @@
+"""The column contract of the pairs table, in one place.
+
+Every stage reads and writes these names; `DESIGN.md` is the reference. The audited table
+(pairs + audit columns) is defined here too as later stages land.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Row statuses. `ok` rows are scored; every other row is kept with its reason (rows in = rows out).
+OK = "ok"
+BAD_ROW = "bad_row"                      # the source record could not be parsed or has the wrong shape
+MISSING_FIELD = "missing_field"          # prompt / chosen / rejected absent in the record
+BAD_TEXT = "bad_text"                    # a text field is not a string (number, list, ...)
+EMPTY_RESPONSE = "empty_response"        # chosen or rejected is empty or whitespace
+IDENTICAL_RESPONSES = "identical_responses"
+IMAGE_MISSING = "image_missing"          # no image given, or the file does not exist
+IMAGE_CORRUPT = "image_corrupt"          # cannot be decoded (truncated, not an image)
+IMAGE_TOO_LARGE = "image_too_large"      # declared pixel count above the limit (decompression bomb)
+IMAGE_OUTSIDE_ROOT = "image_outside_root"  # path (or symlink) escapes the dataset root: refused
+DUPLICATE = "duplicate"                  # same prompt, responses and image as an earlier row
+
+STATUSES = (OK, BAD_ROW, MISSING_FIELD, BAD_TEXT, EMPTY_RESPONSE, IDENTICAL_RESPONSES,
+            IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_TOO_LARGE, IMAGE_OUTSIDE_ROOT, DUPLICATE)
+
+# Comparisons of a multi-response source (VLFeedback) that do not become pairs. They are not
+# rows of the table (no preference exists) and are counted in the ingest report instead.
+NOT_PAIRED_REASONS = ("tie", "rating_unparsable", "rating_missing")
+
+# The canonical pairs columns, in order. Source columns that are not consumed follow them under
+# their own names; keys seen only after the schema was fixed go to `extra_json`.
+PAIRS_SCHEMA = pa.schema([
+    pa.field("pair_id", pa.string(), nullable=False),   # stable: content hash + occurrence number
+    pa.field("sample_id", pa.string(), nullable=False),  # source row id (or `row<N>`)
+    pa.field("source", pa.string(), nullable=False),     # format name (vlfeedback, rlaif-v, ...)
+    pa.field("prompt", pa.string()),
+    pa.field("chosen", pa.string()),
+    pa.field("rejected", pa.string()),
+    pa.field("image_path", pa.string()),   # relative = inside the pairs folder's store; absolute = in the source root
+    pa.field("image_id", pa.string()),     # sha256 of the image bytes (first 32 hex digits): one image, one id
+    pa.field("prompt_id", pa.string()),    # hash of the prompt text; with image_id it defines groups
+    pa.field("margin", pa.float64()),      # e.g. rating difference; null when the source has none
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("status_detail", pa.string()),  # human-readable reason for a non-ok status
+])
+PAIRS_COLUMNS = tuple(PAIRS_SCHEMA.names)
+EXTRA_JSON = "extra_json"
+
+PAIRS_FILE = "pairs.parquet"
+REPORT_FILE = "ingest_report.json"
+IMAGE_STORE = "images"

@@ -1,0 +1,127 @@
+"""What every source format provides: detection, reading records into pairs, writing (for synth).
+
+A format is one small class in its own file, registered by name in `audit.sources`. Reading turns
+one source record into `RawPair`s (and `NotPaired` for comparisons that make no pair); the common
+checks (texts, images, duplicates) happen once, in `audit.ingest`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator
+
+
+@dataclass
+class ImageRef:
+    """An image as the source gives it: embedded bytes, or a path to resolve inside the root."""
+
+    data: bytes | None = None
+    path: str | None = None
+    fallbacks: tuple[str, ...] = ()   # other relative paths to try when `path` is missing
+
+
+@dataclass
+class RawPair:
+    sample_id: str
+    prompt: Any = None
+    chosen: Any = None
+    rejected: Any = None
+    image: ImageRef | None = None
+    margin: float | None = None
+    extra: dict = field(default_factory=dict)
+    status: str | None = None    # set by a reader for a record it cannot use (bad_row, missing_field)
+    detail: str | None = None
+
+
+@dataclass
+class NotPaired:
+    """A comparison that does not become a pair (tie, unparsable rating, ...): counted, not written."""
+
+    reason: str
+
+
+@dataclass
+class BadRecord:
+    """A source record that could not be parsed at all (broken JSON line, wrong type)."""
+
+    where: str
+    detail: str
+
+
+def image_from_value(value: Any) -> ImageRef | None:
+    """HF Image struct {bytes, path}, raw bytes, or a path string -> ImageRef."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ImageRef(data=bytes(value))
+    if isinstance(value, str):
+        return ImageRef(path=value) if value.strip() else None
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return ImageRef(data=bytes(value["bytes"]))
+        if isinstance(value.get("path"), str) and value["path"].strip():
+            return ImageRef(path=value["path"])
+    return None
+
+
+_IMAGE_TOKEN = re.compile(r"\s*<image>\s*")
+
+
+def strip_image_token(prompt: Any) -> Any:
+    """Remove `<image>` placeholders (POVID, MM-RLHF); the trainer inserts its own image slot."""
+    if isinstance(prompt, str) and "<image>" in prompt:
+        return _IMAGE_TOKEN.sub(" ", prompt).strip()
+    return prompt
+
+
+def hf_image(png: bytes, path: str | None = None) -> dict:
+    return {"bytes": png, "path": path}
+
+
+class SourceFormat:
+    """Base class: subclasses set the class attributes and implement `to_pairs` and `write`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    signature: ClassVar[tuple[str, ...]]   # columns that identify the format (all required)
+    specificity: ClassVar[int] = 3         # breaks detection ties: higher = more specific
+
+    def detect(self, rec: dict) -> int:
+        """0 if `rec` is not of this format, else its specificity."""
+        if all(k in rec for k in self.signature) and self.looks_like(rec):
+            return self.specificity
+        return 0
+
+    def looks_like(self, rec: dict) -> bool:
+        return True
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        keys = set(keys)
+        return [k for k in self.signature if k not in keys]
+
+    def to_pairs(self, rec: dict, index: int) -> Iterator[RawPair | NotPaired]:
+        raise NotImplementedError
+
+    def write(self, pairs: Iterable, out: Path, **opts: Any) -> Path:
+        raise NotImplementedError
+
+    # helpers shared by the formats
+    @staticmethod
+    def sample_id(rec: dict, index: int, *keys: str) -> str:
+        for k in keys:
+            v = rec.get(k)
+            if v is not None and str(v) != "":
+                return str(v)
+        return f"row{index}"
+
+    @staticmethod
+    def rest(rec: dict, consumed: Iterable[str]) -> dict:
+        consumed = set(consumed)
+        return {k: v for k, v in rec.items() if k not in consumed}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str)

@@ -1,0 +1,247 @@
+"""Stream records (dicts) out of JSONL, JSON, Parquet, Arrow and HF `save_to_disk` folders.
+
+Memory stays bounded: Parquet and Arrow are read batch by batch, JSONL line by line, and a JSON
+array is decoded one element at a time. A broken record becomes a `BadRecord`, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from audit.errors import SourceError
+from audit.sources.base import BadRecord
+
+DATA_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
+# JSON files that describe a dataset rather than hold its rows.
+METADATA_NAMES = {"dataset_info.json", "state.json", "dataset_dict.json", "ingest_report.json",
+                  "summary.json", "config.json", "export_report.json"}
+
+
+@dataclass
+class SourceFiles:
+    path: Path                 # as given by the user
+    kind: str                  # jsonl | json | parquet | arrow
+    files: list[Path]
+    root: Path                 # default image root: the folder that holds the source
+    split_of: dict[Path, str] = field(default_factory=dict)   # DatasetDict split per file
+    image_roots: list[Path] = field(default_factory=list)     # extra allowed roots (a pairs folder's)
+    is_pairs_dir: bool = False
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+def _check_readable(p: Path) -> None:
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as e:
+        raise SourceError(f"cannot read `{p}`: {e.strerror or e}; check the path and its permissions") from None
+
+
+def locate(path: Path) -> SourceFiles:
+    """Find the data files of a source file or folder."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"`{path}` does not exist; pass a data file (.jsonl, .json, .parquet, .arrow) "
+                          "or a folder (HF save_to_disk, shards, a pairs folder)")
+    if path.is_file():
+        kind = DATA_SUFFIXES.get(path.suffix.lower())
+        if kind is None:
+            raise SourceError(f"`{path}`: unsupported file type `{path.suffix or '(none)'}`; supported: "
+                              f"{', '.join(sorted(DATA_SUFFIXES))}, or a dataset folder")
+        _check_readable(path)
+        return SourceFiles(path, kind, [path], path.parent)
+
+    # Our own pairs folder: re-ingest keeps its images (store and source roots) reachable.
+    if (path / "pairs.parquet").is_file() and (path / "ingest_report.json").is_file():
+        roots = []
+        try:
+            rep = json.loads((path / "ingest_report.json").read_text(encoding="utf-8"))
+            roots = [Path(r) for r in rep.get("image_roots", [])]
+        except (OSError, ValueError):
+            pass
+        return SourceFiles(path, "parquet", [path / "pairs.parquet"], path, image_roots=roots, is_pairs_dir=True)
+
+    if (path / "dataset_dict.json").is_file():      # HF DatasetDict.save_to_disk
+        try:
+            splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+        except (OSError, ValueError, KeyError) as e:
+            raise SourceError(f"`{path / 'dataset_dict.json'}` is not a valid HF DatasetDict index: {e}") from None
+        files, split_of = [], {}
+        for split in splits:
+            for f in _hf_arrow_files(path / split):
+                files.append(f)
+                split_of[f] = split
+        return SourceFiles(path, "arrow", files, path, split_of=split_of)
+    if (path / "state.json").is_file():              # HF Dataset.save_to_disk
+        return SourceFiles(path, "arrow", _hf_arrow_files(path), path)
+
+    found: dict[str, list[Path]] = {}
+    for f in sorted(path.rglob("*")):
+        if not f.is_file() or f.name.startswith(".") or f.name in METADATA_NAMES:
+            continue
+        kind = DATA_SUFFIXES.get(f.suffix.lower())
+        if kind:
+            found.setdefault(kind, []).append(f)
+    if not found:
+        raise SourceError(f"`{path}` holds no data files (.jsonl, .json, .parquet, .arrow); "
+                          "point at the data file or the dataset folder")
+    if len(found) > 1:
+        listing = "; ".join(f"{k}: {', '.join(str(p.relative_to(path)) for p in v[:3])}" for k, v in found.items())
+        raise SourceError(f"`{path}` mixes data file types ({listing}); pass one file, or a folder of one type")
+    kind, files = next(iter(found.items()))
+    for f in files:
+        _check_readable(f)
+    return SourceFiles(path, kind, files, path)
+
+
+def _hf_arrow_files(folder: Path) -> list[Path]:
+    state = folder / "state.json"
+    try:
+        names = [d["filename"] for d in json.loads(state.read_text(encoding="utf-8"))["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SourceError(f"`{state}` is not a valid HF save_to_disk state file: {e}; "
+                          "re-save the dataset with `Dataset.save_to_disk`") from None
+    files = [folder / n for n in names]
+    for f in files:
+        if not f.is_file():
+            raise SourceError(f"`{f}` is listed in `{state}` but missing; the dataset folder is incomplete")
+    return files
+
+
+def iter_records(src: SourceFiles, batch_bytes: int = 64 << 20) -> Iterator[dict | BadRecord]:
+    """Yield every record of the source in order; DatasetDict rows get their `split`."""
+    for f in src.files:
+        split = src.split_of.get(f)
+        reader = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "arrow": _iter_arrow}[src.kind]
+        for rec in reader(f, batch_bytes) if src.kind in ("parquet", "arrow") else reader(f):
+            if split is not None and isinstance(rec, dict):
+                rec.setdefault("split", split)
+            yield rec
+
+
+def _iter_jsonl(f: Path) -> Iterator[dict | BadRecord]:
+    with open(f, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                yield BadRecord(f"{f.name}:{lineno}", f"line is not valid UTF-8 ({e.reason} at byte {e.start})")
+                continue
+            except ValueError as e:
+                yield BadRecord(f"{f.name}:{lineno}", f"line is not valid JSON ({e})")
+                continue
+            if not isinstance(obj, dict):
+                yield BadRecord(f"{f.name}:{lineno}", f"line is a JSON {type(obj).__name__}, expected an object")
+                continue
+            yield obj
+
+
+_LIST_KEYS = ("data", "train", "rows", "records", "examples", "items")
+
+
+def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
+    """A JSON array decoded element by element; also a JSON object holding one (or one record)."""
+    decoder = json.JSONDecoder()
+    with open(f, "r", encoding="utf-8", errors="surrogateescape") as fh:
+        buf = fh.read(1 << 16)
+        pos = len(buf) - len(buf.lstrip())
+        if pos >= len(buf):
+            raise SourceError(f"`{f}` is empty; expected a JSON array of records")
+        if buf[pos] == "{":
+            # A single object: a record, or {"data": [...]}; small enough to parse whole.
+            try:
+                obj = json.loads(buf + fh.read())
+            except ValueError:
+                # Several objects one per line: it is JSONL with a .json name.
+                yield from _iter_jsonl(f)
+                return
+            for k in _LIST_KEYS:
+                if isinstance(obj.get(k), list):
+                    for i, item in enumerate(obj[k]):
+                        yield item if isinstance(item, dict) else BadRecord(
+                            f"{f.name}[{k}][{i}]", f"element is a JSON {type(item).__name__}, expected an object")
+                    return
+            yield obj
+            return
+        if buf[pos] != "[":
+            raise SourceError(f"`{f}` is not a JSON array or object (starts with {buf[pos]!r}); "
+                              "expected a JSON array of records or JSONL")
+        pos += 1
+        index = 0
+        while True:
+            while True:   # skip whitespace and the separating comma, refilling the buffer as needed
+                while pos < len(buf) and buf[pos] in " \t\r\n,":
+                    pos += 1
+                if pos < len(buf):
+                    break
+                more = fh.read(1 << 16)
+                if not more:
+                    yield BadRecord(f"{f.name}[{index}]", "the JSON array is not closed (file truncated?)")
+                    return
+                buf, pos = more, 0
+            if buf[pos] == "]":
+                return
+            while True:
+                try:
+                    obj, end = decoder.raw_decode(buf, pos)
+                    break
+                except ValueError as e:
+                    more = fh.read(1 << 20)
+                    if not more:
+                        if index == 0:
+                            raise SourceError(f"`{f}` is not valid JSON ({e}); fix the file or export it as JSONL") from None
+                        yield BadRecord(f"{f.name}[{index}]", f"invalid JSON from here on ({e}); the rest of the file was not read")
+                        return
+                    buf = buf[pos:] + more
+                    pos = 0
+            if isinstance(obj, dict):
+                yield obj
+            else:
+                yield BadRecord(f"{f.name}[{index}]", f"element is a JSON {type(obj).__name__}, expected an object")
+            index += 1
+            buf, pos = buf[end:], 0
+
+
+def _batch_rows(bytes_per_row: float, batch_bytes: int) -> int:
+    return int(min(8192, max(16, batch_bytes / max(bytes_per_row, 1.0))))
+
+
+def _iter_parquet(f: Path, batch_bytes: int) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f)
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError with varying messages
+        raise SourceError(f"`{f}` is not a readable Parquet file ({e}); check the file or re-export it") from None
+    md = pf.metadata
+    rows = max(md.num_rows, 1)
+    size = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+    for batch in pf.iter_batches(batch_size=_batch_rows(size / rows, batch_bytes)):
+        yield from batch.to_pylist()
+
+
+def _iter_arrow(f: Path, batch_bytes: int) -> Iterator[dict]:
+    import pyarrow as pa
+
+    try:
+        reader = pa.ipc.open_stream(pa.memory_map(str(f)))
+    except Exception:
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(f)))
+        except Exception as e:
+            raise SourceError(f"`{f}` is not a readable Arrow file ({e})") from None
+    if isinstance(reader, pa.ipc.RecordBatchFileReader):
+        batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    else:
+        batches = iter(reader)
+    for batch in batches:
+        step = _batch_rows(batch.nbytes / max(batch.num_rows, 1), batch_bytes)
+        for start in range(0, batch.num_rows, step):
+            yield from batch.slice(start, step).to_pylist()

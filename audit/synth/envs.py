@@ -1,0 +1,38 @@
+"""The named synthetic environments: one planted cue each (or none) and its default strength."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from audit.errors import ConfigError
+from audit.synth.cues import CUE_DESCRIPTIONS
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    cue: str | None      # a key of audit.synth.cues.CUES, or None for the cue-free environment
+    p: float             # probability that the cue sits on the chosen side
+    description: str
+
+
+ENVIRONMENTS: dict[str, Environment] = {}
+
+
+def _add(name: str, cue: str | None, p: float) -> None:
+    what = "no text cue: only the image tells the responses apart" if cue is None else CUE_DESCRIPTIONS[cue]
+    ENVIRONMENTS[name] = Environment(name, cue, p, what)
+
+
+_add("clean", None, 0.5)
+for _cue in ("leadin", "closing", "verbose", "markdown"):
+    _add(_cue, _cue, 0.9)
+    _add(f"{_cue}-0.7", _cue, 0.7)
+_add("leadin-reversed", "leadin", 0.1)
+
+
+def get_env(name: str) -> Environment:
+    if name not in ENVIRONMENTS:
+        raise ConfigError(f"unknown environment `{name}`; valid: {', '.join(ENVIRONMENTS)} "
+                          "(see `shortcut-audit synth --list`)")
+    return ENVIRONMENTS[name]
