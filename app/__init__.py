@@ -1,0 +1,1 @@
+"""Streamlit audit app: renders precomputed audits from `audit/`, never scores."""

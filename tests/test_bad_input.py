@@ -1,0 +1,238 @@
+"""The bad-input catalogue: a clear error for a bad source, a status for a bad row, rows in = rows out."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from audit.cli import main
+from conftest import noisy_jpeg, png_bytes, read_pairs, run_ingest, write_jsonl
+
+
+def _pair(i=0, **kw):
+    return {"prompt": f"What is shown {i}?", "chosen": "A red square.", "rejected": "A blue circle.", "image": "a.png", **kw}
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    return tmp_path
+
+
+def _cli_error(capsys, args) -> str:
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: "), err   # one line, no traceback
+    return err[0]
+
+
+# ---- errors for the whole source -------------------------------------------------------------
+
+def test_missing_file(tmp_path, capsys):
+    err = _cli_error(capsys, ["ingest", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o")])
+    assert err == (f"Error: `{tmp_path / 'nope.jsonl'}` does not exist; pass a data file (.jsonl, .json, .parquet, "
+                   ".arrow) or a folder (HF save_to_disk, shards, a pairs folder)")
+
+
+def test_unsupported_file_type(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text("a,b\n")
+    err = _cli_error(capsys, ["ingest", str(tmp_path / "d.csv"), "-o", str(tmp_path / "o")])
+    assert "unsupported file type `.csv`" in err
+
+
+def test_file_that_is_not_parquet(tmp_path, capsys):
+    (tmp_path / "d.parquet").write_bytes(b"this is not parquet at all")
+    err = _cli_error(capsys, ["ingest", str(tmp_path / "d.parquet"), "-o", str(tmp_path / "o")])
+    assert f"`{tmp_path / 'd.parquet'}` is not a readable Parquet file" in err
+
+
+def test_unknown_format(root, capsys):
+    write_jsonl(root / "d.jsonl", [{"foo": 1, "bar": 2}])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(root / "o")])
+    assert err.startswith(f"Error: `{root / 'd.jsonl'}`: unknown format (columns: `foo`, `bar`); pass `--format`")
+
+
+def test_ambiguous_format(root, capsys):
+    rec = {"conversations": [], "rejected_conversations": [], "query": "q", "response": ["a", "b"], "human_ranking": [0, 1]}
+    write_jsonl(root / "d.jsonl", [rec])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(root / "o")])
+    assert "ambiguous format, the record matches `povid`, `vl-rewardbench`" in err and "pass `--format`" in err
+
+
+def test_missing_required_column_detected(root, capsys):
+    write_jsonl(root / "d.jsonl", [{"prompt": "p", "chosen": "c", "image": "a.png"}])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(root / "o")])
+    assert "looks like format `pairs` but column `rejected` is missing" in err
+    assert "`--columns rejected=YOUR_COLUMN`" in err
+
+
+def test_missing_required_column_forced_format(root, capsys):
+    write_jsonl(root / "d.jsonl", [_pair()])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "--format", "rlaif-v", "-o", str(root / "o")])
+    assert err == (f"Error: `{root / 'd.jsonl'}`: format `rlaif-v` needs column `question`, not found (columns: "
+                   "`prompt`, `chosen`, `rejected`, `image`); map it with `--columns question=YOUR_COLUMN` "
+                   "or pick another `--format`")
+
+
+def test_unknown_format_name(root, capsys):
+    write_jsonl(root / "d.jsonl", [_pair()])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "--format", "csv", "-o", str(root / "o")])
+    assert err == ("Error: unknown format `csv`; valid: vlfeedback, rlaif-v, rlhf-v, povid, trl, vl-rewardbench, "
+                   "alignrm, pairs")
+
+
+def test_bad_columns_option(root, capsys):
+    write_jsonl(root / "d.jsonl", [_pair()])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "--columns", "prompt", "-o", str(root / "o")])
+    assert err == "Error: `--columns` entry 'prompt' is not CANON=SRC; write e.g. `--columns prompt=question,chosen=good`"
+
+
+def test_json_that_is_not_json(root, capsys):
+    (root / "d.json").write_text("[{\"prompt\": ")
+    err = _cli_error(capsys, ["ingest", str(root / "d.json"), "-o", str(root / "o")])
+    assert f"`{root / 'd.json'}` is not valid JSON" in err
+
+
+# ---- bad rows get a status; the run goes on ---------------------------------------------------
+
+def _statuses(rep, df):
+    assert rep["records_in"] == rep["rows_out"] == df.height   # rows in = rows out
+    return df["status"].to_list()
+
+
+def test_broken_lines_and_non_objects(root):
+    src = write_jsonl(root / "d.jsonl", [_pair(0), "{not json", "[1, 2]", _pair(1)])
+    with open(src, "ab") as fh:
+        fh.write(b'{"prompt": "\xff\xfe"}\n')
+    rep, df = run_ingest(src, root / "o")
+    assert _statuses(rep, df) == ["ok", "bad_row", "bad_row", "ok", "bad_row"]
+    details = df["status_detail"].to_list()
+    assert details[1].startswith("d.jsonl:2: line is not valid JSON")
+    assert details[2] == "d.jsonl:3: line is a JSON list, expected an object"
+    assert "not valid UTF-8" in details[4]
+    assert df["pair_id"].n_unique() == 5
+
+
+def test_mixed_formats_in_one_file(root):
+    # AlignRM's loader silently drops later rows' completions here (from_list takes the first row's keys).
+    vlf = {"id": "v1", "prompt": "p", "completions": [{"annotations": {}, "model": "m", "response": "x"}] * 2}
+    src = write_jsonl(root / "d.jsonl", [_pair(0, img_path="a.png"), vlf, _pair(1, img_path="a.png")])
+    rep, df = run_ingest(src, root / "o")
+    assert rep["format"] == "alignrm"
+    assert _statuses(rep, df) == ["ok", "bad_row", "ok"]
+    assert df["status_detail"][1] == "record looks like format `vlfeedback`, not `alignrm`: the file mixes formats"
+
+
+def test_non_string_text_empty_and_identical(root):
+    src = write_jsonl(root / "d.jsonl", [_pair(0, chosen=5), _pair(1, rejected=["a", "b"]), _pair(2, chosen="  "),
+                                         _pair(3, rejected="A red square. "), {"chosen": "c", "rejected": "r", "prompt": None,
+                                                                               "image": "a.png"}])
+    rep, df = run_ingest(src, root / "o")
+    assert _statuses(rep, df) == ["bad_text", "bad_text", "empty_response", "identical_responses", "missing_field"]
+    assert df["status_detail"][0] == "`chosen` is a int, expected text"
+
+
+def test_one_megabyte_response_is_kept_whole(root):
+    big = "word " * 210_000
+    rep, df = run_ingest(write_jsonl(root / "d.jsonl", [_pair(0, chosen=big)]), root / "o")
+    assert _statuses(rep, df) == ["ok"]
+    assert df["chosen"][0] == big and len(big) > 1_000_000
+
+
+def test_unicode_right_to_left_and_lone_surrogates(root):
+    rows = [_pair(0, prompt="ما هذا الشكل؟", chosen="מרובע אדום 🟥", rejected="Ein blauer Kreis — ∅"),
+            json.dumps(_pair(1, chosen="bad \ud800 surrogate"))]   # JSON escapes allow lone surrogates
+    rep, df = run_ingest(write_jsonl(root / "d.jsonl", rows), root / "o")
+    assert _statuses(rep, df) == ["ok", "ok"]
+    assert df.row(0, named=True)["prompt"] == "ما هذا الشكل؟"
+    assert df.row(0, named=True)["chosen"] == "מרובע אדום 🟥"
+    assert df["chosen"][1] == "bad \ufffd surrogate"
+
+
+def test_duplicate_rows(root):
+    rows = [_pair(0), _pair(1), _pair(0), _pair(0, id="other-id")]
+    rep, df = run_ingest(write_jsonl(root / "d.jsonl", rows), root / "o")
+    assert _statuses(rep, df) == ["ok", "ok", "duplicate", "duplicate"]
+    assert rep["duplicates"] == 2
+    assert df["pair_id"].n_unique() == 4     # ids stay unique: content hash + occurrence number
+
+
+def test_paths_that_escape_the_root_are_refused(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.png").write_bytes(png_bytes())
+    (tmp_path / "secret.png").write_bytes(png_bytes((1, 2, 3)))
+    os.symlink(tmp_path / "secret.png", root / "link.png")
+    os.symlink(root / "a.png", root / "inner-link.png")
+    rows = [_pair(0), _pair(1, image="../secret.png"), _pair(2, image=str(tmp_path / "secret.png")),
+            _pair(3, image="link.png"), _pair(4, image="inner-link.png"), _pair(5, image="missing.png")]
+    rep, df = run_ingest(write_jsonl(root / "d.jsonl", rows), tmp_path / "o")
+    assert _statuses(rep, df) == ["ok", "image_outside_root", "image_outside_root", "image_outside_root", "ok", "image_missing"]
+    assert "pass `--image-root`" in df["status_detail"][1]
+    assert df["image_path"][1] is None
+
+
+def test_truncated_jpeg_and_garbage_image(root):
+    data = noisy_jpeg()
+    (root / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    (root / "junk.png").write_bytes(b"definitely not an image")
+    rows = [_pair(0, image="trunc.jpg"), _pair(1, image="junk.png"), _pair(2)]
+    rep, df = run_ingest(write_jsonl(root / "d.jsonl", rows), root / "o")
+    assert _statuses(rep, df) == ["image_corrupt", "image_corrupt", "ok"]
+    # `header` mode reads only the header: faster, and it misses truncation (documented).
+    rep, df = run_ingest(write_jsonl(root / "d.jsonl", rows), root / "o2", verify_images="header")
+    assert _statuses(rep, df) == ["ok", "image_corrupt", "ok"]
+
+
+def _png_bomb(width=100_000, height=100_000) -> bytes:
+    """A tiny PNG whose header declares a huge canvas."""
+    raw = png_bytes(size=(1, 1))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return raw[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + raw[8 + 25:]
+
+
+def test_png_bomb_is_refused_without_decoding(root):
+    (root / "bomb.png").write_bytes(_png_bomb())
+    rows = [_pair(0, image="bomb.png"), _pair(1)]
+    rep, df = run_ingest(write_jsonl(root / "d.jsonl", rows), root / "o")
+    assert _statuses(rep, df) == ["image_too_large", "ok"]
+    # Embedded bytes go through the same check.
+    table = pa.Table.from_pylist([{**_pair(0), "image": {"bytes": _png_bomb(5000, 5000), "path": None}}])
+    pq.write_table(table, root / "e.parquet")
+    rep, df = run_ingest(root / "e.parquet", root / "o2", max_pixels=1_000_000)
+    assert _statuses(rep, df) == ["image_too_large"]
+    assert "declares 5000x5000" in df["status_detail"][0]
+
+
+def test_broken_json_array_tail(root):
+    text = json.dumps([_pair(0), _pair(1)])
+    (root / "d.json").write_text(text[:-30])   # cut inside the second element
+    rep, df = run_ingest(root / "d.json", root / "o")
+    assert _statuses(rep, df) == ["ok", "bad_row"]
+    assert "the rest of the file was not read" in df["status_detail"][1]
+
+
+def test_empty_source_file(root, capsys):
+    (root / "d.jsonl").write_text("\n\n")
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(root / "o")])
+    assert "the source holds no records" in err
+
+
+def test_outputs_are_replaced_atomically(root):
+    src = write_jsonl(root / "d.jsonl", [_pair(0), _pair(1)])
+    run_ingest(src, root / "o")
+    before = (root / "o" / "pairs.parquet").read_bytes()
+    write_jsonl(root / "d.jsonl", [{"foo": 1}])
+    with pytest.raises(Exception):
+        run_ingest(src, root / "o")
+    # A failed run leaves the previous table intact and no temporary files behind.
+    assert (root / "o" / "pairs.parquet").read_bytes() == before
+    assert not [p for p in (root / "o").iterdir() if p.name.startswith(".")]
+    assert read_pairs(root / "o").height == 2
