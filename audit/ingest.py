@@ -53,33 +53,43 @@ def _clean(text: str) -> str:
 
 
 class Dedup:
-    """Counts earlier occurrences of 64-bit keys in a sorted numpy array (8 bytes a key, no Python set)."""
+    """Counts earlier occurrences of 64-bit keys: a sorted numpy array of the keys seen (8 bytes a
+    pair, no Python set), a dict only for keys seen more than once, and a small pending batch."""
 
-    def __init__(self, flush_every: int = 16384) -> None:
+    def __init__(self, flush_every: int = 65536) -> None:
         self.keys = np.empty(0, dtype=np.uint64)
-        self.counts = np.empty(0, dtype=np.int64)
-        self.pending: dict[int, int] = {}
+        self.repeats: dict[int, int] = {}     # key -> count, for keys in `keys` seen more than once
+        self.pending: dict[int, int] = {}     # keys since the last merge -> count
         self.flush_every = flush_every
 
-    def seen_before(self, key: int) -> int:
-        """How many times `key` was seen before this call (and records this one)."""
-        n = self.pending.get(key, 0)
+    def _known(self, key: int) -> int:
         if self.keys.size:
             pos = int(np.searchsorted(self.keys, np.uint64(key)))
             if pos < self.keys.size and int(self.keys[pos]) == key:
-                n += int(self.counts[pos])
+                return self.repeats.get(key, 1)
+        return 0
+
+    def seen_before(self, key: int) -> int:
+        """How many times `key` was seen before this call (and records this one)."""
+        n = self.pending.get(key, 0) + self._known(key)
         self.pending[key] = self.pending.get(key, 0) + 1
         if len(self.pending) >= self.flush_every:
             self._flush()
         return n
 
     def _flush(self) -> None:
-        new_k = np.fromiter(self.pending.keys(), dtype=np.uint64, count=len(self.pending))
-        new_c = np.fromiter(self.pending.values(), dtype=np.int64, count=len(self.pending))
-        keys = np.concatenate([self.keys, new_k])
-        counts = np.concatenate([self.counts, new_c])
-        self.keys, inverse = np.unique(keys, return_inverse=True)
-        self.counts = np.bincount(inverse, weights=counts).astype(np.int64)
+        fresh = []
+        for key, count in self.pending.items():
+            known = self._known(key)
+            if known:
+                self.repeats[key] = known + count
+            else:
+                fresh.append(key)
+                if count > 1:
+                    self.repeats[key] = count
+        new = np.sort(np.fromiter(fresh, dtype=np.uint64, count=len(fresh)))
+        # Merge two sorted arrays in O(n): one new array, no re-sort of what was there.
+        self.keys = np.insert(self.keys, np.searchsorted(self.keys, new), new)
         self.pending = {}
 
 
@@ -309,8 +319,13 @@ def ingest(cfg: IngestConfig) -> dict:
             yield from head
             yield from records
 
+        next_log = time.perf_counter() + 10
         for index, rec in enumerate(all_records()):
             records_in += 1
+            if time.perf_counter() > next_log:   # progress on long runs (visible with -v)
+                next_log = time.perf_counter() + 10
+                done = writer.n + len(writer.rows)
+                log.info("%d records, %d rows, %.0f rows/s", records_in, done, done / (time.perf_counter() - t0))
             if isinstance(rec, BadRecord):
                 writer.add(*run.row(RawPair(f"row{index}", status=schema.BAD_ROW,
                                             detail=f"{rec.where}: {rec.detail}"), f"r{index}"))

@@ -236,3 +236,17 @@ def test_outputs_are_replaced_atomically(root):
     assert (root / "o" / "pairs.parquet").read_bytes() == before
     assert not [p for p in (root / "o").iterdir() if p.name.startswith(".")]
     assert read_pairs(root / "o").height == 2
+
+
+def test_json_array_with_many_elements_streams(root):
+    rows = [_pair(i) for i in range(3000)]
+    (root / "d.json").write_text(json.dumps(rows, indent=1))
+    rep, df = run_ingest(root / "d.json", root / "o")
+    assert rep["rows_out"] == 3000 and df["prompt"][2999] == "What is shown 2999?"
+
+
+def test_output_inside_the_source_folder_is_not_read_back(root):
+    write_jsonl(root / "d.jsonl", [_pair(0), _pair(1)])
+    run_ingest(root, root / "pairs")
+    rep, _ = run_ingest(root, root / "pairs")
+    assert rep["files"] == [str(root / "d.jsonl")] and rep["rows_out"] == 2

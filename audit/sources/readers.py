@@ -81,8 +81,12 @@ def locate(path: Path) -> SourceFiles:
         return SourceFiles(path, "arrow", _hf_arrow_files(path), path)
 
     found: dict[str, list[Path]] = {}
+    # Our own outputs inside the folder (a pairs folder written there earlier) are not source data.
+    owned = {f.parent for f in path.rglob("ingest_report.json")}
     for f in sorted(path.rglob("*")):
         if not f.is_file() or f.name.startswith(".") or f.name in METADATA_NAMES:
+            continue
+        if any(parent in owned for parent in f.parents):
             continue
         kind = DATA_SUFFIXES.get(f.suffix.lower())
         if kind:
@@ -206,7 +210,7 @@ def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
             else:
                 yield BadRecord(f"{f.name}[{index}]", f"element is a JSON {type(obj).__name__}, expected an object")
             index += 1
-            buf, pos = buf[end:], 0
+            pos = end
 
 
 def _batch_rows(bytes_per_row: float, batch_bytes: int) -> int:
