@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from audit.config import DemoConfig, IngestConfig, SynthConfig, add_arguments, from_args
+from audit.config import DemoConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments, from_args
 from audit.errors import AuditError
 
 
@@ -49,6 +49,28 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_summary(s: dict, out: Path) -> None:
+    pct = lambda x: f"{100 * x:.1f}%"
+    print(f"scored {s['n_scored']} of {s['n_rows']} pairs   status: "
+          + ", ".join(f"{k}={v}" for k, v in s["status_counts"].items()))
+    print(f"text-only acc {pct(s['text_acc'])}   multimodal acc {pct(s['mm_acc'])}   cue-model acc "
+          f"{pct(s['cue_acc'])}   shortcut rate {pct(s['shortcut_rate'])}   SFD {s['sfd']:.1f}")
+    print("top cues: " + ", ".join(f"{c['name']} (coef {c['coefficient']:+.2f}, assoc {c['association']:+.2f})"
+                                   for c in s["cues"][:3]))
+    if s.get("cue_share"):
+        print("cue share (planted cue on the chosen side, by weight): "
+              + ", ".join(f"{k}={v:.3f}" for k, v in s["cue_share"].items()))
+    print(f"audited table: {out / 'audited.parquet'}   summary: {out / 'summary.json'}")
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from audit.score import score
+
+    cfg = from_args(ScoreConfig, args)
+    _print_summary(score(cfg), cfg.out)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audit.demo import demo
 
@@ -75,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description=IngestConfig.__doc__)
     add_arguments(p, IngestConfig)
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("score", help="fit text-only shortcut models out-of-fold; write SFC, weights, cues",
+                       description=ScoreConfig.__doc__)
+    add_arguments(p, ScoreConfig)
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("demo", help="run the pipeline on built-in synthetic data, offline",
                        description=DemoConfig.__doc__)

@@ -188,3 +188,59 @@ class DemoConfig:
         self.out = Path(self.out)
         if self.n < 10:
             raise ConfigError(f"`--n` must be at least 10, got {self.n}")
+
+
+@dataclass
+class ScoreConfig:
+    """`shortcut-audit score`: fit text-only shortcut models out-of-fold; write SFC, weights and cues."""
+
+    source: Path = opt(positional=True, metavar="SOURCE_OR_PAIRS_DIR",
+                       help="a pairs folder from `ingest`, or any source `ingest` reads (ingested on the way)")
+    out: Path = opt(short="-o", help="audit folder: audited.parquet, summary.json, config.json, cache/")
+    scheme: str = opt("debias", help="weight scheme: sfc, debias, ipw, jtt, none (README: why debias)")
+    folds: int = opt(5, help="cross-fitting folds K (grouped by image, source row and specific prompt)")
+    seed: int = opt(0, help="random seed (fold order, inner splits, head initialisation)")
+    text_encoder: str = opt("minilm", help="text encoder: `minilm` (all-MiniLM-L6-v2, offline) or any HF "
+                            "encoder / sentence-transformers folder by id or local path")
+    pooling: str = opt("auto", choices=("auto", "mean", "cls", "last"),
+                       help="text pooling; `auto` follows a sentence-transformers folder, else mean; `last` "
+                       "makes a decoder LLM usable as the encoder")
+    image_encoder: str = opt("pixels", help="image features: `pixels` (offline colour/layout featuriser) or "
+                             "any HF vision encoder (CLIP, SigLIP, ...) by id or local path")
+    mm_scores: str | None = opt(None, metavar="CHOSEN_COL,REJECTED_COL",
+                                help="use your own multimodal RM's rewards from these pairs-table columns "
+                                "(or one margin column) as the mm_* columns instead of the multimodal probe")
+    device: str = opt("auto", help="`auto` (CUDA with bf16 when present, else CPU), `cpu`, `cuda`, `cuda:1`")
+    threshold: float = opt(0.8, help="`is_shortcut` = text_prob >= threshold")
+    clip: float | None = opt(None, help="cap on the normalised weight (re-normalised after capping)")
+    ipw_floor: float = opt(0.05, help="`ipw`: text_prob is floored here before 1/text_prob")
+    jtt_factor: float = opt(5.0, help="`jtt`: weight of pairs the text model gets wrong")
+    mm_rank: int = opt(16, help="rank of the bilinear multimodal head")
+    cache_dir: Path | None = opt(None, help="embedding cache (default: AUDIT_DIR/cache); share it across "
+                                 "runs to never encode the same text or image twice")
+    batch_size: int = opt(64, help="encoder batch size")
+    max_length: int = opt(256, help="encoder max tokens per text")
+    trust_remote_code: bool = opt(False, help="allow custom model code from the model folder (off by default)")
+    format: str | None = opt(None, help="source format when SOURCE is not a pairs folder (see `ingest`)")
+    image_root: Path | None = opt(None, help="image root when SOURCE is not a pairs folder (see `ingest`)")
+
+    def __post_init__(self) -> None:
+        from audit.schemes import SCHEMES
+
+        self.source, self.out = Path(self.source), Path(self.out)
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"unknown scheme `{self.scheme}`; valid: {', '.join(SCHEMES)}")
+        if self.folds < 2:
+            raise ConfigError(f"`--folds` must be at least 2, got {self.folds}")
+        if not 0.5 <= self.threshold < 1.0:
+            raise ConfigError(f"`--threshold` must be in [0.5, 1), got {self.threshold}")
+        if self.clip is not None and self.clip <= 1.0:
+            raise ConfigError(f"`--clip` must be above 1 (weights have mean 1), got {self.clip}")
+        if not 0.0 < self.ipw_floor < 0.5:
+            raise ConfigError(f"`--ipw-floor` must be in (0, 0.5), got {self.ipw_floor}")
+        if self.jtt_factor <= 0:
+            raise ConfigError(f"`--jtt-factor` must be positive, got {self.jtt_factor}")
+        if self.cache_dir is not None:
+            self.cache_dir = Path(self.cache_dir)
+        if self.image_root is not None:
+            self.image_root = Path(self.image_root)

@@ -1,7 +1,7 @@
 """`demo`: the pipeline on built-in synthetic data, offline, in a couple of minutes on a laptop.
 
-Today it runs synth -> ingest on a shortcut environment and the cue-free one and summarises the
-pairs tables; each later stage (score, app, export, train) joins the chain as it lands.
+Runs synth -> ingest -> score on a shortcut environment and the cue-free one and prints the
+headline of each audit; later stages (app, export, train) join the chain as they land.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from audit.config import DemoConfig, IngestConfig, SynthConfig
+from audit.config import DemoConfig, IngestConfig, ScoreConfig, SynthConfig
 from audit.ingest import ingest
 from audit.synth import synth
 
@@ -50,4 +50,15 @@ def demo(cfg: DemoConfig) -> Iterator[str]:
         yield f"[{env}] synth -> {src}"
         yield f"[{env}] ingest -> {pairs_dir / 'pairs.parquet'} ({rep['rows_out']} rows in {rep['seconds']:.1f}s)"
         yield from table_summary(pairs_dir)
+        from audit.score import score
+
+        audit_dir = out / "audit" / env
+        s = score(ScoreConfig(source=pairs_dir, out=audit_dir, seed=cfg.seed, cache_dir=out / "cache"))
+        yield (f"[{env}] score -> {audit_dir / 'audited.parquet'}: text-only acc {100 * s['text_acc']:.1f}%, "
+               f"multimodal acc {100 * s['mm_acc']:.1f}%, shortcut rate {100 * s['shortcut_rate']:.1f}%, "
+               f"SFD {s['sfd']:.1f}")
+        yield "  top cues: " + ", ".join(f"{c['name']} ({c['coefficient']:+.2f})" for c in s["cues"][:3])
+        if s.get("cue_share"):
+            yield ("  cue share by weight (untouched " + f"{s['cue_share']['untouched']:.2f}): "
+                   + ", ".join(f"{k} {v:.2f}" for k, v in s["cue_share"].items() if k != "untouched"))
     yield f"done: outputs under {out.resolve()}"

@@ -1,0 +1,148 @@
+"""The cue probe: interpretable text features of each response, a cross-fitted BT logistic model on
+their chosen-minus-rejected differences, and each cue's association with the label.
+
+A cue is one small function registered by name (`@cue`); the audited table gets one column per cue,
+`cue_<name>` = value(chosen) - value(rejected).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import numpy as np
+
+CueFn = Callable[[str, str], float]      # (response, prompt) -> value
+CUE_FUNCS: dict[str, CueFn] = {}
+CUE_HELP: dict[str, str] = {}
+
+
+def cue(name: str, help: str) -> Callable[[CueFn], CueFn]:
+    def deco(fn: CueFn) -> CueFn:
+        CUE_FUNCS[name] = fn
+        CUE_HELP[name] = help
+        return fn
+    return deco
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_LEAD_IN = re.compile(r"^\W*(great question|good question|certainly|sure|of course|absolutely|happy to help|"
+                      r"gladly|great|excellent question)\b", re.I)
+_CLOSING = re.compile(r"(hope (this|that) (helps|answers)|let me know|feel free to|any other questions|"
+                      r"happy to help further)[^\n]*$", re.I)
+_HEDGE = re.compile(r"\b(i think|i believe|might|may be|maybe|possibly|perhaps|it seems|likely|probably|"
+                    r"not sure|appears to)\b", re.I)
+_REFUSAL = re.compile(r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|as an ai|unable to|i do not have|i don'?t have)\b", re.I)
+_LIST = re.compile(r"^\s*([-*•]|\d+[.)])\s+", re.M)
+_MARKDOWN = re.compile(r"(\*\*[^*]+\*\*|^#{1,6}\s|`[^`]+`|__[^_]+__)", re.M)
+_NUMBER = re.compile(r"\b\d+(?:[.,]\d+)?\b")
+_IMAGE = re.compile(r"\b(image|picture|photo|photograph|shown|visible|depicted|scene)\b", re.I)
+_CITATION = re.compile(r"【\d+†source】")
+_FIRST_PERSON = re.compile(r"\b(i|me|my|i'm|i've)\b", re.I)
+
+
+@cue("length", "log(1 + characters): verbosity")
+def _length(text: str, prompt: str) -> float:
+    return float(np.log1p(len(text)))
+
+
+@cue("lead_in", "starts with a pleasantry (\"Great question!\", \"Certainly!\")")
+def _lead_in(text: str, prompt: str) -> float:
+    return float(bool(_LEAD_IN.search(text)))
+
+
+@cue("closing", "ends with a pleasantry (\"I hope this helps!\", \"Let me know ...\")")
+def _closing(text: str, prompt: str) -> float:
+    return float(bool(_CLOSING.search(text.strip())))
+
+
+@cue("hedge", "hedging words per 100 words (might, perhaps, I think)")
+def _hedge(text: str, prompt: str) -> float:
+    return 100.0 * len(_HEDGE.findall(text)) / max(1, len(_WORD.findall(text)))
+
+
+@cue("refusal", "refusal or apology phrases (I'm sorry, I cannot, as an AI)")
+def _refusal(text: str, prompt: str) -> float:
+    return float(len(_REFUSAL.findall(text)))
+
+
+@cue("list_items", "lines formatted as list items (-, *, 1.)")
+def _list_items(text: str, prompt: str) -> float:
+    return float(len(_LIST.findall(text)))
+
+
+@cue("markdown", "markdown emphasis, headers or code spans")
+def _markdown(text: str, prompt: str) -> float:
+    return float(len(_MARKDOWN.findall(text)))
+
+
+@cue("numbers", "numbers mentioned")
+def _numbers(text: str, prompt: str) -> float:
+    return float(len(_NUMBER.findall(text)))
+
+
+@cue("prompt_overlap", "share of the response's words that appear in the prompt")
+def _prompt_overlap(text: str, prompt: str) -> float:
+    words = {w.lower() for w in _WORD.findall(text)}
+    if not words:
+        return 0.0
+    return len(words & {w.lower() for w in _WORD.findall(prompt)}) / len(words)
+
+
+@cue("image_mention", "mentions of the image itself (image, picture, shown, visible)")
+def _image_mention(text: str, prompt: str) -> float:
+    return float(len(_IMAGE.findall(text)))
+
+
+@cue("repetition", "share of repeated word trigrams")
+def _repetition(text: str, prompt: str) -> float:
+    words = [w.lower() for w in _WORD.findall(text)]
+    grams = list(zip(words, words[1:], words[2:]))
+    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
+
+
+@cue("first_person", "first-person words per 100 words (I, me, my)")
+def _first_person(text: str, prompt: str) -> float:
+    return 100.0 * len(_FIRST_PERSON.findall(text)) / max(1, len(_WORD.findall(text)))
+
+
+@cue("citation", "GPT-4V citation markers 【n†source】 (VLFeedback)")
+def _citation(text: str, prompt: str) -> float:
+    return float(len(_CITATION.findall(text)))
+
+
+def cue_values(texts: list[str], prompts: list[str]) -> np.ndarray:
+    """(n, n_cues) values of every cue for each (text, prompt)."""
+    out = np.zeros((len(texts), len(CUE_FUNCS)), dtype=np.float64)
+    for i, (t, p) in enumerate(zip(texts, prompts)):
+        out[i] = [fn(t, p) for fn in CUE_FUNCS.values()]
+    return out
+
+
+def cue_differences(prompts: list[str], chosen: list[str], rejected: list[str]) -> np.ndarray:
+    """(n, n_cues): value(chosen) - value(rejected) per pair."""
+    return cue_values(chosen, prompts) - cue_values(rejected, prompts)
+
+
+def association(diff: np.ndarray) -> np.ndarray:
+    """Per cue: P(chosen has more of it) - P(rejected has more), over the pairs: in [-1, 1]."""
+    if diff.shape[0] == 0:
+        return np.zeros(diff.shape[1])
+    return np.sign(diff).mean(axis=0)
+
+
+def fit_cue_probe(cue_diff: np.ndarray, folds: np.ndarray, groups: np.ndarray, seed: int):
+    """Cross-fitted margins of the cue model, and the cue table (ranked by |standardised coefficient|
+    of the model fitted on all pairs: among correlated cues, the joint fit credits the one that
+    carries the signal, e.g. a bullet list over the extra length it brings)."""
+    from audit.bt import LinearBT, PairFeatures, cross_fit, fit_with_l2
+
+    scale = cue_diff.std(axis=0) + 1e-9
+    x = PairFeatures(linear=cue_diff / scale)
+    margin, l2_folds = cross_fit(LinearBT, x, folds, groups, seed=seed)
+    full, l2_full = fit_with_l2(LinearBT, x, groups, None, seed)
+    assoc = association(cue_diff)
+    table = sorted(({"name": name, "coefficient": round(float(full.w[j]), 4), "association": round(float(assoc[j]), 4),
+                     "share_differs": round(float((cue_diff[:, j] != 0).mean()), 4), "help": CUE_HELP[name]}
+                    for j, name in enumerate(CUE_FUNCS)), key=lambda c: -abs(c["coefficient"]))
+    return margin, table, {"folds": l2_folds, "full": l2_full}

@@ -1,0 +1,76 @@
+"""Weight schemes: per-pair training weights from the audit columns, one function each.
+
+Every scheme returns raw weights for the scored (`ok`) rows; `weights` clips them (optional) and
+normalises to mean 1 over those rows. Rows that are not scored get weight 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from audit.errors import ConfigError
+
+SchemeFn = Callable[..., np.ndarray]
+SCHEMES: dict[str, SchemeFn] = {}
+SCHEME_HELP: dict[str, str] = {}
+
+
+def register(name: str, help: str) -> Callable[[SchemeFn], SchemeFn]:
+    def deco(fn: SchemeFn) -> SchemeFn:
+        SCHEMES[name] = fn
+        SCHEME_HELP[name] = help
+        return fn
+    return deco
+
+
+@register("sfc", "the paper's Shortcut-Failure Coefficient L_text / (L_mm + L_text)")
+def sfc_scheme(*, sfc: np.ndarray, **_) -> np.ndarray:
+    return sfc
+
+
+@register("debias", "1 - text_prob: the classic bias-only-model example reweighting")
+def debias_scheme(*, text_prob: np.ndarray, **_) -> np.ndarray:
+    return 1.0 - text_prob
+
+
+@register("ipw", "1 / text_prob (text_prob floored at --ipw-floor): the text model is uninformative "
+                 "under the weighted distribution")
+def ipw_scheme(*, text_prob: np.ndarray, ipw_floor: float = 0.05, **_) -> np.ndarray:
+    return 1.0 / np.maximum(text_prob, ipw_floor)
+
+
+@register("jtt", "Just Train Twice: pairs the text model gets wrong count --jtt-factor times")
+def jtt_scheme(*, text_prob: np.ndarray, jtt_factor: float = 5.0, **_) -> np.ndarray:
+    return np.where(text_prob < 0.5, jtt_factor, 1.0)
+
+
+@register("none", "every pair weight 1")
+def none_scheme(*, text_prob: np.ndarray, **_) -> np.ndarray:
+    return np.ones_like(text_prob)
+
+
+def weights(scheme: str, ok: np.ndarray, *, text_prob: np.ndarray, sfc: np.ndarray, clip: float | None = None,
+            ipw_floor: float = 0.05, jtt_factor: float = 5.0) -> np.ndarray:
+    """Weights of `scheme`, mean 1 over `ok` rows (0 elsewhere); `clip` caps the normalised weight."""
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown scheme `{scheme}`; valid: {', '.join(SCHEMES)}")
+    ok = np.asarray(ok, dtype=bool)
+    out = np.zeros(ok.shape, dtype=np.float64)
+    if not ok.any():
+        return out
+    raw = SCHEMES[scheme](text_prob=np.asarray(text_prob, float)[ok], sfc=np.asarray(sfc, float)[ok],
+                          ipw_floor=ipw_floor, jtt_factor=jtt_factor)
+    raw = np.clip(raw, 0.0, None)
+    if raw.sum() <= 0:
+        raw = np.ones_like(raw)
+    w = raw / raw.mean()
+    if clip is not None:
+        for _ in range(50):   # cap, renormalise, repeat until the cap holds after normalising
+            if w.max() <= clip + 1e-12:
+                break
+            w = np.minimum(w, clip)
+            w = w / w.mean()
+    out[ok] = w
+    return out

@@ -1,0 +1,207 @@
+"""`score`: the audited table. Cross-fits the text-only shortcut models and the multimodal probe,
+then writes SFC, weights, shortcut flags and one column per cue beside every pair, plus summary.json.
+
+Flow: pairs table -> groups and folds -> cue features and cue probe -> text embeddings (cached) ->
+text probe -> image features (cached) -> multimodal probe (or external scores) -> SFC, weights ->
+audited.parquet + summary.json, written atomically. Unique texts and images are encoded once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from audit import metrics, schema
+from audit.bt import LinearBT, PairFeatures, cross_fit
+from audit.config import IngestConfig, ScoreConfig, to_dict
+from audit.encoders.cache import EmbeddingCache, content_key
+from audit.errors import FormatError
+from audit.folds import assign_folds, group_ids
+from audit.io import atomic_path, versions, write_json_atomic
+from audit.probes.cues import CUE_FUNCS, cue_differences, fit_cue_probe
+from audit.schemes import SCHEMES, weights
+
+log = logging.getLogger(__name__)
+
+AUDITED_FILE = "audited.parquet"
+SUMMARY_FILE = "summary.json"
+AUDIT_COLUMNS = ("text_margin", "text_prob", "text_loss", "mm_margin", "mm_prob", "mm_loss", "sfc", "weight",
+                 "is_shortcut", "fold", "cue_margin")
+
+
+def _pairs_dir(cfg: ScoreConfig) -> Path:
+    """The pairs folder to score: SOURCE itself, or SOURCE ingested into AUDIT_DIR/pairs."""
+    src = cfg.source
+    if (src / schema.PAIRS_FILE).is_file() and (src / schema.REPORT_FILE).is_file():
+        return src
+    from audit.ingest import ingest
+
+    out = cfg.out / "pairs"
+    ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root))
+    return out
+
+
+def _read_images(pairs_dir: Path, paths: list[str]) -> list[bytes]:
+    from audit.images import resolve_image
+
+    return [resolve_image(pairs_dir, p, allowed_roots=[Path(p).parent] if Path(p).is_absolute() else None).read_bytes()
+            for p in paths]
+
+
+def score(cfg: ScoreConfig) -> dict:
+    """Run the audit; returns the summary (also written to AUDIT_DIR/summary.json)."""
+    import polars as pl
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, t0: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - t0, 3)
+        return now
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    pairs_dir = _pairs_dir(cfg)
+    t = lap("ingest", t)
+    table = pl.read_parquet(pairs_dir / schema.PAIRS_FILE)
+    missing = [c for c in schema.PAIRS_COLUMNS if c not in table.columns]
+    if missing:
+        raise FormatError(f"`{pairs_dir / schema.PAIRS_FILE}` lacks column(s) {', '.join(missing)}: "
+                          "it is not a pairs table; run `shortcut-audit ingest` first")
+    n = table.height
+    ok = (table["status"] == schema.OK).to_numpy()
+    idx = np.where(ok)[0]
+    m = idx.size
+    if m < 2 * cfg.folds:
+        raise FormatError(f"only {m} scorable (`ok`) pairs in `{pairs_dir}`; cross-fitting with "
+                          f"{cfg.folds} folds needs at least {2 * cfg.folds} (see the status column)")
+    sub = table[idx]
+    prompts, chosen, rejected = sub["prompt"].to_list(), sub["chosen"].to_list(), sub["rejected"].to_list()
+
+    # Groups and folds: no pair is scored by a head that saw it or a sibling (same image/row/prompt).
+    groups = group_ids(sub["image_id"].to_list(), sub["sample_id"].to_list(), sub["prompt_id"].to_list())
+    folds = assign_folds(groups, cfg.folds, cfg.seed)
+    t = lap("folds", t)
+
+    # Cue probe: interpretable differences, cross-fitted BT logistic on standardised features.
+    cue_diff = cue_differences(prompts, chosen, rejected)
+    cue_margin, cues, cue_l2 = fit_cue_probe(cue_diff, folds, groups, cfg.seed)
+    t = lap("cue_probe", t)
+
+    # Text probe: frozen encoder (cached by content), BT head on [e_c - e_r, (e_c - e_r) * e_p].
+    from audit.encoders.text import load_text_encoder
+
+    cache_root = cfg.cache_dir or (cfg.out / "cache")
+    enc = load_text_encoder(cfg.text_encoder, pooling=cfg.pooling, device=cfg.device, batch_size=cfg.batch_size,
+                            max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code)
+    tcache = EmbeddingCache(cache_root, enc.fingerprint)
+    texts = prompts + chosen + rejected
+    emb = tcache.embed(texts, [content_key(s) for s in texts], enc.encode)
+    e_p, e_c, e_r = emb[:m], emb[m:2 * m], emb[2 * m:]
+    t = lap("text_encode", t)
+    text_margin, text_l2 = cross_fit(LinearBT, PairFeatures(linear=np.concatenate(
+        [e_c - e_r, (e_c - e_r) * e_p], axis=1)), folds, groups, seed=cfg.seed)
+    t = lap("text_probe", t)
+
+    # Multimodal side: the user's RM scores, or the bilinear probe on image features.
+    mm_l2: list[float] = []
+    image_info: dict = {}
+    if cfg.mm_scores:
+        from audit.probes.external import external_margins
+
+        mm_margin = external_margins({c: sub[c].to_numpy() for c in sub.columns}, cfg.mm_scores)
+        image_info = {"mm": "external", "columns": cfg.mm_scores}
+    else:
+        from audit.encoders.image import load_image_encoder
+        from audit.encoders.text import resolve_device
+        from audit.probes.multimodal import multimodal_margins
+
+        ienc = load_image_encoder(cfg.image_encoder, device=resolve_device(cfg.device),
+                                  trust_remote_code=cfg.trust_remote_code)
+        icache = EmbeddingCache(cache_root, ienc.fingerprint)
+        image_ids = sub["image_id"].to_list()
+        first_path = dict(zip(image_ids[::-1], sub["image_path"].to_list()[::-1]))
+        uniq = sorted(first_path)
+        keys = [bytes.fromhex(i) for i in uniq]
+        feats = icache.embed(uniq, keys, lambda ids: ienc.encode(_read_images(pairs_dir, [first_path[i] for i in ids])),
+                             size=lambda _: 0)
+        row_of = {k: r for r, k in enumerate(uniq)}
+        img = feats[[row_of[i] for i in image_ids]]
+        t = lap("image_encode", t)
+        mm_margin, mm_l2 = multimodal_margins(img, e_c, e_r, folds, groups, text_margin, cfg.seed, rank=cfg.mm_rank)
+        image_info = {"mm": "bilinear probe (product of experts with the text margin)",
+                      "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint}
+    t = lap("mm_probe", t)
+
+    text_prob, text_loss = metrics.sigmoid(text_margin), metrics.bt_loss(text_margin)
+    mm_prob, mm_loss = metrics.sigmoid(mm_margin), metrics.bt_loss(mm_margin)
+    sfc = metrics.sfc(text_loss, mm_loss)
+    ones = np.ones(m, dtype=bool)
+    scheme_kw = dict(text_prob=text_prob, sfc=sfc, clip=cfg.clip, ipw_floor=cfg.ipw_floor, jtt_factor=cfg.jtt_factor)
+    all_weights = {s: weights(s, ones, **scheme_kw) for s in SCHEMES}
+    weight = all_weights[cfg.scheme]
+
+    def full(values: np.ndarray, fill=None, dtype=None):
+        out = np.full(n, np.nan if fill is None else fill, dtype=dtype or np.float64)
+        out[idx] = values
+        return out
+
+    cols = {
+        "text_margin": full(text_margin), "text_prob": full(text_prob), "text_loss": full(text_loss),
+        "mm_margin": full(mm_margin), "mm_prob": full(mm_prob), "mm_loss": full(mm_loss), "sfc": full(sfc),
+        "weight": full(weight, fill=0.0), "cue_margin": full(cue_margin),
+    }
+    audit_df = pl.DataFrame({k: pl.Series(k, v).fill_nan(None) for k, v in cols.items()})
+    is_short = np.zeros(n, dtype=bool)
+    is_short[idx] = text_prob >= cfg.threshold
+    fold_col = np.full(n, -1, dtype=np.int64)
+    fold_col[idx] = folds
+    cue_cols = {f"cue_{name}": full(cue_diff[:, j]) for j, name in enumerate(CUE_FUNCS)}
+    audit_df = audit_df.with_columns(
+        pl.Series("is_shortcut", is_short).fill_null(False), pl.Series("fold", fold_col),
+        *[pl.Series(k, v).fill_nan(None) for k, v in cue_cols.items()])
+    drop = [c for c in audit_df.columns if c in table.columns]   # re-scoring an audited table
+    audited = pl.concat([table.drop(drop), audit_df], how="horizontal")
+    with atomic_path(cfg.out / AUDITED_FILE) as tmp:
+        audited.write_parquet(tmp, compression="zstd", statistics=False)
+    t = lap("write", t)
+
+    # ---- summary -------------------------------------------------------------------------------
+    truth = sub["cue_on_chosen"].to_numpy() if "cue_on_chosen" in sub.columns else None
+    cue_share = None
+    if truth is not None and sub["cue_on_chosen"].null_count() < m:
+        known = ~sub["cue_on_chosen"].is_null().to_numpy()
+        flag = np.asarray(truth[known], dtype=bool)
+        cue_share = {s: round(float((w[known] * flag).sum() / w[known].sum()), 4) for s, w in all_weights.items()}
+        cue_share["untouched"] = round(float(flag.mean()), 4)
+    per_source = []
+    for src in sorted(set(sub["source"].to_list())):
+        sel = (sub["source"] == src).to_numpy()
+        per_source.append({"source": src, "n": int(sel.sum()), "text_acc": metrics.accuracy(text_margin[sel]),
+                           "mm_acc": metrics.accuracy(mm_margin[sel]), "cue_acc": metrics.accuracy(cue_margin[sel]),
+                           "shortcut_rate": float((text_prob[sel] >= cfg.threshold).mean())})
+    status_counts = dict(table.group_by("status").len().sort("status").iter_rows())
+    summary = {
+        "n_rows": n, "n_scored": m, "status_counts": status_counts,
+        "text_acc": metrics.accuracy(text_margin), "mm_acc": metrics.accuracy(mm_margin),
+        "cue_acc": metrics.accuracy(cue_margin), "shortcut_rate": float((text_prob >= cfg.threshold).mean()),
+        "sfd": metrics.sfd(text_margin, mm_margin), "sfc_mean": float(sfc.mean()),
+        "scheme": cfg.scheme, "threshold": cfg.threshold,
+        "weights": {"min": float(weight.min()), "max": float(weight.max()),
+                    "quantiles": {q: float(np.quantile(weight, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")}},
+        "cues": cues, "top_cue": cues[0]["name"], "cue_share": cue_share, "per_source": per_source,
+        "folds": {"k": cfg.folds, "n_groups": int(groups.max() + 1), "largest_group": int(np.bincount(groups).max()),
+                  "sizes": np.bincount(folds, minlength=cfg.folds).tolist()},
+        "l2": {"text": text_l2, "cue": cue_l2, "mm": mm_l2},
+        "encoders": {"text": {"name": cfg.text_encoder, "pooling": enc.pooling, "fingerprint": enc.fingerprint},
+                     **image_info},
+        "pairs_dir": str(pairs_dir), "config": to_dict(cfg), "versions": versions(), "seeds": {"seed": cfg.seed},
+        "timings": {**timings, "total": round(time.perf_counter() - t_start, 3)},
+    }
+    write_json_atomic(cfg.out / "config.json", to_dict(cfg))
+    write_json_atomic(cfg.out / SUMMARY_FILE, summary)
+    return summary

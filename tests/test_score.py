@@ -1,0 +1,143 @@
+"""The scorer on synthetic environments: the text probe recovers the planted shortcut strength, the
+cue probe names the planted cue, the schemes move the cue share, and the output contract holds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from audit import metrics
+from audit.config import ScoreConfig, SynthConfig
+from audit.folds import assign_folds, group_ids
+from audit.probes.cues import cue_differences, fit_cue_probe
+from audit.score import AUDIT_COLUMNS, score
+from audit.synth import generate, synth
+from conftest import png_bytes, write_jsonl
+
+N = 2000
+PLANTED = {"leadin": {"lead_in"}, "closing": {"closing"}, "verbose": {"length"}, "markdown": {"list_items"}}
+
+
+@pytest.fixture(scope="module")
+def audits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audits")
+    out = {}
+    for env in ("leadin", "leadin-0.7", "clean"):
+        src = synth(SynthConfig(env=env, out=root / "src" / env, n=N, format="rlaif-v"))
+        summary = score(ScoreConfig(source=src.parent, out=root / env, cache_dir=root / "cache"))
+        out[env] = (summary, pl.read_parquet(root / env / "audited.parquet"))
+    return out
+
+
+@pytest.mark.parametrize("env,p", [("leadin", 0.9), ("leadin-0.7", 0.7), ("clean", 0.5)])
+def test_text_probe_accuracy_is_the_planted_strength(audits, env, p):
+    summary, df = audits[env]
+    assert abs(summary["text_acc"] - p) < 0.03, summary["text_acc"]
+    assert summary["text_acc"] == pytest.approx(metrics.accuracy(df["text_margin"].to_numpy()))
+
+
+@pytest.mark.parametrize("env", ["leadin", "leadin-0.7"])
+def test_text_prob_separates_cue_aligned_pairs(audits, env):
+    _, df = audits[env]
+    assert metrics.auroc(df["text_prob"].to_numpy(), df["cue_on_chosen"].to_numpy()) >= 0.9
+
+
+@pytest.mark.parametrize("env", sorted(PLANTED) + [e + "-0.7" for e in sorted(PLANTED)])
+def test_cue_probe_ranks_the_planted_cue_first(env):
+    pairs = list(generate(env, 1000, seed=1))
+    diff = cue_differences([p.prompt for p in pairs], [p.chosen for p in pairs], [p.rejected for p in pairs])
+    groups = group_ids([p.scene_id for p in pairs], [p.sample_id for p in pairs], [p.prompt for p in pairs])
+    _, table, _ = fit_cue_probe(diff, assign_folds(groups, 5, 0), groups, 0)
+    assert table[0]["name"] in PLANTED[env.split("-")[0]]
+
+
+def test_summary_names_the_planted_cue_and_the_schemes_move_the_cue_share(audits):
+    summary, _ = audits["leadin"]
+    assert summary["top_cue"] == "lead_in"
+    share = summary["cue_share"]
+    assert share["none"] == share["untouched"] and abs(share["untouched"] - 0.9) < 0.02
+    # The multimodal probe does not ride the cue, so SFC differs between cue-aligned and cue-against
+    # pairs and every reweighting scheme moves the share towards 0.5 (no weighting: 0.9).
+    for scheme in ("sfc", "debias", "ipw", "jtt"):
+        assert share[scheme] < 0.75, (scheme, share)
+    assert abs(share["ipw"] - 0.5) < 0.1
+
+
+def test_audited_table_contract(audits):
+    summary, df = audits["leadin"]
+    for col in AUDIT_COLUMNS + ("pair_id", "prompt", "chosen", "rejected", "status", "cue_lead_in"):
+        assert col in df.columns
+    assert df.height == N and summary["n_rows"] == N
+    assert df["weight"].mean() == pytest.approx(1.0)
+    assert df["sfc"].to_numpy() == pytest.approx(metrics.sfc(df["text_loss"].to_numpy(), df["mm_loss"].to_numpy()))
+    assert (df["is_shortcut"] == (df["text_prob"] >= 0.8)).all()
+    assert set(df["fold"].unique().to_list()) == set(range(5))
+    for key in ("n_rows", "status_counts", "text_acc", "mm_acc", "cue_acc", "shortcut_rate", "sfd", "cues",
+                "scheme", "config", "versions", "per_source", "timings", "seeds"):
+        assert key in summary
+
+
+def test_bad_rows_are_kept_with_status_and_no_scores(tmp_path):
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    rows = [{"prompt": f"What is {i}?", "chosen": f"It is {i}.", "rejected": f"It is {i + 1}.", "image": "a.png",
+             "rm_c": float(i % 3), "rm_r": 1.0} for i in range(40)]
+    rows[3]["image"] = "missing.png"
+    rows[7]["chosen"] = ""
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    summary = score(ScoreConfig(source=tmp_path / "d.jsonl", out=tmp_path / "audit", mm_scores="rm_c,rm_r",
+                                cache_dir=tmp_path / "cache"))
+    df = pl.read_parquet(tmp_path / "audit" / "audited.parquet")
+    assert df.height == 40 and summary["n_scored"] == 38
+    assert summary["status_counts"] == {"empty_response": 1, "image_missing": 1, "ok": 38}
+    bad = df.filter(pl.col("status") != "ok")
+    assert bad["text_prob"].null_count() == 2 and bad["weight"].to_list() == [0.0, 0.0] and bad["fold"].to_list() == [-1, -1]
+    # External scores become the mm columns: margin = chosen reward - rejected reward.
+    ok = df.filter(pl.col("status") == "ok")
+    assert ok["mm_margin"].to_list() == pytest.approx((ok["rm_c"] - ok["rm_r"]).to_list())
+
+
+def test_interrupted_score_resumes_to_identical_bytes(tmp_path, monkeypatch):
+    src = synth(SynthConfig(env="closing", out=tmp_path / "src", n=300, format="alignrm"))
+
+    import audit.encoders.text as text_mod
+
+    real = text_mod.TextEncoder.encode
+    calls = {"n": 0}
+
+    def dying(self, texts):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(self, texts)
+
+    monkeypatch.setattr(text_mod.TextEncoder, "encode", dying)
+    from audit.encoders import cache as cache_mod
+
+    monkeypatch.setattr(cache_mod.EmbeddingCache.embed, "__defaults__", (64, len))   # small chunks: several parts
+    with pytest.raises(KeyboardInterrupt):
+        score(ScoreConfig(source=src.parent, out=tmp_path / "resumed", cache_dir=tmp_path / "c2"))
+    assert not (tmp_path / "resumed" / "audited.parquet").exists()      # nothing half-written
+    monkeypatch.setattr(text_mod.TextEncoder, "encode", real)
+    score(ScoreConfig(source=src.parent, out=tmp_path / "resumed", cache_dir=tmp_path / "c2"))
+    monkeypatch.undo()
+    score(ScoreConfig(source=src.parent, out=tmp_path / "straight2", cache_dir=tmp_path / "c3"))
+    a = (tmp_path / "resumed" / "audited.parquet").read_bytes()
+    b = (tmp_path / "straight2" / "audited.parquet").read_bytes()
+    assert a == b
+
+
+def test_rescoring_reuses_the_cache(tmp_path, monkeypatch):
+    src = synth(SynthConfig(env="markdown", out=tmp_path / "src", n=120, format="pairs"))
+    score(ScoreConfig(source=src.parent, out=tmp_path / "a"))
+    import audit.encoders.text as text_mod
+
+    def boom(self, texts):
+        raise AssertionError("re-encoded a cached text")
+
+    monkeypatch.setattr(text_mod.TextEncoder, "encode", boom)
+    s = score(ScoreConfig(source=tmp_path / "a" / "pairs", out=tmp_path / "a", scheme="ipw", threshold=0.9))
+    assert s["scheme"] == "ipw"
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["scheme"] == "ipw"
