@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if m.get("short"):
             names.insert(0, m["short"])
         if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["action"] = "store_true" if f.default is False else argparse.BooleanOptionalAction
             kwargs["default"] = f.default
         else:
             kwargs["type"] = tp

@@ -135,14 +135,14 @@ def fit_cue_probe(cue_diff: np.ndarray, folds: np.ndarray, groups: np.ndarray, s
     """Cross-fitted margins of the cue model, and the cue table (ranked by |standardised coefficient|
     of the model fitted on all pairs: among correlated cues, the joint fit credits the one that
     carries the signal, e.g. a bullet list over the extra length it brings)."""
-    from audit.bt import LinearBT, PairFeatures, cross_fit, fit_with_l2
+    from audit.bt import LinearBT, PairFeatures, cross_fit
 
     scale = cue_diff.std(axis=0) + 1e-9
     x = PairFeatures(linear=cue_diff / scale)
-    margin, l2_folds = cross_fit(LinearBT, x, folds, groups, seed=seed)
-    full, l2_full = fit_with_l2(LinearBT, x, groups, None, seed)
+    margin, l2 = cross_fit(LinearBT, x, folds, groups, seed=seed)
+    full = LinearBT(l2).fit(x, None, seed)   # for the coefficients reported in the summary
     assoc = association(cue_diff)
     table = sorted(({"name": name, "coefficient": round(float(full.w[j]), 4), "association": round(float(assoc[j]), 4),
                      "share_differs": round(float((cue_diff[:, j] != 0).mean()), 4), "help": CUE_HELP[name]}
                     for j, name in enumerate(CUE_FUNCS)), key=lambda c: -abs(c["coefficient"]))
-    return margin, table, {"folds": l2_folds, "full": l2_full}
+    return margin, table, l2
