@@ -87,26 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("synth", help="write a built-in synthetic environment with a planted text cue",
-                       description=SynthConfig.__doc__)
-    p.add_argument("--list", action="store_true", help="list the built-in environments and exit")
-    add_arguments(p, SynthConfig)
-    p.set_defaults(func=_cmd_synth)
-
-    p = sub.add_parser("ingest", help="read any supported source into the canonical pairs table",
-                       description=IngestConfig.__doc__)
-    add_arguments(p, IngestConfig)
-    p.set_defaults(func=_cmd_ingest)
-
-    p = sub.add_parser("score", help="fit text-only shortcut models out-of-fold; write SFC, weights, cues",
-                       description=ScoreConfig.__doc__)
-    add_arguments(p, ScoreConfig)
-    p.set_defaults(func=_cmd_score)
-
-    p = sub.add_parser("demo", help="run the pipeline on built-in synthetic data, offline",
-                       description=DemoConfig.__doc__)
-    add_arguments(p, DemoConfig)
-    p.set_defaults(func=_cmd_demo)
+    commands = [
+        ("synth", "write a built-in synthetic environment with a planted text cue", SynthConfig, _cmd_synth),
+        ("ingest", "read any supported source into the canonical pairs table", IngestConfig, _cmd_ingest),
+        ("score", "fit text-only shortcut models out-of-fold; write SFC, weights, cues", ScoreConfig, _cmd_score),
+        ("demo", "run the pipeline on built-in synthetic data, offline", DemoConfig, _cmd_demo),
+    ]
+    for name, help, cfg_cls, func in commands:
+        p = sub.add_parser(name, help=help, description=cfg_cls.__doc__)
+        if name == "synth":
+            p.add_argument("--list", action="store_true", help="list the built-in environments and exit")
+        add_arguments(p, cfg_cls)
+        p.set_defaults(func=func)
     return parser
 
 

@@ -215,7 +215,8 @@ class ScoreConfig:
     clip: float | None = opt(None, help="cap on the normalised weight (re-normalised after capping)")
     ipw_floor: float = opt(0.05, help="`ipw`: text_prob is floored here before 1/text_prob")
     jtt_factor: float = opt(5.0, help="`jtt`: weight of pairs the text model gets wrong")
-    mm_rank: int = opt(16, help="rank of the bilinear multimodal head")
+    mm_dims: int = opt(32, help="PCA components of the text difference and of the image features whose outer "
+                       "product feeds the bilinear multimodal head")
     cache_dir: Path | None = opt(None, help="embedding cache (default: AUDIT_DIR/cache); share it across "
                                  "runs to never encode the same text or image twice")
     batch_size: int = opt(64, help="encoder batch size")
@@ -228,8 +229,7 @@ class ScoreConfig:
         from audit.schemes import SCHEMES
 
         self.source, self.out = Path(self.source), Path(self.out)
-        if self.scheme not in SCHEMES:
-            raise ConfigError(f"unknown scheme `{self.scheme}`; valid: {', '.join(SCHEMES)}")
+        SCHEMES.get_or_raise(self.scheme)
         if self.folds < 2:
             raise ConfigError(f"`--folds` must be at least 2, got {self.folds}")
         if not 0.5 <= self.threshold < 1.0:
@@ -238,6 +238,8 @@ class ScoreConfig:
             raise ConfigError(f"`--clip` must be above 1 (weights have mean 1), got {self.clip}")
         if not 0.0 < self.ipw_floor < 0.5:
             raise ConfigError(f"`--ipw-floor` must be in (0, 0.5), got {self.ipw_floor}")
+        if not 2 <= self.mm_dims <= 128:
+            raise ConfigError(f"`--mm-dims` must be in [2, 128], got {self.mm_dims}")
         if self.jtt_factor <= 0:
             raise ConfigError(f"`--jtt-factor` must be positive, got {self.jtt_factor}")
         if self.cache_dir is not None:

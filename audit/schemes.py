@@ -6,23 +6,13 @@ normalises to mean 1 over those rows. Rows that are not scored get weight 0.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
-from audit.errors import ConfigError
+from audit.registry import Registry
 
-SchemeFn = Callable[..., np.ndarray]
-SCHEMES: dict[str, SchemeFn] = {}
-SCHEME_HELP: dict[str, str] = {}
-
-
-def register(name: str, help: str) -> Callable[[SchemeFn], SchemeFn]:
-    def deco(fn: SchemeFn) -> SchemeFn:
-        SCHEMES[name] = fn
-        SCHEME_HELP[name] = help
-        return fn
-    return deco
+SCHEMES = Registry("scheme")
+SCHEME_HELP = SCHEMES.help
+register = SCHEMES.register
 
 
 @register("sfc", "the paper's Shortcut-Failure Coefficient L_text / (L_mm + L_text)")
@@ -54,13 +44,12 @@ def none_scheme(*, text_prob: np.ndarray, **_) -> np.ndarray:
 def weights(scheme: str, ok: np.ndarray, *, text_prob: np.ndarray, sfc: np.ndarray, clip: float | None = None,
             ipw_floor: float = 0.05, jtt_factor: float = 5.0) -> np.ndarray:
     """Weights of `scheme`, mean 1 over `ok` rows (0 elsewhere); `clip` caps the normalised weight."""
-    if scheme not in SCHEMES:
-        raise ConfigError(f"unknown scheme `{scheme}`; valid: {', '.join(SCHEMES)}")
+    fn = SCHEMES.get_or_raise(scheme)
     ok = np.asarray(ok, dtype=bool)
     out = np.zeros(ok.shape, dtype=np.float64)
     if not ok.any():
         return out
-    raw = SCHEMES[scheme](text_prob=np.asarray(text_prob, float)[ok], sfc=np.asarray(sfc, float)[ok],
+    raw = fn(text_prob=np.asarray(text_prob, float)[ok], sfc=np.asarray(sfc, float)[ok],
                           ipw_floor=ipw_floor, jtt_factor=jtt_factor)
     raw = np.clip(raw, 0.0, None)
     if raw.sum() <= 0:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from audit import metrics, schema
-from audit.bt import LinearBT, PairFeatures, cross_fit
+from audit.bt import LinearBT, PairFeatures, calibrate, cross_fit
 from audit.config import IngestConfig, ScoreConfig, to_dict
 from audit.encoders.cache import EmbeddingCache, content_key
 from audit.errors import FormatError
@@ -108,7 +108,7 @@ def score(cfg: ScoreConfig) -> dict:
     t = lap("text_probe", t)
 
     # Multimodal side: the user's RM scores, or the bilinear probe on image features.
-    mm_l2: list[float] = []
+    mm_l2: float | None = None
     image_info: dict = {}
     if cfg.mm_scores:
         from audit.probes.external import external_margins
@@ -132,11 +132,15 @@ def score(cfg: ScoreConfig) -> dict:
         row_of = {k: r for r, k in enumerate(uniq)}
         img = feats[[row_of[i] for i in image_ids]]
         t = lap("image_encode", t)
-        mm_margin, mm_l2 = multimodal_margins(img, e_c, e_r, folds, groups, text_margin, cfg.seed, rank=cfg.mm_rank)
-        image_info = {"mm": "bilinear probe (product of experts with the text margin)",
+        mm_margin, mm_l2 = multimodal_margins(img, e_c, e_r, folds, groups, text_margin, cfg.seed, dims=cfg.mm_dims)
+        image_info = {"mm": f"bilinear probe on {cfg.mm_dims}x{cfg.mm_dims} PCA dims (product of experts with the text margin)",
                       "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint}
     t = lap("mm_probe", t)
 
+    # Temperature scaling (cross-fitted) so that probabilities mean what they say.
+    text_margin, text_temp = calibrate(text_margin, folds)
+    mm_margin, mm_temp = calibrate(mm_margin, folds) if not cfg.mm_scores else (mm_margin, None)
+    cue_margin, cue_temp = calibrate(cue_margin, folds)
     text_prob, text_loss = metrics.sigmoid(text_margin), metrics.bt_loss(text_margin)
     mm_prob, mm_loss = metrics.sigmoid(mm_margin), metrics.bt_loss(mm_margin)
     sfc = metrics.sfc(text_loss, mm_loss)
@@ -197,6 +201,7 @@ def score(cfg: ScoreConfig) -> dict:
         "folds": {"k": cfg.folds, "n_groups": int(groups.max() + 1), "largest_group": int(np.bincount(groups).max()),
                   "sizes": np.bincount(folds, minlength=cfg.folds).tolist()},
         "l2": {"text": text_l2, "cue": cue_l2, "mm": mm_l2},
+        "temperature": {"text": text_temp, "cue": cue_temp, "mm": mm_temp},
         "encoders": {"text": {"name": cfg.text_encoder, "pooling": enc.pooling, "fingerprint": enc.fingerprint},
                      **image_info},
         "pairs_dir": str(pairs_dir), "config": to_dict(cfg), "versions": versions(), "seeds": {"seed": cfg.seed},

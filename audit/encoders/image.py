@@ -38,9 +38,10 @@ class PixelFeaturiser:
 
     def encode(self, images: Sequence[bytes]) -> np.ndarray:
         from PIL import Image
+        from tqdm.auto import tqdm
 
         out = np.zeros((len(images), self.dim), dtype=np.float32)
-        for i, data in enumerate(images):
+        for i, data in enumerate(tqdm(images, desc="featurise images", unit="img", disable=None, leave=False)):
             im = _open_rgb(data, 64).resize((64, 64), Image.BILINEAR)
             px = np.asarray(im, dtype=np.int64)                       # (64, 64, 3)
             bins = (px * _BINS) // 256
@@ -90,10 +91,12 @@ class HFImageEncoder:
 
     def encode(self, images: Sequence[bytes]) -> np.ndarray:
         import torch
+        from tqdm.auto import tqdm
 
         chunks = []
         with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
+            for start in tqdm(range(0, len(images), self.batch_size), desc="encode images", unit="batch",
+                              disable=None, leave=False):
                 pil = [_open_rgb(b, 512) for b in images[start:start + self.batch_size]]
                 pv = self.processor(images=pil, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
                 chunks.append(self._features(pv).float().cpu().numpy())

@@ -94,11 +94,13 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         import torch
+        from tqdm.auto import tqdm
 
         order = np.argsort([len(t) for t in texts], kind="stable")   # length-sorted batches: little padding
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
+            for start in tqdm(range(0, len(texts), self.batch_size), desc=f"encode texts ({self.name})",
+                              unit="batch", disable=None, leave=False):   # bars only on a terminal
                 idx = order[start:start + self.batch_size]
                 batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                        max_length=self.max_length, return_tensors="pt").to(self.device)

@@ -8,21 +8,13 @@ A cue is one small function registered by name (`@cue`); the audited table gets 
 from __future__ import annotations
 
 import re
-from typing import Callable
-
 import numpy as np
 
-CueFn = Callable[[str, str], float]      # (response, prompt) -> value
-CUE_FUNCS: dict[str, CueFn] = {}
-CUE_HELP: dict[str, str] = {}
+from audit.registry import Registry
 
-
-def cue(name: str, help: str) -> Callable[[CueFn], CueFn]:
-    def deco(fn: CueFn) -> CueFn:
-        CUE_FUNCS[name] = fn
-        CUE_HELP[name] = help
-        return fn
-    return deco
+CUE_FUNCS = Registry("cue")      # name -> fn(response, prompt) -> value
+CUE_HELP = CUE_FUNCS.help
+cue = CUE_FUNCS.register
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -112,10 +104,15 @@ def _citation(text: str, prompt: str) -> float:
 
 
 def cue_values(texts: list[str], prompts: list[str]) -> np.ndarray:
-    """(n, n_cues) values of every cue for each (text, prompt)."""
+    """(n, n_cues) values of every cue for each (text, prompt); each distinct pair computed once."""
     out = np.zeros((len(texts), len(CUE_FUNCS)), dtype=np.float64)
-    for i, (t, p) in enumerate(zip(texts, prompts)):
-        out[i] = [fn(t, p) for fn in CUE_FUNCS.values()]
+    seen: dict[tuple[str, str], np.ndarray] = {}
+    fns = list(CUE_FUNCS.values())
+    for i, key in enumerate(zip(texts, prompts)):
+        row = seen.get(key)
+        if row is None:
+            row = seen[key] = np.array([fn(key[0], key[1]) for fn in fns])
+        out[i] = row
     return out
 
 

@@ -6,21 +6,13 @@ present. Which side gets it is decided by the environment (chosen with probabili
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
-CueFn = Callable[[str, np.random.Generator], str]
-CUES: dict[str, CueFn] = {}
-CUE_DESCRIPTIONS: dict[str, str] = {}
+from audit.registry import Registry
 
-
-def register(name: str, description: str) -> Callable[[CueFn], CueFn]:
-    def deco(fn: CueFn) -> CueFn:
-        CUES[name] = fn
-        CUE_DESCRIPTIONS[name] = description
-        return fn
-    return deco
+CUES = Registry("synthetic cue")      # name -> fn(text, rng) -> text with the cue
+CUE_DESCRIPTIONS = CUES.help
+register = CUES.register
 
 
 def _pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
