@@ -3,7 +3,7 @@
 A head scores one response, r(x, y) = w . phi(x, y); the pair margin is w . (phi(x, chosen) -
 phi(x, rejected)) and the loss
 -log sigmoid(margin) (optionally plus a fixed `offset`, the product-of-experts trick: the head then
-only learns what the offset does not already explain). Heads are fitted full-batch with L-BFGS and
+only learns what the offset does not already explain). Heads are fitted full-batch with L-BFGS (numpy) and
 an L2 penalty chosen on an inner split of the training groups; `cross_fit` returns out-of-fold
 margins: every pair is scored by a head that never saw its group.
 """
@@ -38,6 +38,64 @@ class PairFeatures:
         return len(self.linear)
 
 
+def _loss_grad(w: np.ndarray, X: np.ndarray, off: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
+    """Mean BT loss softplus(-(Xw + off)) + l2 |w|^2 and its gradient (float64 accumulation)."""
+    m = (X @ w.astype(X.dtype)).astype(np.float64) + off   # float32 BLAS; no upcast copy of X
+    loss = float(np.logaddexp(0.0, -m).mean()) + l2 * float(w @ w)
+    s = np.exp(-np.logaddexp(0.0, m))                    # sigmoid(-m): d loss / d m = -s / n
+    grad = -(X.T @ s.astype(X.dtype)).astype(np.float64) / len(m) + 2.0 * l2 * w
+    return loss, grad
+
+
+def lbfgs(w0: np.ndarray, X: np.ndarray, off: np.ndarray, l2: float, max_iter: int = 200, history: int = 10,
+          tol: float = 1e-6) -> np.ndarray:
+    """Minimise the (convex) L2-penalised BT loss with L-BFGS and a backtracking Armijo line search.
+    Plain numpy: deterministic, and no deep-learning framework to start for a logistic fit."""
+    w = np.array(w0, dtype=np.float64)
+    loss, g = _loss_grad(w, X, off, l2)
+    s_hist: list[np.ndarray] = []
+    y_hist: list[np.ndarray] = []
+    for it in range(max_iter):
+        if np.max(np.abs(g)) < tol:
+            break
+        # two-loop recursion: d = -H g
+        q = g.copy()
+        alphas = []
+        for s_k, y_k in zip(reversed(s_hist), reversed(y_hist)):
+            a = (s_k @ q) / (y_k @ s_k)
+            alphas.append(a)
+            q -= a * y_k
+        gamma = (s_hist[-1] @ y_hist[-1]) / (y_hist[-1] @ y_hist[-1]) if s_hist else 1.0 / max(np.abs(g).sum(), 1.0)
+        r = gamma * q
+        for (s_k, y_k), a in zip(zip(s_hist, y_hist), reversed(alphas)):
+            r += s_k * (a - (y_k @ r) / (y_k @ s_k))
+        d = -r
+        slope = g @ d
+        if slope >= 0:                                 # not a descent direction: restart from the gradient
+            s_hist.clear(), y_hist.clear()
+            d, slope = -g, -(g @ g)
+        step = 1.0
+        for _ in range(40):
+            new_w = w + step * d
+            new_loss, new_g = _loss_grad(new_w, X, off, l2)
+            if new_loss <= loss + 1e-4 * step * slope:
+                break
+            step *= 0.5
+        else:
+            break
+        s_k, y_k = new_w - w, new_g - g
+        if y_k @ s_k > 1e-12:
+            s_hist.append(s_k)
+            y_hist.append(y_k)
+            if len(s_hist) > history:
+                s_hist.pop(0), y_hist.pop(0)
+        change = loss - new_loss
+        w, loss, g = new_w, new_loss, new_g
+        if change < 1e-10 * max(1.0, abs(loss)):
+            break
+    return w
+
+
 class LinearBT:
     """margin = w . (phi(chosen) - phi(rejected)); no intercept (a BT model has none)."""
 
@@ -47,29 +105,16 @@ class LinearBT:
 
     def fit(self, x: PairFeatures, offset: np.ndarray | None = None, seed: int = 0,
             init: np.ndarray | None = None) -> "LinearBT":
-        """Full-batch L-BFGS from `init` (a warm start) or zeros; the problem is convex, so the start
-        only changes how many iterations it takes."""
-        import torch
-
-        X = torch.from_numpy(x.linear)
-        off = torch.zeros(len(X), dtype=torch.float32) if offset is None else torch.as_tensor(np.asarray(offset, dtype=np.float32))
-        start = np.zeros(X.shape[1], dtype=np.float32) if init is None else np.array(init, dtype=np.float32)
-        w = torch.as_tensor(start).requires_grad_()
-        opt = torch.optim.LBFGS([w], lr=1.0, max_iter=200, tolerance_grad=1e-6, tolerance_change=1e-9,
-                                line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.softplus(-(X @ w + off)).mean() + self.l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        self.w = w.detach().numpy()
+        """L-BFGS from `init` (a warm start) or zeros; the problem is convex, so the start only changes
+        how many iterations it takes. `seed` is unused (kept for heads that need one)."""
+        X = x.linear
+        off = np.zeros(len(X)) if offset is None else np.asarray(offset, dtype=np.float64)
+        start = np.zeros(X.shape[1]) if init is None else init
+        self.w = lbfgs(start, X, off, self.l2)
         return self
 
     def margin(self, x: PairFeatures) -> np.ndarray:
-        return x.linear @ self.w
+        return (x.linear @ self.w.astype(x.linear.dtype)).astype(np.float64)
 
 
 def _mean_loss(m: np.ndarray) -> float:
@@ -120,7 +165,7 @@ def cross_fit(make: Callable[[float], object], x: PairFeatures, folds: np.ndarra
 
 def calibrate(margin: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """Temperature-scale out-of-fold margins, cross-fitted: fold f's margins are multiplied by the
-    scalar a_f >= 0 that minimises the BT loss of a * margin on the other folds.
+    scalar a_f >= 0.001 that minimises the BT loss of a * margin on the other folds.
 
     L2-penalised heads are under-confident (margins shrink towards 0); a scheme such as `ipw` or
     `debias` needs text_prob to mean what it says, e.g. 0.9 on pairs the text gets right 90% of the time.
@@ -130,7 +175,7 @@ def calibrate(margin: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, list[f
     for f in np.unique(folds):
         test = folds == f
         head = LinearBT(0.0).fit(PairFeatures(margin[~test, None]))
-        a = max(float(head.w[0]), 0.0)
+        a = max(float(head.w[0]), 1e-3)   # floor > 0: an uninformative probe keeps its ranking, not ties
         out[test] = a * margin[test]
         temps.append(round(a, 4))
     return out, temps

@@ -49,12 +49,16 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _num(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{x:.1f}"   # SFD is undefined when the text model is never wrong
+
+
 def _print_summary(s: dict, out: Path) -> None:
     pct = lambda x: f"{100 * x:.1f}%"
     print(f"scored {s['n_scored']} of {s['n_rows']} pairs   status: "
           + ", ".join(f"{k}={v}" for k, v in s["status_counts"].items()))
     print(f"text-only acc {pct(s['text_acc'])}   multimodal acc {pct(s['mm_acc'])}   cue-model acc "
-          f"{pct(s['cue_acc'])}   shortcut rate {pct(s['shortcut_rate'])}   SFD {s['sfd']:.1f}")
+          f"{pct(s['cue_acc'])}   shortcut rate {pct(s['shortcut_rate'])}   SFD {_num(s['sfd'])}")
     print("top cues: " + ", ".join(f"{c['name']} (coef {c['coefficient']:+.2f}, assoc {c['association']:+.2f})"
                                    for c in s["cues"][:3]))
     if s.get("cue_share"):

@@ -41,6 +41,10 @@ def table_summary(pairs_dir: Path) -> list[str]:
     return lines
 
 
+def _sfd(x: float) -> str:
+    return "n/a (the text model is never confidently right or wrong)" if x != x else f"{x:.1f}"
+
+
 def demo(cfg: DemoConfig) -> Iterator[str]:
     out = cfg.out
     for env in DEMO_ENVS:
@@ -56,7 +60,7 @@ def demo(cfg: DemoConfig) -> Iterator[str]:
         s = score(ScoreConfig(source=pairs_dir, out=audit_dir, seed=cfg.seed, cache_dir=out / "cache"))
         yield (f"[{env}] score -> {audit_dir / 'audited.parquet'}: text-only acc {100 * s['text_acc']:.1f}%, "
                f"multimodal acc {100 * s['mm_acc']:.1f}%, shortcut rate {100 * s['shortcut_rate']:.1f}%, "
-               f"SFD {s['sfd']:.1f}")
+               f"SFD {_sfd(s['sfd'])}")
         yield "  top cues: " + ", ".join(f"{c['name']} ({c['coefficient']:+.2f})" for c in s["cues"][:3])
         if s.get("cue_share"):
             yield ("  cue share by weight (untouched " + f"{s['cue_share']['untouched']:.2f}): "

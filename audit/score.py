@@ -84,6 +84,11 @@ def score(cfg: ScoreConfig) -> dict:
 
     # Groups and folds: no pair is scored by a head that saw it or a sibling (same image/row/prompt).
     groups = group_ids(sub["image_id"].to_list(), sub["sample_id"].to_list(), sub["prompt_id"].to_list())
+    n_groups = int(groups.max()) + 1
+    if n_groups < cfg.folds:
+        raise FormatError(f"the {m} scorable pairs form only {n_groups} group(s) (pairs sharing an image, a source "
+                          f"row or a specific prompt stay together); cross-fitting needs at least `--folds` "
+                          f"{cfg.folds} groups: lower `--folds` or add data")
     folds = assign_folds(groups, cfg.folds, cfg.seed)
     t = lap("folds", t)
 

@@ -81,8 +81,9 @@ def test_audited_table_contract(audits):
 
 
 def test_bad_rows_are_kept_with_status_and_no_scores(tmp_path):
-    (tmp_path / "a.png").write_bytes(png_bytes())
-    rows = [{"prompt": f"What is {i}?", "chosen": f"It is {i}.", "rejected": f"It is {i + 1}.", "image": "a.png",
+    for i in range(40):
+        (tmp_path / f"{i}.png").write_bytes(png_bytes((i * 6, 100, 200 - i)))
+    rows = [{"prompt": f"What is {i}?", "chosen": f"It is {i}.", "rejected": f"It is {i + 1}.", "image": f"{i}.png",
              "rm_c": float(i % 3), "rm_r": 1.0} for i in range(40)]
     rows[3]["image"] = "missing.png"
     rows[7]["chosen"] = ""
@@ -97,6 +98,17 @@ def test_bad_rows_are_kept_with_status_and_no_scores(tmp_path):
     # External scores become the mm columns: margin = chosen reward - rejected reward.
     ok = df.filter(pl.col("status") == "ok")
     assert ok["mm_margin"].to_list() == pytest.approx((ok["rm_c"] - ok["rm_r"]).to_list())
+
+
+def test_too_few_groups_is_a_clear_error(tmp_path):
+    from audit.errors import FormatError
+
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    rows = [{"prompt": f"What is {i}?", "chosen": f"It is {i}.", "rejected": f"It is {i + 1}.", "image": "a.png"}
+            for i in range(30)]
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(FormatError, match=r"form only 1 group\(s\).*lower `--folds`"):
+        score(ScoreConfig(source=tmp_path / "d.jsonl", out=tmp_path / "audit", cache_dir=tmp_path / "cache"))
 
 
 def test_interrupted_score_resumes_to_identical_bytes(tmp_path, monkeypatch):
@@ -141,3 +153,12 @@ def test_rescoring_reuses_the_cache(tmp_path, monkeypatch):
     s = score(ScoreConfig(source=tmp_path / "a" / "pairs", out=tmp_path / "a", scheme="ipw", threshold=0.9))
     assert s["scheme"] == "ipw"
     assert json.loads((tmp_path / "a" / "config.json").read_text())["scheme"] == "ipw"
+
+
+def test_summary_is_strict_json_even_when_sfd_is_undefined(tmp_path):
+    src = synth(SynthConfig(env="clean", out=tmp_path / "src", n=200, format="pairs"))
+    s = score(ScoreConfig(source=src.parent, out=tmp_path / "a", cache_dir=tmp_path / "c"))
+    text = (tmp_path / "a" / "summary.json").read_text()
+    parsed = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))   # no NaN tokens
+    assert parsed["n_rows"] == 200
+    assert (parsed["sfd"] is None) == (s["sfd"] != s["sfd"])
