@@ -11,7 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from audit.config import DemoConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments, from_args
+from audit.config import (DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
+                          from_args)
 from audit.errors import AuditError
 
 
@@ -75,6 +76,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from audit.export import export
+
+    cfg = from_args(ExportConfig, args)
+    rep = export(cfg)
+    print(f"{rep['mode']} export as {rep['written_as']}: {rep['rows_out']} rows ({rep['distinct_pairs']} distinct pairs) "
+          f"from {rep['scored']} scored of {rep['rows_in']}; scheme {rep['scheme']}")
+    if rep["excluded_unscored"]:
+        print("not exported (unscored): " + ", ".join(f"{k}={v}" for k, v in rep["excluded_unscored"].items()))
+    print(f"written: {rep['path']}   report: {cfg.out / 'export_report.json'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audit.demo import demo
 
@@ -95,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("synth", "write a built-in synthetic environment with a planted text cue", SynthConfig, _cmd_synth),
         ("ingest", "read any supported source into the canonical pairs table", IngestConfig, _cmd_ingest),
         ("score", "fit text-only shortcut models out-of-fold; write SFC, weights, cues", ScoreConfig, _cmd_score),
+        ("export", "write a reweighted, pruned or resampled dataset for a trainer", ExportConfig, _cmd_export),
         ("demo", "run the pipeline on built-in synthetic data, offline", DemoConfig, _cmd_demo),
     ]
     for name, help, cfg_cls, func in commands:

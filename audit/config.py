@@ -246,3 +246,49 @@ class ScoreConfig:
             self.cache_dir = Path(self.cache_dir)
         if self.image_root is not None:
             self.image_root = Path(self.image_root)
+
+
+EXPORT_MODES = ("weight", "prune", "resample")
+EXPORT_FORMATS = ("parquet", "hf", "alignrm", "trl", "source")
+
+
+@dataclass
+class ExportConfig:
+    """`shortcut-audit export`: an audit -> a reweighted, pruned or resampled dataset for a trainer."""
+
+    audit: Path = opt(positional=True, metavar="AUDIT_DIR", help="audit folder written by `score`")
+    out: Path = opt(short="-o", help="output folder")
+    mode: str = opt("weight", choices=EXPORT_MODES,
+                    help="`weight`: every scored pair with its weight; `prune`: drop shortcut pairs (or the "
+                    "lowest-weight fraction, `--prune-fraction`); `resample`: draw `--size` pairs with "
+                    "probability proportional to weight")
+    format: str = opt("parquet", choices=EXPORT_FORMATS,
+                      help="`parquet` (zstd, embedded images), `hf` (save_to_disk, Image feature), `alignrm` "
+                      "(JSONL + images), `trl` (conversational + images), `source` (the source's own format)")
+    scheme: str | None = opt(None, help="re-choose the weight scheme without re-scoring (sfc, debias, ipw, jtt, "
+                             "none); default: the audit's weights")
+    clip: float | None = opt(None, help="cap on the normalised weight when re-weighting")
+    ipw_floor: float = opt(0.05, help="`ipw` text_prob floor when re-weighting")
+    jtt_factor: float = opt(5.0, help="`jtt` factor when re-weighting")
+    prune_fraction: float | None = opt(None, help="`prune`: drop this fraction of pairs with the lowest weight "
+                                       "instead of the `is_shortcut` pairs")
+    size: int | None = opt(None, help="`resample`: number of pairs to draw (default: the number of scored pairs)")
+    seed: int = opt(0, help="`resample` seed: the same seed draws the same dataset")
+    container: str = opt("parquet", choices=("parquet", "hf"), help="`trl` format container")
+
+    def __post_init__(self) -> None:
+        from audit.schemes import SCHEMES
+
+        self.audit, self.out = Path(self.audit), Path(self.out)
+        if self.scheme is not None:
+            SCHEMES.get_or_raise(self.scheme)
+        if self.mode not in EXPORT_MODES:
+            raise ConfigError(f"`--mode` must be one of {', '.join(EXPORT_MODES)}, got {self.mode!r}")
+        if self.format not in EXPORT_FORMATS:
+            raise ConfigError(f"`--format` must be one of {', '.join(EXPORT_FORMATS)}, got {self.format!r}")
+        if self.prune_fraction is not None and not 0.0 <= self.prune_fraction < 1.0:
+            raise ConfigError(f"`--prune-fraction` must be in [0, 1), got {self.prune_fraction}")
+        if self.size is not None and self.size < 1:
+            raise ConfigError(f"`--size` must be at least 1, got {self.size}")
+        if self.clip is not None and self.clip <= 1.0:
+            raise ConfigError(f"`--clip` must be above 1 (weights have mean 1), got {self.clip}")

@@ -77,6 +77,10 @@ def strip_image_token(prompt: Any) -> Any:
     return prompt
 
 
+# Types of the ground-truth columns synth adds to every row (writers take any such spec).
+TRUTH_SPEC = {"env": "string", "task": "string", "cue": "string", "cue_on_chosen": "bool", "cue_p": "float64"}
+
+
 def hf_image(png: bytes, path: str | None = None) -> dict:
     return {"bytes": png, "path": path}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import RawPair, SourceFormat, hf_image, image_from_value
+from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, hf_image, image_from_value
 from audit.sources.writers import ImageFiles, write_hf_folder, write_json_array, write_jsonl, write_parquet
 
 IMAGE_KEYS = ("image", "image_path", "img_path", "images")
@@ -50,8 +50,9 @@ class Pairs(SourceFormat):
             pair.extra["source"] = rec["source"]   # a re-ingested pairs folder keeps its original source name
         yield pair
 
-    def write(self, pairs: Iterable, out: Path, container: str = "parquet", **_: Any) -> Path:
-        truth = {"env": "string", "task": "string", "cue": "string", "cue_on_chosen": "bool", "cue_p": "float64"}
+    def write(self, pairs: Iterable, out: Path, container: str = "parquet", extra_spec: dict | None = None,
+              **_: Any) -> Path:
+        truth = TRUTH_SPEC if extra_spec is None else extra_spec
         if container in ("parquet", "hf"):
             spec = {"sample_id": "string", "prompt": "string", "chosen": "string", "rejected": "string",
                     "image": "image", **truth}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import RawPair, SourceFormat, dumps, hf_image, image_from_value
+from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, dumps, hf_image, image_from_value
 from audit.sources.writers import write_parquet
 
 SPEC = {"ds_name": "string", "image": "image", "question": "string", "chosen": "string", "rejected": "string",
@@ -30,8 +30,8 @@ class RLAIFV(SourceFormat):
         yield RawPair(self.sample_id(rec, index, "idx", "id"), rec.get("question"), rec.get("chosen"),
                       rec.get("rejected"), image, extra=extra)
 
-    def write(self, pairs: Iterable, out: Path, **_: Any) -> Path:
-        spec = {**SPEC, "env": "string", "task": "string", "cue": "string", "cue_on_chosen": "bool", "cue_p": "float64"}
+    def write(self, pairs: Iterable, out: Path, extra_spec: dict | None = None, **_: Any) -> Path:
+        spec = {**SPEC, **(TRUTH_SPEC if extra_spec is None else extra_spec)}
 
         def rows() -> Iterator[dict]:
             for p in pairs:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import RawPair, SourceFormat, hf_image, image_from_value
+from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, hf_image, image_from_value
 from audit.sources.writers import write_hf_folder, write_parquet
 
 MESSAGES = [{"role": "string", "content": [{"text": "string", "type": "string"}]}]
@@ -56,8 +56,8 @@ class TRL(SourceFormat):
         rejected = _text(rec.get("rejected"), ("assistant",))
         yield RawPair(self.sample_id(rec, index, "id"), prompt, chosen, rejected, image, extra=extra)
 
-    def write(self, pairs: Iterable, out: Path, container: str = "parquet", **_: Any) -> Path:
-        spec = {**SPEC, "env": "string", "task": "string", "cue": "string", "cue_on_chosen": "bool", "cue_p": "float64"}
+    def write(self, pairs: Iterable, out: Path, container: str = "parquet", extra_spec: dict | None = None, **_: Any) -> Path:
+        spec = {**SPEC, **(TRUTH_SPEC if extra_spec is None else extra_spec)}
 
         def rows() -> Iterator[dict]:
             for p in pairs:

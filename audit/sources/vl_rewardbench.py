@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import RawPair, SourceFormat, hf_image, image_from_value
+from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, hf_image, image_from_value
 from audit.sources.writers import write_parquet
 
 SPEC = {"id": "string", "query": "string", "response": ["string"], "image": "image",
@@ -38,10 +38,10 @@ class VLRewardBench(SourceFormat):
         best = ranking.index(0)
         yield RawPair(sid, rec.get("query"), responses[best], responses[1 - best], image, extra=extra)
 
-    def write(self, pairs: Iterable, out: Path, seed: int = 0, **_: Any) -> Path:
+    def write(self, pairs: Iterable, out: Path, seed: int = 0, extra_spec: dict | None = None, **_: Any) -> Path:
         import numpy as np
 
-        spec = {**SPEC, "env": "string", "task": "string", "cue": "string", "cue_on_chosen": "bool", "cue_p": "float64"}
+        spec = {**SPEC, **(TRUTH_SPEC if extra_spec is None else extra_spec)}
 
         def rows() -> Iterator[dict]:
             for k, p in enumerate(pairs):

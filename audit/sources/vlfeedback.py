@@ -86,7 +86,8 @@ class VLFeedback(SourceFormat):
                        "chosen_rating": max(ri, rj), "rejected_rating": min(ri, rj)})
 
     def write(self, pairs: Iterable, out: Path, seed: int = 0, **_: Any) -> Path:
-        """Raw `vlfeedback_80k.jsonl` + `merged_images/{id}.jpg`, two rated completions per prompt."""
+        """Raw `vlfeedback_80k.jsonl` + `merged_images/{id}.jpg`, one row per pair with its two rated
+        completions (an export keeps the pair's mean ratings; synthetic pairs draw ratings)."""
         import numpy as np
 
         images = ImageFiles(out, "merged_images", name=lambda p: f"{p.sample_id}.jpg", encode=png_to_jpeg)
@@ -94,10 +95,14 @@ class VLFeedback(SourceFormat):
         def rows() -> Iterator[dict]:
             for k, p in enumerate(pairs):
                 rng = np.random.default_rng([seed, 7, k])
-                good = {"Helpfulness": str(rng.integers(4, 6)), "Ethical Considerations": "5",
-                        "Visual Faithfulness": str(rng.integers(4, 6))}
-                bad = {"Helpfulness": str(rng.integers(1, 4)), "Ethical Considerations": "5",
-                       "Visual Faithfulness": str(rng.integers(1, 3))}
+                if p.truth.get("chosen_rating") is not None and p.truth.get("rejected_rating") is not None:
+                    good = {a: repr(float(p.truth['chosen_rating'])) for a in ASPECTS}
+                    bad = {a: repr(float(p.truth['rejected_rating'])) for a in ASPECTS}
+                else:
+                    good = {"Helpfulness": str(rng.integers(4, 6)), "Ethical Considerations": "5",
+                            "Visual Faithfulness": str(rng.integers(4, 6))}
+                    bad = {"Helpfulness": str(rng.integers(1, 4)), "Ethical Considerations": "5",
+                           "Visual Faithfulness": str(rng.integers(1, 3))}
                 comps = [
                     {"annotations": {a: {"Rating": r, "Rationale": "synthetic"} for a, r in good.items()},
                      "model": "model-a", "response": p.chosen},

@@ -74,9 +74,10 @@ def write_hf_folder(rows: Iterable[dict], path: Path, spec: dict) -> Path:
     import datasets
 
     features = hf_features(spec)
-    rows = list(rows)  # from_generator may call the generator more than once (fingerprinting)
     with tempfile.TemporaryDirectory() as cache:
-        ds = datasets.Dataset.from_generator(lambda: iter(rows), features=features, cache_dir=cache)
+        # Stream rows to Parquet first (bounded memory), then let `datasets` build and save its Arrow files.
+        staged = write_parquet(rows, Path(cache) / "staged.parquet", spec)
+        ds = datasets.Dataset.from_parquet(str(staged), features=features, cache_dir=str(Path(cache) / "hf"))
         ds.save_to_disk(str(path))
     return path
 

@@ -1,0 +1,151 @@
+"""`export`: an audited table -> a reweighted, pruned or resampled dataset in the format a trainer reads.
+
+Rows are streamed to the writer (images read from the pairs folder one at a time), the scheme can be
+re-chosen without re-scoring, and the report accounts for every row: scored pairs in, unscored rows
+excluded (by status), rows out, distinct pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from audit import schema
+from audit.config import ExportConfig, to_dict
+from audit.errors import FormatError, SourceError
+from audit.images import resolve_image
+from audit.io import versions, write_json_atomic
+from audit.schemes import weights
+
+log = logging.getLogger(__name__)
+
+EXPORT_REPORT = "export_report.json"
+_ARROW_KIND = {"String": "string", "Utf8": "string", "Float64": "float64", "Float32": "float64", "Int64": "int64",
+               "Int32": "int64", "Boolean": "bool"}
+# Columns the writers produce themselves, or that only make sense inside a pairs folder.
+_NOT_EXTRA = {"prompt", "chosen", "rejected", "image_path", "status", "status_detail", "extra_json"}
+
+
+@dataclass
+class ExportPair:
+    """What the format writers need of a pair (the same shape as a synthetic pair)."""
+
+    sample_id: str
+    image_id: str
+    ext: str
+    image_png: bytes
+    prompt: str
+    chosen: str
+    rejected: str
+    truth: dict = field(default_factory=dict)
+
+    @property
+    def image_name(self) -> str:
+        return f"{self.image_id}.{self.ext}"
+
+
+def load_audit(audit_dir: Path):
+    """The audited table and summary of an audit folder, with a clear error when it is not one."""
+    import polars as pl
+
+    table, summary = audit_dir / "audited.parquet", audit_dir / "summary.json"
+    if not table.is_file() or not summary.is_file():
+        raise SourceError(f"`{audit_dir}` is not an audit folder (no audited.parquet / summary.json); "
+                          "run `shortcut-audit score` first")
+    return pl.read_parquet(table), json.loads(summary.read_text(encoding="utf-8"))
+
+
+def select(ok_weight: np.ndarray, is_shortcut: np.ndarray, pair_ids: list[str], cfg: ExportConfig) -> np.ndarray:
+    """Row indices (into the scored rows) that the mode exports, in output order."""
+    n = len(ok_weight)
+    if cfg.mode == "weight":
+        return np.arange(n)
+    if cfg.mode == "prune":
+        if cfg.prune_fraction is None:
+            return np.where(~is_shortcut)[0]
+        order = sorted(range(n), key=lambda i: (ok_weight[i], pair_ids[i]))   # lowest weight first, stable
+        drop = set(order[: int(round(cfg.prune_fraction * n))])
+        return np.array([i for i in range(n) if i not in drop], dtype=np.int64)
+    size = cfg.size or n
+    p = ok_weight / ok_weight.sum()
+    return np.random.default_rng(cfg.seed).choice(n, size=size, replace=True, p=p)
+
+
+def export(cfg: ExportConfig) -> dict:
+    import polars as pl
+
+    from audit.sources import get_format
+
+    df, summary = load_audit(cfg.audit)
+    pairs_dir = Path(summary["pairs_dir"])
+    if not pairs_dir.is_absolute() and not pairs_dir.exists():
+        pairs_dir = cfg.audit / "pairs"
+    roots: list[Path] = []
+    rep_file = pairs_dir / schema.REPORT_FILE
+    if rep_file.is_file():
+        roots = [Path(r) for r in json.loads(rep_file.read_text(encoding="utf-8")).get("image_roots", [])]
+
+    ok_mask = (df["status"] == schema.OK).to_numpy()
+    excluded = dict(df.filter(~pl.Series(ok_mask)).group_by("status").len().sort("status").iter_rows())
+    ok = df.filter(pl.Series(ok_mask))
+    if ok.height == 0:
+        raise FormatError(f"`{cfg.audit}` has no scored (`ok`) pairs to export")
+    weight = ok["weight"].to_numpy().astype(np.float64)
+    if cfg.scheme is not None:
+        weight = weights(cfg.scheme, np.ones(ok.height, bool), text_prob=ok["text_prob"].to_numpy(),
+                         sfc=ok["sfc"].to_numpy(), clip=cfg.clip, ipw_floor=cfg.ipw_floor, jtt_factor=cfg.jtt_factor)
+    idx = select(weight, ok["is_shortcut"].to_numpy(), ok["pair_id"].to_list(), cfg)
+
+    fmt_name = cfg.format
+    if fmt_name == "source":
+        sources = sorted(set(ok["source"].to_list()))
+        if len(sources) != 1:
+            raise FormatError(f"`--format source` needs one source format, the audit mixes {', '.join(sources)}; "
+                              "pick an explicit `--format`")
+        fmt_name = sources[0]
+    writer_name = {"parquet": "pairs", "hf": "pairs", "alignrm": "alignrm", "trl": "trl"}.get(fmt_name, fmt_name)
+    fmt = get_format(writer_name)
+
+    extra_cols = [c for c in ok.columns if c not in _NOT_EXTRA and _ARROW_KIND.get(str(ok.schema[c]).split("(")[0])]
+    spec = {c: _ARROW_KIND[str(ok.schema[c]).split("(")[0]] for c in extra_cols}
+    if "src_image_path" in spec and writer_name in ("rlaif-v", "rlhf-v"):
+        spec.pop("src_image_path")   # the writer restores the source's own `image_path`
+    spec["weight"] = "float64"
+    spec["audit_weight"] = "float64"
+    out_weight = weight if cfg.mode == "weight" else np.ones(ok.height)
+
+    cols = {c: ok[c].to_list() for c in set(extra_cols) | {"prompt", "chosen", "rejected", "image_path", "image_id", "sample_id"}}
+
+    def pairs() -> Iterator[ExportPair]:
+        for i in idx:
+            i = int(i)
+            path = cols["image_path"][i]
+            data = resolve_image(pairs_dir, path, allowed_roots=roots).read_bytes()
+            truth = {c: cols[c][i] for c in extra_cols if c in spec}
+            truth["weight"] = float(out_weight[i])
+            truth["audit_weight"] = float(weight[i])
+            if "src_image_path" in cols and writer_name in ("rlaif-v", "rlhf-v"):
+                truth["image_path"] = cols["src_image_path"][i]
+            yield ExportPair(sample_id=str(cols["sample_id"][i]), image_id=cols["image_id"][i],
+                             ext=Path(path).suffix.lstrip(".") or "png", image_png=data, prompt=cols["prompt"][i],
+                             chosen=cols["chosen"][i], rejected=cols["rejected"][i], truth=truth)
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    container = "hf" if cfg.format == "hf" or (fmt_name == "trl" and cfg.container == "hf") else "parquet"
+    path = fmt.write(pairs(), cfg.out, container=container, seed=cfg.seed, extra_spec=spec)
+    rows_out = int(len(idx))
+    report = {
+        "audit": str(cfg.audit), "mode": cfg.mode, "format": cfg.format, "written_as": writer_name, "path": str(path),
+        "scheme": cfg.scheme or summary.get("scheme"), "rows_in": int(df.height), "scored": int(ok.height),
+        "excluded_unscored": excluded, "rows_out": rows_out, "distinct_pairs": int(len(np.unique(idx))),
+        "dropped": int(ok.height - len(np.unique(idx))) if cfg.mode == "prune" else 0,
+        "weights": {"mean": float(weight.mean()), "min": float(weight.min()), "max": float(weight.max())},
+        "config": to_dict(cfg), "versions": versions(),
+    }
+    write_json_atomic(cfg.out / EXPORT_REPORT, report)
+    return report
