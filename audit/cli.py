@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from audit.config import (DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
+from audit.config import (CardConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
                           from_args)
 from audit.errors import AuditError
 
@@ -89,6 +89,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_card(args: argparse.Namespace) -> int:
+    from audit.card import card
+
+    path = card(from_args(CardConfig, args))
+    print(f"dataset card: {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audit.demo import demo
 
@@ -110,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ingest", "read any supported source into the canonical pairs table", IngestConfig, _cmd_ingest),
         ("score", "fit text-only shortcut models out-of-fold; write SFC, weights, cues", ScoreConfig, _cmd_score),
         ("export", "write a reweighted, pruned or resampled dataset for a trainer", ExportConfig, _cmd_export),
+        ("card", "write a Hugging Face dataset card from an audit", CardConfig, _cmd_card),
         ("demo", "run the pipeline on built-in synthetic data, offline", DemoConfig, _cmd_demo),
     ]
     for name, help, cfg_cls, func in commands:

@@ -292,3 +292,25 @@ class ExportConfig:
             raise ConfigError(f"`--size` must be at least 1, got {self.size}")
         if self.clip is not None and self.clip <= 1.0:
             raise ConfigError(f"`--clip` must be above 1 (weights have mean 1), got {self.clip}")
+
+
+@dataclass
+class CardConfig:
+    """`shortcut-audit card`: a Hugging Face dataset card (README.md + figures) generated from an audit."""
+
+    audit: Path = opt(positional=True, metavar="AUDIT_DIR", help="audit folder written by `score`")
+    out: Path = opt(Path("data_cards"), short="-o", help="cards folder; the card goes to OUT/NAME/README.md")
+    name: str | None = opt(None, help="card name (default: the audit folder's name)")
+    license: str = opt("unknown", help="license of the audited data for the YAML header (e.g. cc-by-nc-4.0)")
+    source_dataset: str | None = opt(None, help="Hugging Face id of the source dataset, for `source_datasets`")
+    export: Path | None = opt(None, help="an export folder to describe (its export_report.json)")
+    figures: str = opt("auto", choices=("auto", "png", "html"),
+                       help="`png` needs kaleido and a Chrome/Chromium; `auto` falls back to labelled HTML charts")
+    examples: int = opt(1, help="example pairs shown per top cue")
+
+    def __post_init__(self) -> None:
+        self.audit, self.out = Path(self.audit), Path(self.out)
+        if self.export is not None:
+            self.export = Path(self.export)
+        if self.examples < 0:
+            raise ConfigError(f"`--examples` must be >= 0, got {self.examples}")

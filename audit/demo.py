@@ -1,7 +1,7 @@
 """`demo`: the pipeline on built-in synthetic data, offline, in a couple of minutes on a laptop.
 
-Runs synth -> ingest -> score on a shortcut environment and the cue-free one and prints the
-headline of each audit; later stages (app, export, train) join the chain as they land.
+Runs synth -> ingest -> score -> export -> card on a shortcut environment and the cue-free one and
+prints the headline of each audit; later stages (app, train) join the chain as they land.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from audit.config import DemoConfig, IngestConfig, ScoreConfig, SynthConfig
+from audit.config import CardConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig
 from audit.ingest import ingest
 from audit.synth import synth
 
@@ -65,4 +65,11 @@ def demo(cfg: DemoConfig) -> Iterator[str]:
         if s.get("cue_share"):
             yield ("  cue share by weight (untouched " + f"{s['cue_share']['untouched']:.2f}): "
                    + ", ".join(f"{k} {v:.2f}" for k, v in s["cue_share"].items() if k != "untouched"))
+        from audit.card import card
+        from audit.export import export
+
+        rep = export(ExportConfig(audit=audit_dir, out=out / "export" / env))
+        yield f"[{env}] export -> {rep['path']} ({rep['rows_out']} pairs with weights)"
+        path = card(CardConfig(audit=audit_dir, out=out / "cards", name=f"synthetic-{env}", export=out / "export" / env))
+        yield f"[{env}] card -> {path}"
     yield f"done: outputs under {out.resolve()}"

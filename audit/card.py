@@ -1,0 +1,186 @@
+"""`card`: a Hugging Face dataset card generated from an audit: YAML header, how the data was audited,
+headline numbers, the top cues with examples, the weight distribution, what was exported, known
+limitations, and figures (PNG through plotly + kaleido when a browser engine is available, otherwise
+clearly labelled interactive HTML charts)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from audit.config import CardConfig
+from audit.errors import SourceError
+from audit.export import EXPORT_REPORT, load_audit
+from audit.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+HEADLINE = (("pairs (rows)", "n_rows"), ("scored pairs", "n_scored"), ("text-only accuracy", "text_acc"),
+            ("multimodal accuracy", "mm_acc"), ("cue-model accuracy", "cue_acc"), ("shortcut rate", "shortcut_rate"),
+            ("SFD", "sfd"), ("mean SFC", "sfc_mean"))
+
+
+def size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                        (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "n>10M"
+
+
+def fmt(v) -> str:
+    """Numbers as in summary.json, rounded to 4 decimals (the card test compares them)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    if isinstance(v, bool) or isinstance(v, int):
+        return str(v)
+    return f"{v:.4f}"
+
+
+def _clip(text: str, n: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _figures(df, summary: dict, out: Path, mode: str) -> tuple[list[tuple[str, str]], str | None]:
+    """Write the figures; returns [(title, file)] and, when PNG was not possible, the reason."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    ok = df.filter(df["status"] == "ok")
+    figs = [
+        ("Weight distribution", "weights", px.histogram(x=ok["weight"].to_list(), nbins=50,
+                                                        labels={"x": f"weight ({summary['scheme']})"})),
+        ("SFC distribution", "sfc", px.histogram(x=ok["sfc"].to_list(), nbins=50, labels={"x": "SFC"})),
+        ("Shortcut map: text-only vs multimodal probability of the chosen response", "shortcut_map",
+         px.scatter(x=ok["text_prob"].to_list()[:20000], y=ok["mm_prob"].to_list()[:20000], opacity=0.4,
+                    labels={"x": "text_prob", "y": "mm_prob"})),
+        ("Cue association with the preference label", "cues",
+         go.Figure(go.Bar(x=[c["association"] for c in summary["cues"]], y=[c["name"] for c in summary["cues"]],
+                          orientation="h"))),
+    ]
+    written, reason = [], None
+    for title, stem, fig in figs:
+        fig.update_layout(title=title, width=760, height=420, template="plotly_white")
+        if mode in ("auto", "png") and reason is None:
+            try:
+                fig.write_image(str(out / f"{stem}.png"))
+                written.append((title, f"{stem}.png"))
+                continue
+            except Exception as e:   # kaleido missing, no browser engine, sandbox refusal, ...
+                if mode == "png":
+                    raise SourceError(f"PNG export failed ({type(e).__name__}: {str(e)[:200]}); install kaleido and "
+                                      "Chromium, or use `--figures html`") from None
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
+        fig.write_html(str(out / f"{stem}.html"), include_plotlyjs="cdn")
+        written.append((title, f"{stem}.html"))
+    if mode == "html":
+        reason = "HTML requested with `--figures html`"
+    return written, reason
+
+
+def card(cfg: CardConfig) -> Path:
+    import yaml  # PyYAML comes with datasets/transformers
+
+    df, summary = load_audit(cfg.audit)
+    name = cfg.name or cfg.audit.resolve().name
+    out = cfg.out / name
+    out.mkdir(parents=True, exist_ok=True)
+    sources = sorted({p["source"] for p in summary.get("per_source", [])})
+    header = {
+        "license": cfg.license,
+        "pretty_name": f"{name} (shortcut-audited)",
+        "task_categories": ["image-text-to-text"],
+        "tags": ["preference", "reward-modeling", "multimodal", "shortcut-audit"],
+        "size_categories": [size_category(int(summary["n_rows"]))],
+        "source_datasets": [cfg.source_dataset] if cfg.source_dataset else ["original"],
+    }
+    c = summary["config"]
+    command = (f"shortcut-audit score {c['source']} -o {c['out']} --scheme {c['scheme']} --folds {c['folds']} "
+               f"--seed {c['seed']} --text-encoder {c['text_encoder']} --image-encoder {c['image_encoder']}"
+               + (f" --mm-scores {c['mm_scores']}" if c.get("mm_scores") else ""))
+    figures, png_reason = _figures(df, summary, out, cfg.figures)
+
+    L: list[str] = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
+                    f"# {name}: shortcut audit", ""]
+    L += [f"{summary['n_rows']} preference pairs ({', '.join(sources) or 'unknown'} format), audited with "
+          f"[shortcut-audit](https://pypi.org/project/shortcut-audit/) for text-only shortcuts: a model that never "
+          f"sees the image picks the preferred response {100 * summary['text_acc']:.1f}% of the time out of fold "
+          f"(multimodal probe: {100 * summary['mm_acc']:.1f}%). The strongest text cue is `{summary['top_cue']}`.", ""]
+    L += ["## How it was audited", "", "```bash", command, "```", "",
+          "Every probability comes from a head that never saw the pair or its group (grouped K-fold cross-fitting); "
+          "SFC = L_text / (L_mm + L_text) per pair (Li et al., ICML 2025).", "",
+          "| setting | value |", "|---|---|"]
+    L += [f"| `{k}` | `{v}` |" for k, v in c.items() if v is not None]
+    L += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items()), ""]
+    L += ["## Headline numbers", "", "| metric | key | value |", "|---|---|---:|"]
+    L += [f"| {label} | `{key}` | {fmt(summary.get(key))} |" for label, key in HEADLINE]
+    L += ["", "Rows by status: " + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()), ""]
+    if summary.get("per_source") and len(summary["per_source"]) > 1:
+        L += ["| source | pairs | text acc | mm acc | shortcut rate |", "|---|---:|---:|---:|---:|"]
+        L += [f"| {p['source']} | {p['n']} | {fmt(p['text_acc'])} | {fmt(p['mm_acc'])} | {fmt(p['shortcut_rate'])} |"
+              for p in summary["per_source"]]
+        L.append("")
+
+    L += ["## Top cues", "", "Ranked by the standardised coefficient of the cue model; association = P(chosen has "
+          "more of it) - P(rejected has more).", "", "| cue | coefficient | association | pairs where it differs | "
+          "what it measures |", "|---|---:|---:|---:|---|"]
+    L += [f"| `{q['name']}` | {fmt(q['coefficient'])} | {fmt(q['association'])} | {fmt(q['share_differs'])} | "
+          f"{q['help']} |" for q in summary["cues"][:5]]
+    L.append("")
+    ok = df.filter(df["status"] == "ok")
+    for q in summary["cues"][:3]:
+        col = f"cue_{q['name']}"
+        if col not in ok.columns or cfg.examples == 0:
+            continue
+        sign = 1 if q["coefficient"] >= 0 else -1
+        ex = ok.filter((ok[col] * sign) > 0).sort("text_prob", descending=True).head(cfg.examples)
+        for r in ex.iter_rows(named=True):
+            L += [f"Example for `{q['name']}` (text_prob {r['text_prob']:.3f}, pair `{r['pair_id']}`):", "",
+                  f"- prompt: {_clip(r['prompt'])}", f"- chosen: {_clip(r['chosen'])}",
+                  f"- rejected: {_clip(r['rejected'])}", ""]
+
+    w = ok["weight"].to_numpy()
+    L += ["## Weight distribution", "", f"Scheme `{summary['scheme']}`; weights have mean 1 over scored pairs.", "",
+          "| min | 5% | 25% | median | 75% | 95% | max |", "|---:|---:|---:|---:|---:|---:|---:|",
+          "| " + " | ".join(fmt(summary["weights"][k]) if k in ("min", "max") else fmt(summary["weights"]["quantiles"][k])
+                           for k in ("min", "0.05", "0.25", "0.5", "0.75", "0.95", "max")) + " |", ""]
+    if summary.get("cue_share"):
+        L += ["Cue share (fraction of total weight on pairs whose planted cue sits on the chosen side; 0.5 = "
+              "neutralised):", "", "| " + " | ".join(summary["cue_share"]) + " |",
+              "|" + "---:|" * len(summary["cue_share"]), "| " + " | ".join(fmt(v) for v in summary["cue_share"].values()) + " |", ""]
+    if png_reason:
+        L += [f"> Figures are interactive HTML charts, not PNG images: static export was not available here "
+              f"({png_reason}).", ""]
+    for title, file in figures:
+        L += [f"![{title}]({file})" if file.endswith(".png") else f"- [{title}]({file}) (interactive HTML chart)", ""]
+
+    L += ["## What was exported", ""]
+    rep_file = (cfg.export / EXPORT_REPORT) if cfg.export else None
+    if rep_file and rep_file.is_file():
+        rep = json.loads(rep_file.read_text(encoding="utf-8"))
+        L += [f"Mode `{rep['mode']}`, format `{rep['format']}` (written as `{rep['written_as']}`), scheme "
+              f"`{rep['scheme']}`: {rep['rows_out']} rows ({rep['distinct_pairs']} distinct pairs) from "
+              f"{rep['scored']} scored of {rep['rows_in']}."
+              + (" Not exported (unscored): " + ", ".join(f"{k} {v}" for k, v in rep["excluded_unscored"].items())
+                 if rep["excluded_unscored"] else ""), ""]
+    else:
+        L += ["Nothing yet: `shortcut-audit export AUDIT_DIR -o OUT` writes a reweighted, pruned or resampled "
+              "dataset; pass `--export OUT` to this command to describe it here.", ""]
+    L += ["## Known limitations", "",
+          "- The probes are only as good as their encoders. The offline image featuriser (`pixels`) sees colours "
+          "and coarse layout, not objects or text, so the multimodal accuracy and SFC understate what a real "
+          "vision-language model sees; audit with `--image-encoder` (CLIP, SigLIP) or your RM's scores "
+          "(`--mm-scores`) for real data.",
+          "- A text cue the text encoder cannot represent (e.g. exact whitespace or token counts) is invisible to "
+          "the text probe; the cue probe covers a fixed, English-centric list of interpretable cues.",
+          "- SFD here is 100 x (multimodal accuracy where the text model is right - where it is wrong), our "
+          "definition; the paper's exact formula is not public.",
+          "- Weights neutralise the measured text shortcut; whether a reward model trained with them generalises "
+          "better must be checked by training and out-of-distribution evaluation.", ""]
+    with atomic_path(out / "README.md") as tmp:
+        tmp.write_text("\n".join(L), encoding="utf-8")
+    return out / "README.md"

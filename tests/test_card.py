@@ -1,0 +1,73 @@
+"""The data card: valid YAML header, numbers equal to summary.json, figures (PNG or labelled HTML)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from audit.card import HEADLINE, card, fmt
+from audit.config import CardConfig, ExportConfig, ScoreConfig, SynthConfig
+from audit.export import export
+from audit.score import score
+from audit.synth import synth
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    root = tmp_path_factory.mktemp("card")
+    src = synth(SynthConfig(env="verbose", out=root / "src", n=150, format="alignrm"))
+    score(ScoreConfig(source=src.parent, out=root / "audit", cache_dir=root / "cache"))
+    export(ExportConfig(audit=root / "audit", out=root / "export", mode="prune"))
+    return root
+
+
+def _split(text: str) -> tuple[dict, str]:
+    m = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.S)
+    assert m, "no YAML front matter"
+    return yaml.safe_load(m.group(1)), m.group(2)
+
+
+def test_card_header_numbers_and_sections(audited, tmp_path):
+    path = card(CardConfig(audit=audited / "audit", out=tmp_path, name="verbose-card", license="cc-by-4.0",
+                           export=audited / "export", figures="html"))
+    header, body = _split(path.read_text())
+    assert header["license"] == "cc-by-4.0" and header["size_categories"] == ["n<1K"]
+    assert header["task_categories"] == ["image-text-to-text"] and header["source_datasets"] == ["original"]
+    summary = json.loads((audited / "audit" / "summary.json").read_text())
+    for label, key in HEADLINE:
+        row = re.search(rf"^\| {re.escape(label)} \| `{key}` \| (.+?) \|$", body, re.M)
+        assert row, key
+        assert row.group(1) == fmt(summary[key])
+    for section in ("## How it was audited", "## Headline numbers", "## Top cues", "## Weight distribution",
+                    "## What was exported", "## Known limitations"):
+        assert section in body
+    assert f"| `{summary['cues'][0]['name']}` | {fmt(summary['cues'][0]['coefficient'])} |" in body
+    assert "Mode `prune`" in body and "Example for `length`" in body
+    assert "interactive HTML chart" in body and (tmp_path / "verbose-card" / "weights.html").is_file()
+
+
+def test_png_figures_or_a_labelled_fallback(audited, tmp_path, monkeypatch):
+    import plotly.graph_objects as go
+
+    def no_browser(self, *a, **k):
+        raise RuntimeError("no Chrome found")
+
+    monkeypatch.setattr(go.Figure, "write_image", no_browser)
+    path = card(CardConfig(audit=audited / "audit", out=tmp_path, name="c"))
+    body = path.read_text()
+    assert "static export was not available here (RuntimeError: no Chrome found)" in body
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.html")) == ["cues.html", "sfc.html", "shortcut_map.html",
+                                                                       "weights.html"]
+
+
+def test_png_figures_when_a_browser_engine_is_present(audited, tmp_path):
+    import shutil
+
+    if not (shutil.which("chromium") or shutil.which("google-chrome")):
+        pytest.skip("no Chromium here: PNG figures need it (CI installs it)")
+    path = card(CardConfig(audit=audited / "audit", out=tmp_path, name="c", figures="png"))
+    assert "![Weight distribution](weights.png)" in path.read_text()
+    assert (tmp_path / "c" / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
