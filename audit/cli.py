@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from audit.config import (CardConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
+from audit.config import (AppConfig, CardConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
                           from_args)
 from audit.errors import AuditError
 
@@ -97,6 +97,31 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def app_command(cfg: AppConfig) -> tuple[list[str], dict]:
+    """The `streamlit run` command line and environment that serve the app on `cfg`."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("app")
+    home = Path(spec.origin).parent / "Home.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", cfg.host,
+           "--server.port", str(cfg.port), "--browser.gatherUsageStats", "false",
+           "--server.headless", "true" if cfg.headless else "false"]
+    env = {**os.environ, "SHORTCUT_AUDIT_DIR": str(cfg.audit.resolve())}
+    if cfg.compare is not None:
+        env["SHORTCUT_AUDIT_COMPARE"] = str(cfg.compare.resolve())
+    return cmd, env
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    import subprocess
+
+    cfg = from_args(AppConfig, args)
+    cmd, env = app_command(cfg)
+    print(f"serving {cfg.audit} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)")
+    return subprocess.call(cmd, env=env)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audit.demo import demo
 
@@ -118,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ingest", "read any supported source into the canonical pairs table", IngestConfig, _cmd_ingest),
         ("score", "fit text-only shortcut models out-of-fold; write SFC, weights, cues", ScoreConfig, _cmd_score),
         ("export", "write a reweighted, pruned or resampled dataset for a trainer", ExportConfig, _cmd_export),
+        ("app", "open an audit in the Streamlit audit app", AppConfig, _cmd_app),
         ("card", "write a Hugging Face dataset card from an audit", CardConfig, _cmd_card),
         ("demo", "run the pipeline on built-in synthetic data, offline", DemoConfig, _cmd_demo),
     ]

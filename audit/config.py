@@ -314,3 +314,24 @@ class CardConfig:
             self.export = Path(self.export)
         if self.examples < 0:
             raise ConfigError(f"`--examples` must be >= 0, got {self.examples}")
+
+
+@dataclass
+class AppConfig:
+    """`shortcut-audit app`: open an audit in the Streamlit app (reads precomputed results, never scores)."""
+
+    audit: Path = opt(positional=True, metavar="AUDIT_DIR", help="audit folder written by `score`")
+    host: str = opt("127.0.0.1", help="address to bind; the default serves this machine only")
+    port: int = opt(8501, help="port to serve on")
+    compare: Path | None = opt(None, help="a second audit folder for the Compare page")
+    headless: bool = opt(False, help="do not open a browser window")
+
+    def __post_init__(self) -> None:
+        self.audit = Path(self.audit)
+        if self.compare is not None:
+            self.compare = Path(self.compare)
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"`--port` must be in 1..65535, got {self.port}")
+        for p in filter(None, (self.audit, self.compare)):
+            if not (p / "audited.parquet").is_file():
+                raise ConfigError(f"`{p}` is not an audit folder (no audited.parquet); run `shortcut-audit score` first")

@@ -76,7 +76,8 @@ def select(ok_weight: np.ndarray, is_shortcut: np.ndarray, pair_ids: list[str], 
     return np.random.default_rng(cfg.seed).choice(n, size=size, replace=True, p=p)
 
 
-def export(cfg: ExportConfig) -> dict:
+def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
+    """Run an export; `only` restricts it to these pair ids (the app's current filter)."""
     import polars as pl
 
     from audit.sources import get_format
@@ -90,6 +91,8 @@ def export(cfg: ExportConfig) -> dict:
     if rep_file.is_file():
         roots = [Path(r) for r in json.loads(rep_file.read_text(encoding="utf-8")).get("image_roots", [])]
 
+    if only is not None:
+        df = df.filter(pl.col("pair_id").is_in(list(only)))
     ok_mask = (df["status"] == schema.OK).to_numpy()
     excluded = dict(df.filter(~pl.Series(ok_mask)).group_by("status").len().sort("status").iter_rows())
     ok = df.filter(pl.Series(ok_mask))

@@ -1,0 +1,27 @@
+"""Export the current filter's pairs (or their weights) through the same function as the CLI."""
+
+import time
+
+import streamlit as st
+
+from audit.config import EXPORT_FORMATS, EXPORT_MODES, ExportConfig
+from audit.export import export
+from common import count_of, open_audit, sidebar_filters
+
+st.set_page_config(page_title="Export — shortcut-audit", layout="wide")
+audit = open_audit()
+f = sidebar_filters(audit)
+n = count_of(audit, f)
+st.title("Export")
+st.write(f"The current filter holds **{n:,}** pairs; only their scored (`ok`) rows are exported.")
+mode = st.selectbox("Mode", EXPORT_MODES, key="x_mode")
+fmt = st.selectbox("Format", EXPORT_FORMATS, key="x_format")
+scheme = st.selectbox("Scheme (blank = the audit's weights)", ["", "sfc", "debias", "ipw", "jtt", "none"], key="x_scheme")
+name = st.text_input("Folder name under AUDIT_DIR/app_exports/", time.strftime("export-%Y%m%d-%H%M%S"), key="x_name")
+if st.button("Export", key="x_go", disabled=n == 0):
+    safe = "".join(ch for ch in name if ch.isalnum() or ch in "-_.") or "export"
+    out = audit.dir / "app_exports" / safe
+    ids = set(audit.filtered(f).select("pair_id").collect()["pair_id"].to_list())
+    rep = export(ExportConfig(audit=audit.dir, out=out, mode=mode, format=fmt, scheme=scheme or None), only=ids)
+    st.success(f"Wrote {rep['rows_out']:,} rows to `{rep['path']}`")
+    st.json(rep)

@@ -1,0 +1,157 @@
+"""The Streamlit app: a smoke run of every page and one interaction per control (AppTest), on a small
+audited fixture; a missing audit ends the page with a message, and crafted paths read nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from audit.appdata import Audit, Filters, word_diff_html
+from audit.config import ScoreConfig, SynthConfig
+from audit.score import score
+from audit.synth import synth
+
+HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
+N = 120
+
+
+@pytest.fixture(scope="module")
+def audits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    out = {}
+    for env in ("leadin", "closing"):
+        src = synth(SynthConfig(env=env, out=root / "src" / env, n=N, format="rlaif-v"))
+        score(ScoreConfig(source=src.parent, out=root / env, cache_dir=root / "cache"))
+        out[env] = root / env
+    return out
+
+
+@pytest.fixture
+def app(audits, monkeypatch):
+    monkeypatch.setenv("SHORTCUT_AUDIT_DIR", str(audits["leadin"]))
+    monkeypatch.delenv("SHORTCUT_AUDIT_COMPARE", raising=False)
+
+    def make(page: str | None = None, params: dict | None = None) -> AppTest:
+        at = AppTest.from_file(HOME, default_timeout=60)
+        for k, v in (params or {}).items():
+            at.query_params[k] = v
+        at.run()
+        if page:
+            at.switch_page(page)
+            at.run()
+        assert not at.exception, at.exception
+        return at
+
+    return make
+
+
+def _df(audits):
+    return pl.read_parquet(audits["leadin"] / "audited.parquet")
+
+
+def _matching(at) -> int:
+    text = next(m.value for m in at.markdown if "pairs match" in m.value)
+    return int(text.split("**")[1].replace(",", ""))
+
+
+def test_overview_smoke(app):
+    at = app()
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Pairs"] == str(N) and labels["Top cue"] == "lead_in"
+    assert at.title[0].value == "Shortcut audit"
+
+
+def test_missing_or_wrong_audit_is_a_message_not_a_traceback(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHORTCUT_AUDIT_DIR", str(tmp_path / "nope"))
+    at = AppTest.from_file(HOME, default_timeout=30).run()
+    assert not at.exception and "is not an audit folder" in at.error[0].value
+    monkeypatch.delenv("SHORTCUT_AUDIT_DIR")
+    at = AppTest.from_file(HOME, default_timeout=30).run()
+    assert not at.exception and "shortcut-audit app AUDIT_DIR" in at.error[0].value
+
+
+@pytest.mark.parametrize("control,action,expected", [
+    ("f_shortcut", lambda w: w.set_value("yes"), lambda df: int(df["is_shortcut"].sum())),
+    ("f_sfc", lambda w: w.set_value((0.5, 1.0)), lambda df: int(df["sfc"].is_between(0.5, 1.0).sum())),
+    ("f_cue", lambda w: w.set_value("lead_in"), lambda df: int((df["cue_lead_in"] != 0).sum())),
+    ("f_source", lambda w: w.set_value("rlaif-v"), lambda df: df.height),
+    ("f_status", lambda w: w.set_value("ok"), lambda df: df.height),
+    ("f_q", lambda w: w.input("great question"),
+     lambda df: int(df.select(pl.any_horizontal([pl.col(c).str.to_lowercase().str.contains("great question", literal=True)
+                                                 for c in ("prompt", "chosen", "rejected")])).to_series().sum())),
+])
+def test_each_filter_changes_what_is_shown(app, audits, control, action, expected):
+    at = app("pages/1_Browse.py")
+    assert _matching(at) == N
+    widget = next(w for kind in ("radio", "slider", "selectbox", "text_input") for w in getattr(at, kind)
+                  if w.key == control)
+    action(widget).run()
+    assert not at.exception
+    assert _matching(at) == expected(_df(audits))
+    assert at.query_params  # the filter lives in the URL
+
+
+def test_sort_and_page_controls(app, audits):
+    at = app("pages/1_Browse.py")
+    table = at.dataframe[0].value
+    assert list(table["text_prob"]) == sorted(table["text_prob"], reverse=True)
+    next(w for w in at.checkbox if w.key == "f_desc").uncheck().run()
+    table = at.dataframe[0].value
+    assert list(table["text_prob"]) == sorted(table["text_prob"])
+    next(w for w in at.selectbox if w.key == "f_sort").set_value("sfc").run()
+    assert list(at.dataframe[0].value["sfc"]) == sorted(at.dataframe[0].value["sfc"])
+    first_page = list(at.dataframe[0].value["pair_id"])
+    next(w for w in at.number_input if w.key == "page_input").set_value(2).run()
+    assert not at.exception and list(at.dataframe[0].value["pair_id"]) != first_page
+    assert at.query_params["page"] == ["2"] or at.query_params["page"] == "2"
+
+
+def test_pair_view_and_next_previous(app, audits):
+    df = _df(audits).sort(["text_prob", "pair_id"], descending=[True, False])
+    first, second = df["pair_id"][0], df["pair_id"][1]
+    at = app("pages/2_Pair.py", params={"pair": first})
+    body = " ".join(m.value for m in at.markdown)
+    assert "pair-chosen" in body and "pair-rejected" in body
+    assert df["prompt"][0] in [m.value for m in at.markdown]
+    assert any("1 of 120" in m.value for m in at.markdown)
+    next(b for b in at.button if b.key == "next").click().run()
+    assert not at.exception
+    pid = at.query_params["pair"]
+    assert (pid[0] if isinstance(pid, list) else pid) == second
+    assert any("2 of 120" in m.value for m in at.markdown)
+    next(b for b in at.button if b.key == "prev").click().run()
+    pid = at.query_params["pair"]
+    assert (pid[0] if isinstance(pid, list) else pid) == first
+
+
+def test_compare_page(app, audits, monkeypatch):
+    at = app("pages/3_Compare.py")
+    assert "--compare" in at.info[0].value
+    monkeypatch.setenv("SHORTCUT_AUDIT_COMPARE", str(audits["closing"]))
+    at = app("pages/3_Compare.py")
+    assert {m.label for m in at.metric} >= {"text_acc", "mm_acc", "shortcut_rate"}
+
+
+def test_export_page_uses_the_export_function(app, audits):
+    at = app("pages/4_Export.py", params={"shortcut": "yes"})
+    next(w for w in at.text_input if w.key == "x_name").input("from-app").run()
+    next(b for b in at.button if b.key == "x_go").click().run()
+    assert not at.exception and "Wrote" in at.success[0].value
+    out = pl.read_parquet(audits["leadin"] / "app_exports" / "from-app" / "pairs.parquet")
+    assert out.height == int(_df(audits)["is_shortcut"].sum()) and out["is_shortcut"].all()
+
+
+def test_crafted_paths_and_params_read_nothing(audits):
+    a = Audit(audits["leadin"])
+    assert a.image_bytes("../../../../etc/passwd") is None and a.image_bytes("/etc/passwd") is None
+    f = Filters.from_params({"sfc_min": "-5", "sort": "__import__('os')", "shortcut": "maybe", "desc": "0"})
+    assert (f.sfc_min, f.sort, f.shortcut, f.desc) == (0.0, "text_prob", "any", False)
+
+
+def test_word_diff_marks_the_correction():
+    rej, cho = word_diff_html("She slices tomatoes while a cat watches.", "She slices tomatoes.")
+    assert "<del" in rej and "cat" in rej and "<ins" in cho
+    assert "<script>" not in word_diff_html("<script>x</script>", "y")[0]
