@@ -89,8 +89,8 @@ class Audit:
         missing = [c for c in ("pair_id", "status", "text_prob", "sfc") if c not in self.schema]
         if missing:
             raise SourceError(f"`{table}` lacks {', '.join(missing)}: not an audited table")
-        self.cues = [c[4:] for c in self.schema.names() if c.startswith("cue_") and c != "cue_margin"
-                     and c != "cue_on_chosen"]
+        # The interpretable cues the audit computed (not ground-truth columns such as `cue_p`).
+        self.cues = [c["name"] for c in self.summary.get("cues", []) if f"cue_{c['name']}" in self.schema]
         pairs_dir = Path(self.summary.get("pairs_dir", self.dir / "pairs"))
         self.pairs_dir = pairs_dir if pairs_dir.is_dir() else self.dir / "pairs"
         self.roots: list[Path] = []

@@ -114,12 +114,12 @@ def app_command(cfg: AppConfig) -> tuple[list[str], dict]:
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
-    import subprocess
+    import os
 
     cfg = from_args(AppConfig, args)
     cmd, env = app_command(cfg)
-    print(f"serving {cfg.audit} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)")
-    return subprocess.call(cmd, env=env)
+    print(f"serving {cfg.audit} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)
+    os.execve(cmd[0], cmd, env)   # the server takes this process's PID: stopping that PID stops the server
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -73,3 +73,4 @@ def demo(cfg: DemoConfig) -> Iterator[str]:
         path = card(CardConfig(audit=audit_dir, out=out / "cards", name=f"synthetic-{env}", export=out / "export" / env))
         yield f"[{env}] card -> {path}"
     yield f"done: outputs under {out.resolve()}"
+    yield f"look at the shortcut-heavy pairs: shortcut-audit app {out / 'audit' / DEMO_ENVS[0]}"

@@ -49,7 +49,7 @@ c2.markdown(f'<div class="pair-rejected">{rej_html}</div>', unsafe_allow_html=Tr
 
 scores = {k: row.get(k) for k in ("status", "text_prob", "mm_prob", "sfc", "weight", "is_shortcut", "text_margin",
                                    "mm_margin", "cue_margin", "fold", "source", "sample_id") if k in row}
-cue_vals = {k[4:]: row[k] for k in row if k.startswith("cue_") and k not in ("cue_margin", "cue_on_chosen")}
+cue_vals = {name: row.get(f"cue_{name}") for name in audit.cues}
 s1, s2 = st.columns(2)
 s1.subheader("Scores")
 s1.json(scores)

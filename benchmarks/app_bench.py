@@ -1,0 +1,102 @@
+"""How fast the app's overview and browse pages open on a large audited table (not a timed test).
+
+    python benchmarks/app_bench.py --rows 1000000
+
+Builds an audited table of N rows with the real column contract (random scores, templated texts;
+no scoring), then runs the overview page and the browse page through Streamlit's AppTest twice each:
+the first run loads and aggregates (cold), the second is what a user sees after the first load
+(cached aggregates, lazy scans, one page of rows). Results: results/app.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+HOME = str(HERE.parent / "app" / "Home.py")
+
+
+def build(audit: Path, n: int, seed: int = 0) -> None:
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    text_prob = rng.beta(4, 1.5, n)
+    mm_prob = rng.beta(2, 2, n)
+    tl, ml = -np.log(text_prob), -np.log(mm_prob)
+    sfc = tl / (tl + ml)
+    w = (1 - text_prob) / (1 - text_prob).mean()
+    ids = [f"{i:016x}" for i in range(n)]
+    cues = ["length", "lead_in", "closing", "list_items"]
+    df = pl.DataFrame({
+        "pair_id": ids, "sample_id": ids, "source": "rlaif-v",
+        "prompt": [f"What color is object {i % 997}?" for i in range(n)],
+        "chosen": [f"Great question! It is colour {i % 13}." for i in range(n)],
+        "rejected": [f"It is colour {(i + 5) % 13}." for i in range(n)],
+        "image_path": None, "image_id": None, "prompt_id": None, "margin": None, "status": "ok", "status_detail": None,
+        "text_margin": np.log(text_prob / (1 - text_prob)), "text_prob": text_prob, "text_loss": tl,
+        "mm_margin": np.log(mm_prob / (1 - mm_prob)), "mm_prob": mm_prob, "mm_loss": ml, "sfc": sfc, "weight": w,
+        "cue_margin": rng.normal(size=n), "is_shortcut": text_prob >= 0.8, "fold": rng.integers(0, 5, n),
+        **{f"cue_{c}": rng.integers(-1, 2, n).astype(float) for c in cues},
+    })
+    audit.mkdir(parents=True, exist_ok=True)
+    df.write_parquet(audit / "audited.parquet")
+    summary = {"n_rows": n, "n_scored": n, "status_counts": {"ok": n}, "text_acc": float((text_prob > .5).mean()),
+               "mm_acc": float((mm_prob > .5).mean()), "cue_acc": 0.5, "shortcut_rate": float((text_prob >= .8).mean()),
+               "sfd": 0.0, "sfc_mean": float(sfc.mean()), "scheme": "debias", "top_cue": "lead_in",
+               "cues": [{"name": c, "coefficient": 0.1, "association": 0.1, "share_differs": 0.6, "help": c} for c in cues],
+               "per_source": [{"source": "rlaif-v", "n": n, "text_acc": 0.8, "mm_acc": 0.5, "cue_acc": 0.5,
+                               "shortcut_rate": 0.5}],
+               "config": {"folds": 5, "text_encoder": "minilm", "image_encoder": "pixels"}, "pairs_dir": str(audit)}
+    (audit / "summary.json").write_text(json.dumps(summary))
+
+
+def run_page(page: str | None) -> float:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(HOME, default_timeout=600)
+    t0 = time.perf_counter()
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, at.exception
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the audited table")
+    ap.add_argument("--work", type=Path, default=HERE / "_work" / "app", help="scratch folder (deleted)")
+    ap.add_argument("--results", type=Path, default=HERE / "results" / "app.json", help="JSON results")
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE.parent / "app"))
+    t0 = time.perf_counter()
+    build(args.work, args.rows)
+    built = time.perf_counter() - t0
+    os.environ["SHORTCUT_AUDIT_DIR"] = str(args.work)
+    res = {"rows": args.rows, "build_s": round(built, 2)}
+    # AppTest runs pages in this process, so st.cache_data persists between the two runs of a page.
+    res["overview_first_s"] = round(run_page(None), 2)
+    res["overview_cached_s"] = round(run_page(None), 2)
+    res["browse_first_s"] = round(run_page("pages/1_Browse.py"), 2)
+    res["browse_cached_s"] = round(run_page("pages/1_Browse.py"), 2)
+    shutil.rmtree(args.work, ignore_errors=True)
+    from audit.io import versions
+
+    out = {"command": f"python benchmarks/app_bench.py --rows {args.rows}", "versions": versions(), "row": res}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
