@@ -3,6 +3,7 @@ audited fixture; a missing audit ends the page with a message, and crafted paths
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -155,3 +156,17 @@ def test_word_diff_marks_the_correction():
     rej, cho = word_diff_html("She slices tomatoes while a cat watches.", "She slices tomatoes.")
     assert "<del" in rej and "cat" in rej and "<ins" in cho
     assert "<script>" not in word_diff_html("<script>x</script>", "y")[0]
+
+
+def test_export_page_mode_format_and_scheme_controls(app, audits):
+    at = app("pages/4_Export.py")
+    next(w for w in at.selectbox if w.key == "x_mode").set_value("prune")
+    next(w for w in at.selectbox if w.key == "x_format").set_value("alignrm")
+    next(w for w in at.selectbox if w.key == "x_scheme").set_value("ipw")
+    next(w for w in at.text_input if w.key == "x_name").input("pruned")
+    at.run()
+    next(b for b in at.button if b.key == "x_go").click().run()
+    assert not at.exception
+    rep = json.loads((audits["leadin"] / "app_exports" / "pruned" / "export_report.json").read_text())
+    assert (rep["mode"], rep["format"], rep["scheme"]) == ("prune", "alignrm", "ipw")
+    assert rep["rows_out"] == N - int(_df(audits)["is_shortcut"].sum())
