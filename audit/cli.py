@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from audit.config import (AppConfig, CardConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
+from audit.config import (AppConfig, CardConfig, EvalConfig, TrainConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
                           from_args)
 from audit.errors import AuditError
 
@@ -122,6 +122,32 @@ def _cmd_app(args: argparse.Namespace) -> int:
     os.execve(cmd[0], cmd, env)   # the server takes this process's PID: stopping that PID stops the server
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from audit.train.loop import train
+
+    cfg = from_args(TrainConfig, args)
+    s = train(cfg)
+    last = s["history"][-1]
+    print(f"trained `{cfg.method}` on {s['n_pairs']} pairs for {cfg.epochs} epochs in {s['seconds']}s: "
+          f"loss {last['loss']:.4f}, train accuracy {100 * last['train_acc']:.1f}%"
+          + (f", cue share {last['cue_share']:.3f}" if "cue_share" in last else ""))
+    print(f"checkpoint: {cfg.out / 'model.safetensors'}   metrics: {cfg.out / 'metrics.jsonl'}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from audit.eval import eval_run
+
+    cfg = from_args(EvalConfig, args)
+    res = eval_run(cfg)
+    for name, r in res["datasets"].items():
+        extra = "".join(f"   {k} {100 * r[k]:.1f}%" for k in ("acc_cue_aligned", "acc_cue_against") if r.get(k) is not None)
+        print(f"{name}: accuracy {100 * r['accuracy']:.1f}% on {r['n']} pairs{extra}")
+    if cfg.out:
+        print(f"results: {cfg.out}   table: {cfg.out.with_suffix('.md')}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audit.demo import demo
 
@@ -145,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", "write a reweighted, pruned or resampled dataset for a trainer", ExportConfig, _cmd_export),
         ("app", "open an audit in the Streamlit audit app", AppConfig, _cmd_app),
         ("card", "write a Hugging Face dataset card from an audit", CardConfig, _cmd_card),
+        ("train", "train a reward model: standard, weighted or shortcut-aware", TrainConfig, _cmd_train),
+        ("eval", "pairwise accuracy of a trained reward model on datasets", EvalConfig, _cmd_eval),
         ("demo", "run the pipeline on built-in synthetic data, offline", DemoConfig, _cmd_demo),
     ]
     for name, help, cfg_cls, func in commands:

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if m.get("metavar"):
             kwargs["metavar"] = m["metavar"]
         if m.get("positional"):
+            if tp is list:
+                parser.add_argument(f.name, nargs="+", **kwargs)
+                continue
             if f.default is not dataclasses.MISSING:
                 kwargs["nargs"] = "?"
                 kwargs["default"] = f.default
@@ -335,3 +338,57 @@ class AppConfig:
         for p in filter(None, (self.audit, self.compare)):
             if not (p / "audited.parquet").is_file():
                 raise ConfigError(f"`{p}` is not an audit folder (no audited.parquet); run `shortcut-audit score` first")
+
+
+TRAIN_METHODS = ("standard", "weighted", "shortcut-aware")
+
+
+@dataclass
+class TrainConfig:
+    """`shortcut-audit train`: a Bradley-Terry reward model, standard, weighted or shortcut-aware."""
+
+    data: Path = opt(positional=True, metavar="DATA", help="training pairs: an audit or pairs folder, an export, or a source")
+    out: Path = opt(short="-o", help="run folder: checkpoint, config, metrics log")
+    method: str = opt("standard", choices=TRAIN_METHODS,
+                      help="`standard` BT; `weighted` BT with the data's `weight` column (or `--scheme`); "
+                      "`shortcut-aware` the paper's dynamic two-branch loss")
+    model: str = opt("small", help="`small`: the from-scratch multimodal RM (CPU, minutes)")
+    scheme: str | None = opt(None, help="`weighted`: recompute weights from an audit's columns with this scheme")
+    epochs: int = opt(8, help="passes over the data")
+    batch_size: int = opt(64, help="pairs per step")
+    lr: float = opt(2e-3, help="AdamW learning rate")
+    weight_decay: float = opt(1e-4, help="AdamW weight decay")
+    dim: int = opt(64, help="`small` model width")
+    image_size: int = opt(64, help="`small` model image side")
+    vocab: int = opt(4096, help="`small` model hashed vocabulary")
+    seed: int = opt(0, help="seed of initialisation and batch order")
+
+    def __post_init__(self) -> None:
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.method not in TRAIN_METHODS:
+            raise ConfigError(f"`--method` must be one of {', '.join(TRAIN_METHODS)}, got {self.method!r}")
+        if self.model != "small":
+            raise ConfigError(f"`--model {self.model}`: only `small` is available in this version")
+        if self.scheme is not None and self.method != "weighted":
+            raise ConfigError("`--scheme` only applies to `--method weighted`")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("`--epochs`, `--batch-size` and `--lr` must be positive")
+        if self.image_size % 8:
+            raise ConfigError(f"`--image-size` must be a multiple of 8, got {self.image_size}")
+
+
+@dataclass
+class EvalConfig:
+    """`shortcut-audit eval`: pairwise accuracy of a trained reward model on any number of datasets."""
+
+    run: Path = opt(positional=True, metavar="RUN_DIR", help="run folder written by `train`")
+    data: list = opt(positional=True, metavar="DATA", help="datasets to evaluate on (audit / pairs folders, exports, sources)")
+    out: Path | None = opt(None, short="-o", help="results JSON (a Markdown table is written beside it)")
+
+    def __post_init__(self) -> None:
+        self.run = Path(self.run)
+        self.data = [Path(d) for d in (self.data if isinstance(self.data, list) else [self.data])]
+        if self.out is not None:
+            self.out = Path(self.out)
+        if not (self.run / "model.safetensors").is_file():
+            raise ConfigError(f"`{self.run}` holds no model.safetensors; train one with `shortcut-audit train`")

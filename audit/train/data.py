@@ -1,0 +1,81 @@
+"""Training data for `train` / `eval`: any pairs folder, audit folder, export or source, as tensors.
+
+Only `ok` rows are used; images are decoded once into a uint8 tensor at the model's size; texts are
+hashed into token ids. Weights come from the data's `weight` column when present."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audit import schema
+from audit.errors import FormatError
+from audit.images import resolve_image
+from audit.train.models import hash_tokens
+
+
+@dataclass
+class PairData:
+    prompt: torch.Tensor      # (N, T) token ids
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    images: torch.Tensor      # (N, 3, S, S) uint8
+    weight: torch.Tensor | None
+    cue_on_chosen: np.ndarray | None
+    table: object             # the polars rows used (ok only)
+
+    def __len__(self) -> int:
+        return self.prompt.shape[0]
+
+
+def _table_and_dir(path: Path, workdir: Path):
+    import polars as pl
+
+    path = Path(path)
+    if (path / "audited.parquet").is_file():
+        summary = json.loads((path / "summary.json").read_text())
+        pairs_dir = Path(summary.get("pairs_dir", path / "pairs"))
+        return pl.read_parquet(path / "audited.parquet"), pairs_dir if pairs_dir.is_dir() else path / "pairs"
+    if (path / schema.PAIRS_FILE).is_file() and (path / schema.REPORT_FILE).is_file():
+        return pl.read_parquet(path / schema.PAIRS_FILE), path
+    from audit.config import IngestConfig
+    from audit.ingest import ingest
+
+    out = workdir / "pairs"
+    ingest(IngestConfig(source=path, out=out))
+    return pl.read_parquet(out / schema.PAIRS_FILE), out
+
+
+def load_pairs(path: Path, image_size: int, vocab: int, max_len: int = 48, workdir: Path | None = None) -> PairData:
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        table, pairs_dir = _table_and_dir(path, Path(workdir or tmp))
+        table = table.filter(table["status"] == schema.OK)
+        if table.height == 0:
+            raise FormatError(f"`{path}` has no usable (`ok`) pairs to train or evaluate on")
+        roots = []
+        rep = pairs_dir / schema.REPORT_FILE
+        if rep.is_file():
+            roots = [Path(r) for r in json.loads(rep.read_text()).get("image_roots", [])]
+        cache: dict[str, np.ndarray] = {}
+        images = np.zeros((table.height, 3, image_size, image_size), dtype=np.uint8)
+        for i, (iid, p) in enumerate(zip(table["image_id"].to_list(), table["image_path"].to_list())):
+            if iid not in cache:
+                im = Image.open(io.BytesIO(resolve_image(pairs_dir, p, allowed_roots=roots).read_bytes()))
+                im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+                cache[iid] = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+            images[i] = cache[iid]
+
+    def ids(col: str) -> torch.Tensor:
+        return torch.tensor([hash_tokens(t, vocab, max_len) for t in table[col].to_list()], dtype=torch.long)
+
+    weight = torch.tensor(table["weight"].to_numpy(), dtype=torch.float32) if "weight" in table.columns else None
+    truth = table["cue_on_chosen"].to_numpy() if "cue_on_chosen" in table.columns else None
+    return PairData(ids("prompt"), ids("chosen"), ids("rejected"), torch.from_numpy(images), weight, truth, table)

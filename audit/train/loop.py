@@ -1,0 +1,168 @@
+"""The reference training loop, top to bottom: config, data, model(s), optimiser, `for epoch`,
+checkpoint. Three methods:
+
+- `standard`: mean Bradley-Terry loss;
+- `weighted`: per-pair weights (the audit's `weight`, mean 1), sum(w_i L_i) / B;
+- `shortcut-aware`: the paper's dynamic loss. A second, text-only reward model of the same shape sees
+  a blank white image and trains jointly on its own unweighted loss; the multimodal loss of each pair
+  is weighted by w = eps/2 + L_t / (eps + L_t + L) (detached). Only the multimodal model is saved for
+  inference.
+
+Checkpoints are safetensors with the config inside; the run resumes from its last epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audit.config import TrainConfig, to_dict
+from audit.errors import FormatError
+from audit.io import versions, write_json_atomic
+from audit.train.data import PairData, load_pairs
+from audit.train.losses import bt_loss, shortcut_aware_loss, weighted_bt_loss
+from audit.train.models import SmallMMRM, blank_image, build_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "model.safetensors"          # the multimodal RM: what inference loads
+BIAS_CHECKPOINT = "bias_model.safetensors"  # shortcut-aware: the text-only branch (for resuming only)
+STATE = "trainer_state.pt"
+
+
+def save_model(model: SmallMMRM, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from audit.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"config": json.dumps(model.config)})
+
+
+def load_model(path: Path) -> SmallMMRM:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+    model = build_model(config)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def _images(data: PairData, idx: torch.Tensor) -> torch.Tensor:
+    return data.images[idx].float() / 255.0
+
+
+def rewards(model: SmallMMRM, data: PairData, idx: torch.Tensor, blank: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected) for the pairs `idx`; `blank` feeds the white image instead of the real one."""
+    img = blank_image(len(idx), data.images.shape[-1]) if blank else _images(data, idx)
+    return model(img, data.prompt[idx], data.chosen[idx]), model(img, data.prompt[idx], data.rejected[idx])
+
+
+@torch.no_grad()
+def margins(model: SmallMMRM, data: PairData, batch: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    for s in range(0, len(data), batch):
+        idx = torch.arange(s, min(s + batch, len(data)))
+        rc, rr = rewards(model, data, idx)
+        out.append((rc - rr).numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def train_weights(cfg: TrainConfig, data: PairData) -> torch.Tensor | None:
+    if cfg.method != "weighted":
+        return None
+    if cfg.scheme is not None:
+        from audit.schemes import weights
+
+        t = data.table
+        if "text_prob" not in t.columns:
+            raise FormatError("`--scheme` needs an audit folder (text_prob, sfc columns); pass `score`'s output")
+        w = weights(cfg.scheme, np.ones(len(data), bool), text_prob=t["text_prob"].to_numpy(), sfc=t["sfc"].to_numpy())
+        return torch.tensor(w, dtype=torch.float32)
+    if data.weight is None:
+        raise FormatError(f"`--method weighted` needs a `weight` column in `{cfg.data}`: train on an audit folder "
+                          "or a `weight` export, or pass `--scheme`")
+    return data.weight
+
+
+def train(cfg: TrainConfig) -> dict:
+    t0 = time.perf_counter()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = load_pairs(cfg.data, cfg.image_size, cfg.vocab, workdir=cfg.out)
+    weight = train_weights(cfg, data)
+    n = len(data)
+
+    model = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size)
+    bias = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size) if cfg.method == "shortcut-aware" else None
+    params = list(model.parameters()) + (list(bias.parameters()) if bias is not None else [])
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    start_epoch, history = 0, []
+    state_file = cfg.out / STATE
+    if state_file.is_file():                      # resume after a crash: same run, same result
+        state = torch.load(state_file, weights_only=False)
+        model.load_state_dict(state["model"])
+        if bias is not None:
+            bias.load_state_dict(state["bias"])
+        opt.load_state_dict(state["opt"])
+        start_epoch, history = state["epoch"], state["history"]
+        log.info("resuming %s at epoch %d", cfg.out, start_epoch)
+
+    truth = None if data.cue_on_chosen is None else torch.tensor(
+        [bool(x) if x is not None else False for x in data.cue_on_chosen])
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        if bias is not None:
+            bias.train()
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)   # batch order: a function of (seed, epoch)
+        perm = torch.randperm(n, generator=g)
+        tot_loss, tot_w, cue_w, steps = 0.0, 0.0, 0.0, 0
+        for s in range(0, n, cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            rc, rr = rewards(model, data, idx)                      # (B,), (B,)
+            if cfg.method == "standard":
+                loss = bt_loss(rc, rr).mean()
+                w = torch.ones(len(idx))
+            elif cfg.method == "weighted":
+                w = weight[idx]
+                loss = weighted_bt_loss(rc, rr, w)
+            else:
+                bc, br = rewards(bias, data, idx, blank=True)       # text-only branch: white image
+                loss, w = shortcut_aware_loss(rc, rr, bc, br)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += float(loss.detach()) * len(idx)
+            tot_w += float(w.sum())
+            if truth is not None:
+                cue_w += float((w * truth[idx]).sum())
+            steps += 1
+        entry = {"epoch": epoch + 1, "loss": tot_loss / n, "mean_weight": tot_w / n,
+                 "train_acc": float((margins(model, data) > 0).mean())}
+        if truth is not None and data.cue_on_chosen is not None and any(x is not None for x in data.cue_on_chosen):
+            entry["cue_share"] = cue_w / max(tot_w, 1e-12)       # share of effective weight on cue-aligned pairs
+        history.append(entry)
+        with open(cfg.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        log.info("epoch %d: %s", epoch + 1, entry)
+        torch.save({"model": model.state_dict(), "bias": None if bias is None else bias.state_dict(),
+                    "opt": opt.state_dict(), "epoch": epoch + 1, "history": history}, state_file)
+
+    save_model(model, cfg.out / CHECKPOINT)
+    if bias is not None:
+        save_model(bias, cfg.out / BIAS_CHECKPOINT)
+    summary = {"method": cfg.method, "n_pairs": n, "epochs": cfg.epochs, "history": history,
+               "seconds": round(time.perf_counter() - t0, 2), "config": to_dict(cfg), "versions": versions()}
+    write_json_atomic(cfg.out / "config.json", to_dict(cfg))
+    write_json_atomic(cfg.out / "train_summary.json", summary)
+    return summary
