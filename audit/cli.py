@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from audit.config import (AppConfig, CardConfig, EvalConfig, TrainConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
+from audit.config import (AppConfig, BenchConfig, CardConfig, EvalConfig, TrainConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
                           from_args)
 from audit.errors import AuditError
 
@@ -148,6 +148,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from audit.bench import bench
+
+    cfg = from_args(BenchConfig, args)
+    res = bench(cfg)
+    print(res["table"])
+    print(f"results: {cfg.out / 'results.json'}   table: {cfg.out / 'results.md'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audit.demo import demo
 
@@ -173,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("card", "write a Hugging Face dataset card from an audit", CardConfig, _cmd_card),
         ("train", "train a reward model: standard, weighted or shortcut-aware", TrainConfig, _cmd_train),
         ("eval", "pairwise accuracy of a trained reward model on datasets", EvalConfig, _cmd_eval),
+        ("bench", "the cross-distribution experiment on the synthetic environments", BenchConfig, _cmd_bench),
         ("demo", "run the pipeline on built-in synthetic data, offline", DemoConfig, _cmd_demo),
     ]
     for name, help, cfg_cls, func in commands:

@@ -392,3 +392,34 @@ class EvalConfig:
             self.out = Path(self.out)
         if not (self.run / "model.safetensors").is_file():
             raise ConfigError(f"`{self.run}` holds no model.safetensors; train one with `shortcut-audit train`")
+
+
+@dataclass
+class BenchConfig:
+    """`shortcut-audit bench`: the paper's cross-distribution experiment on the synthetic environments."""
+
+    out: Path = opt(Path("bench-results"), short="-o", help="output folder: results.json, results.md, runs/")
+    quick: bool = opt(False, help="a CI-sized run (two training environments, one seed, small sets): a few minutes")
+    seeds: int | None = opt(None, help="seeds per (environment, method) (default 3; quick 1)")
+    n_train: int | None = opt(None, help="training pairs per environment (default 2000; quick 600)")
+    n_test: int | None = opt(None, help="test pairs per environment (default 1000; quick 300)")
+    epochs: int | None = opt(None, help="training epochs (default 8; quick 6)")
+    train_envs: str | None = opt(None, help="comma-separated training environments (default: leadin, closing, "
+                                 "verbose, markdown, clean; quick: leadin, clean)")
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        q = self.quick
+        self.seeds = self.seeds or (1 if q else 3)
+        self.n_train = self.n_train or (600 if q else 2000)
+        self.n_test = self.n_test or (300 if q else 1000)
+        self.epochs = self.epochs or (6 if q else 8)
+        if self.train_envs is None:
+            self.train_envs = "leadin,clean" if q else "leadin,closing,verbose,markdown,clean"
+        from audit.synth import get_env
+
+        for e in self.env_list():
+            get_env(e)
+
+    def env_list(self) -> list[str]:
+        return [e.strip() for e in self.train_envs.split(",") if e.strip()]

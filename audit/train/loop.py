@@ -63,7 +63,8 @@ def _images(data: PairData, idx: torch.Tensor) -> torch.Tensor:
 def rewards(model: SmallMMRM, data: PairData, idx: torch.Tensor, blank: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected) for the pairs `idx`; `blank` feeds the white image instead of the real one."""
     img = blank_image(len(idx), data.images.shape[-1]) if blank else _images(data, idx)
-    return model(img, data.prompt[idx], data.chosen[idx]), model(img, data.prompt[idx], data.rejected[idx])
+    v = model.encode_image(img)                                   # one image pass for both responses
+    return model.score(v, data.prompt[idx], data.chosen[idx]), model.score(v, data.prompt[idx], data.rejected[idx])
 
 
 @torch.no_grad()
@@ -77,9 +78,11 @@ def margins(model: SmallMMRM, data: PairData, batch: int = 512) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def train_weights(cfg: TrainConfig, data: PairData) -> torch.Tensor | None:
+def train_weights(cfg: TrainConfig, data: PairData, override: np.ndarray | None = None) -> torch.Tensor | None:
     if cfg.method != "weighted":
         return None
+    if override is not None:
+        return torch.tensor(override, dtype=torch.float32)
     if cfg.scheme is not None:
         from audit.schemes import weights
 
@@ -94,12 +97,14 @@ def train_weights(cfg: TrainConfig, data: PairData) -> torch.Tensor | None:
     return data.weight
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
+    """Train; `weights` (Python API only) gives `weighted` per-pair weights directly, in data order
+    (the benchmark's oracle uses it)."""
     t0 = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     data = load_pairs(cfg.data, cfg.image_size, cfg.vocab, workdir=cfg.out)
-    weight = train_weights(cfg, data)
+    weight = train_weights(cfg, data, weights)
     n = len(data)
 
     model = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size)
@@ -118,15 +123,17 @@ def train(cfg: TrainConfig) -> dict:
         start_epoch, history = state["epoch"], state["history"]
         log.info("resuming %s at epoch %d", cfg.out, start_epoch)
 
+    train_s = 0.0
     truth = None if data.cue_on_chosen is None else torch.tensor(
         [bool(x) if x is not None else False for x in data.cue_on_chosen])
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if bias is not None:
             bias.train()
+        t_epoch = time.perf_counter()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)   # batch order: a function of (seed, epoch)
         perm = torch.randperm(n, generator=g)
-        tot_loss, tot_w, cue_w, steps = 0.0, 0.0, 0.0, 0
+        tot_loss, tot_w, cue_w, right = 0.0, 0.0, 0.0, 0.0
         for s in range(0, n, cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
             rc, rr = rewards(model, data, idx)                      # (B,), (B,)
@@ -146,9 +153,10 @@ def train(cfg: TrainConfig) -> dict:
             tot_w += float(w.sum())
             if truth is not None:
                 cue_w += float((w * truth[idx]).sum())
-            steps += 1
-        entry = {"epoch": epoch + 1, "loss": tot_loss / n, "mean_weight": tot_w / n,
-                 "train_acc": float((margins(model, data) > 0).mean())}
+            right += float(((rc - rr).detach() > 0).sum())
+        train_s += time.perf_counter() - t_epoch
+        # train_acc: on each batch before its update (free; the final model's accuracy is `eval`'s job)
+        entry = {"epoch": epoch + 1, "loss": tot_loss / n, "mean_weight": tot_w / n, "train_acc": right / n}
         if truth is not None and data.cue_on_chosen is not None and any(x is not None for x in data.cue_on_chosen):
             entry["cue_share"] = cue_w / max(tot_w, 1e-12)       # share of effective weight on cue-aligned pairs
         history.append(entry)
@@ -162,7 +170,8 @@ def train(cfg: TrainConfig) -> dict:
     if bias is not None:
         save_model(bias, cfg.out / BIAS_CHECKPOINT)
     summary = {"method": cfg.method, "n_pairs": n, "epochs": cfg.epochs, "history": history,
-               "seconds": round(time.perf_counter() - t0, 2), "config": to_dict(cfg), "versions": versions()}
+               "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 3),
+               "config": to_dict(cfg), "versions": versions()}
     write_json_atomic(cfg.out / "config.json", to_dict(cfg))
     write_json_atomic(cfg.out / "train_summary.json", summary)
     return summary

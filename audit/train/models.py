@@ -38,12 +38,18 @@ class SmallMMRM(nn.Module):
         self.img = nn.Linear(32 * side * side, dim)
         self.head = nn.Sequential(nn.Linear(4 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
 
-    def forward(self, image: torch.Tensor, prompt_ids: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
-        # image (B, 3, S, S) in [0, 1]; ids (B, T) -> reward (B,)
-        v = self.img(self.cnn(image * 2 - 1).flatten(1))
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        # image (B, 3, S, S) in [0, 1] -> (B, dim); computed once per pair, shared by both responses
+        return self.img(self.cnn(image * 2 - 1).flatten(1))
+
+    def score(self, v: torch.Tensor, prompt_ids: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
         p = self.emb(prompt_ids)
         r = self.emb(response_ids)
         return self.head(torch.cat([v, p, r, v * r], dim=-1)).squeeze(-1)
+
+    def forward(self, image: torch.Tensor, prompt_ids: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
+        # image (B, 3, S, S) in [0, 1]; ids (B, T) -> reward (B,)
+        return self.score(self.encode_image(image), prompt_ids, response_ids)
 
 
 def blank_image(batch: int, size: int) -> torch.Tensor:
