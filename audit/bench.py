@@ -10,15 +10,13 @@ test sets of all environments: i.i.d. = its own environment, o.o.d. = the others
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
 from audit import metrics
-from audit.config import BenchConfig, IngestConfig, ScoreConfig, SynthConfig, TrainConfig, to_dict
+from audit.config import BenchConfig, ScoreConfig, SynthConfig, TrainConfig, to_dict
 from audit.io import versions, write_json_atomic
 
 log = logging.getLogger(__name__)

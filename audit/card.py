@@ -9,7 +9,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 
 from audit.config import CardConfig
 from audit.errors import SourceError
@@ -143,7 +142,6 @@ def card(cfg: CardConfig) -> Path:
                   f"- prompt: {_clip(r['prompt'])}", f"- chosen: {_clip(r['chosen'])}",
                   f"- rejected: {_clip(r['rejected'])}", ""]
 
-    w = ok["weight"].to_numpy()
     L += ["## Weight distribution", "", f"Scheme `{summary['scheme']}`; weights have mean 1 over scored pairs.", "",
           "| min | 5% | 25% | median | 75% | 95% | max |", "|---:|---:|---:|---:|---:|---:|---:|",
           "| " + " | ".join(fmt(summary["weights"][k]) if k in ("min", "max") else fmt(summary["weights"]["quantiles"][k])

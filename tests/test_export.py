@@ -148,7 +148,7 @@ def test_scheme_rechosen_at_export(audit_dir, tmp_path):
 
 def test_resample_is_seeded_and_follows_the_weights(audit_dir, tmp_path):
     r1 = export(ExportConfig(audit=audit_dir, out=tmp_path / "a", mode="resample", size=500, seed=3))
-    r2 = export(ExportConfig(audit=audit_dir, out=tmp_path / "b", mode="resample", size=500, seed=3))
+    export(ExportConfig(audit=audit_dir, out=tmp_path / "b", mode="resample", size=500, seed=3))
     a = pl.read_parquet(tmp_path / "a" / "pairs.parquet")
     assert r1["rows_out"] == a.height == 500
     assert (tmp_path / "a" / "pairs.parquet").read_bytes() == (tmp_path / "b" / "pairs.parquet").read_bytes()

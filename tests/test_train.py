@@ -14,7 +14,7 @@ from audit.eval import eval_run
 from audit.score import score
 from audit.synth import synth
 from audit.train.data import load_pairs
-from audit.train.loop import BIAS_CHECKPOINT, CHECKPOINT, STATE, load_model, margins, train
+from audit.train.loop import BIAS_CHECKPOINT, CHECKPOINT, load_model, margins, train
 
 SMALL = dict(epochs=3, batch_size=16, dim=16, image_size=32, vocab=512, lr=5e-3)
 

@@ -1,7 +1,6 @@
 """Compare two audits (e.g. two datasets, or before/after another encoder): headline deltas and the
 pairs whose verdict changed. The second audit is given on the command line (`--compare`)."""
 
-import polars as pl
 import streamlit as st
 
 from audit.appdata import compare
