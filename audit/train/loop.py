@@ -9,12 +9,18 @@ checkpoint. Three methods:
   inference.
 
 Checkpoints are safetensors with the config inside; the run resumes from its last epoch.
+
+Data-parallel: under `torchrun --nproc_per_node N` every rank takes every N-th pair of each global
+batch, the loss is sum(per-pair terms) / global batch size, and gradients are summed across ranks
+(gloo on CPU, NCCL on GPUs), so N processes take exactly the step one process takes on the whole
+global batch. Rank 0 writes the outputs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -78,6 +84,25 @@ def margins(model: SmallMMRM, data: PairData, batch: int = 512) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def distributed() -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun / accelerate."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def train_weights(cfg: TrainConfig, data: PairData, override: np.ndarray | None = None) -> torch.Tensor | None:
     if cfg.method != "weighted":
         return None
@@ -101,9 +126,10 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
     """Train; `weights` (Python API only) gives `weighted` per-pair weights directly, in data order
     (the benchmark's oracle uses it)."""
     t0 = time.perf_counter()
+    rank, world = distributed()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    data = load_pairs(cfg.data, cfg.image_size, cfg.vocab, workdir=cfg.out)
+    torch.manual_seed(cfg.seed)                   # same initial weights on every rank
+    data = load_pairs(cfg.data, cfg.image_size, cfg.vocab, workdir=cfg.out / f"rank{rank}" if world > 1 else cfg.out)
     weight = train_weights(cfg, data, weights)
     n = len(data)
 
@@ -135,43 +161,55 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
         perm = torch.randperm(n, generator=g)
         tot_loss, tot_w, cue_w, right = 0.0, 0.0, 0.0, 0.0
         for s in range(0, n, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
-            rc, rr = rewards(model, data, idx)                      # (B,), (B,)
+            batch = perm[s:s + cfg.batch_size]                      # the global batch, same on every rank
+            idx = batch[rank::world]                                # this rank's share of it
+            rc, rr = rewards(model, data, idx)                      # (b,), (b,)
             if cfg.method == "standard":
-                loss = bt_loss(rc, rr).mean()
+                per_pair = bt_loss(rc, rr)
                 w = torch.ones(len(idx))
             elif cfg.method == "weighted":
                 w = weight[idx]
-                loss = weighted_bt_loss(rc, rr, w)
+                per_pair = weighted_bt_loss(rc, rr, w, reduction="none")
             else:
                 bc, br = rewards(bias, data, idx, blank=True)       # text-only branch: white image
-                loss, w = shortcut_aware_loss(rc, rr, bc, br)
-            opt.zero_grad(set_to_none=True)
+                per_pair, w = shortcut_aware_loss(rc, rr, bc, br, reduction="none")
+            loss = per_pair.sum() / len(batch)                      # = mean over the global batch
+            opt.zero_grad(set_to_none=False)
             loss.backward()
+            if world > 1:
+                for prm in params:                                  # sum of shares = the global gradient
+                    if prm.grad is None:
+                        prm.grad = torch.zeros_like(prm)
+                    _all_sum(prm.grad, world)
             opt.step()
-            tot_loss += float(loss.detach()) * len(idx)
+            tot_loss += float(per_pair.detach().sum())
             tot_w += float(w.sum())
             if truth is not None:
                 cue_w += float((w * truth[idx]).sum())
             right += float(((rc - rr).detach() > 0).sum())
         train_s += time.perf_counter() - t_epoch
+        tot_loss, tot_w, cue_w, right = _all_sum(torch.tensor([tot_loss, tot_w, cue_w, right], dtype=torch.float64),
+                                                 world).tolist()
         # train_acc: on each batch before its update (free; the final model's accuracy is `eval`'s job)
         entry = {"epoch": epoch + 1, "loss": tot_loss / n, "mean_weight": tot_w / n, "train_acc": right / n}
         if truth is not None and data.cue_on_chosen is not None and any(x is not None for x in data.cue_on_chosen):
             entry["cue_share"] = cue_w / max(tot_w, 1e-12)       # share of effective weight on cue-aligned pairs
         history.append(entry)
-        with open(cfg.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry) + "\n")
-        log.info("epoch %d: %s", epoch + 1, entry)
-        torch.save({"model": model.state_dict(), "bias": None if bias is None else bias.state_dict(),
-                    "opt": opt.state_dict(), "epoch": epoch + 1, "history": history}, state_file)
+        if rank == 0:
+            with open(cfg.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            log.info("epoch %d: %s", epoch + 1, entry)
+            torch.save({"model": model.state_dict(), "bias": None if bias is None else bias.state_dict(),
+                        "opt": opt.state_dict(), "epoch": epoch + 1, "history": history}, state_file)
 
-    save_model(model, cfg.out / CHECKPOINT)
-    if bias is not None:
-        save_model(bias, cfg.out / BIAS_CHECKPOINT)
-    summary = {"method": cfg.method, "n_pairs": n, "epochs": cfg.epochs, "history": history,
+    if rank == 0:
+        save_model(model, cfg.out / CHECKPOINT)
+        if bias is not None:
+            save_model(bias, cfg.out / BIAS_CHECKPOINT)
+    summary = {"method": cfg.method, "n_pairs": n, "epochs": cfg.epochs, "world_size": world, "history": history,
                "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 3),
                "config": to_dict(cfg), "versions": versions()}
-    write_json_atomic(cfg.out / "config.json", to_dict(cfg))
-    write_json_atomic(cfg.out / "train_summary.json", summary)
+    if rank == 0:
+        write_json_atomic(cfg.out / "config.json", to_dict(cfg))
+        write_json_atomic(cfg.out / "train_summary.json", summary)
     return summary

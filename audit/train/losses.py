@@ -14,11 +14,14 @@ def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     return -F.logsigmoid(r_chosen - r_rejected)
 
 
-def weighted_bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def weighted_bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, weight: torch.Tensor,
+                     reduction: str = "mean") -> torch.Tensor:
     """sum_i w_i L_i / B: a plain mean of weighted losses. Weights have mean 1 over the dataset (the
     audit normalises them), so the expected scale matches the unweighted loss; a pair with w = 0
-    contributes no gradient. Not divided by sum(w) per batch, which would re-normalise every batch."""
-    return (weight * bt_loss(r_chosen, r_rejected)).mean()
+    contributes no gradient. Not divided by sum(w) per batch, which would re-normalise every batch.
+    `reduction="none"` returns the per-pair terms w_i L_i."""
+    per_pair = weight * bt_loss(r_chosen, r_rejected)
+    return per_pair if reduction == "none" else per_pair.mean()
 
 
 def shortcut_aware_weight(main_margin: torch.Tensor, bias_margin: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -30,11 +33,13 @@ def shortcut_aware_weight(main_margin: torch.Tensor, bias_margin: torch.Tensor, 
 
 
 def shortcut_aware_loss(main_chosen: torch.Tensor, main_rejected: torch.Tensor, bias_chosen: torch.Tensor,
-                        bias_rejected: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
+                        bias_rejected: torch.Tensor, eps: float = EPS, reduction: str = "mean"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """mean(w * L + L_t): the multimodal loss weighted by the detached SFC-like coefficient, plus the
-    text-only branch's own unweighted loss (so the branch trains jointly). Returns (loss, w)."""
+    text-only branch's own unweighted loss (so the branch trains jointly). Returns (loss, w);
+    `reduction="none"` returns the per-pair terms w_i L_i + L_t,i."""
     main_margin = main_chosen - main_rejected
     bias_margin = bias_chosen - bias_rejected
     w = shortcut_aware_weight(main_margin, bias_margin, eps)
-    loss = (w * -F.logsigmoid(main_margin) - F.logsigmoid(bias_margin)).mean()
-    return loss, w
+    per_pair = w * -F.logsigmoid(main_margin) - F.logsigmoid(bias_margin)
+    return (per_pair if reduction == "none" else per_pair.mean()), w
