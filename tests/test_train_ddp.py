@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from audit.config import ScoreConfig, SynthConfig, TrainConfig
 from audit.score import score
