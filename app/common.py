@@ -88,8 +88,8 @@ def sidebar_filters(audit: Audit) -> Filters:
     sort = sb.selectbox("Sort by", SORTABLE, index=SORTABLE.index(f.sort), key="f_sort")
     desc = sb.checkbox("Descending", f.desc, key="f_desc")
     new = Filters(lo, hi, shortcut, cue, source, status, q, sort, desc)
-    if new != f:
-        st.query_params.pop("page", None) if "page" in st.query_params else None
+    if new != f and "page" in st.query_params:
+        del st.query_params["page"]   # a new filter starts on its first page
     write_filters(new)
     return new
 

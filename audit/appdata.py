@@ -15,7 +15,7 @@ import numpy as np
 
 from audit import schema
 from audit.errors import SourceError
-from audit.images import resolve_image
+from audit.images import image_roots, resolve_image
 
 SORTABLE = ("text_prob", "mm_prob", "sfc", "weight", "text_margin", "mm_margin", "cue_margin", "text_loss", "mm_loss")
 TABLE_COLUMNS = ("pair_id", "source", "status", "prompt", "chosen", "rejected", "text_prob", "mm_prob", "sfc", "weight",
@@ -93,10 +93,7 @@ class Audit:
         self.cues = [c["name"] for c in self.summary.get("cues", []) if f"cue_{c['name']}" in self.schema]
         pairs_dir = Path(self.summary.get("pairs_dir", self.dir / "pairs"))
         self.pairs_dir = pairs_dir if pairs_dir.is_dir() else self.dir / "pairs"
-        self.roots: list[Path] = []
-        rep = self.pairs_dir / schema.REPORT_FILE
-        if rep.is_file():
-            self.roots = [Path(r) for r in json.loads(rep.read_text(encoding="utf-8")).get("image_roots", [])]
+        self.roots = image_roots(self.pairs_dir)
 
     # ---- filtering -----------------------------------------------------------------------------
     def filtered(self, f: Filters):

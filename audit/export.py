@@ -18,7 +18,7 @@ import numpy as np
 from audit import schema
 from audit.config import ExportConfig, to_dict
 from audit.errors import FormatError, SourceError
-from audit.images import resolve_image
+from audit.images import image_roots, resolve_image
 from audit.io import versions, write_json_atomic
 from audit.schemes import weights
 
@@ -86,10 +86,7 @@ def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
     pairs_dir = Path(summary["pairs_dir"])
     if not pairs_dir.is_absolute() and not pairs_dir.exists():
         pairs_dir = cfg.audit / "pairs"
-    roots: list[Path] = []
-    rep_file = pairs_dir / schema.REPORT_FILE
-    if rep_file.is_file():
-        roots = [Path(r) for r in json.loads(rep_file.read_text(encoding="utf-8")).get("image_roots", [])]
+    roots = image_roots(pairs_dir)
 
     if only is not None:
         df = df.filter(pl.col("pair_id").is_in(list(only)))

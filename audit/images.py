@@ -156,6 +156,17 @@ class ImageStore:
         return ImageResult(real, digest, schema.OK)
 
 
+def image_roots(pairs_dir: Path) -> list[Path]:
+    """The source image roots a pairs folder's ingest recorded (besides the folder itself)."""
+    import json
+
+    rep = Path(pairs_dir) / schema.REPORT_FILE
+    try:
+        return [Path(r) for r in json.loads(rep.read_text(encoding="utf-8")).get("image_roots", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def resolve_image(pairs_dir: Path, image_path: str, allowed_roots: list[Path] | None = None) -> Path:
     """The file behind an `image_path` cell; refuses anything outside the pairs folder and its roots."""
     pairs_dir = Path(pairs_dir)

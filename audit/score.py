@@ -45,10 +45,10 @@ def _pairs_dir(cfg: ScoreConfig) -> Path:
 
 
 def _read_images(pairs_dir: Path, paths: list[str]) -> list[bytes]:
-    from audit.images import resolve_image
+    from audit.images import image_roots, resolve_image
 
-    return [resolve_image(pairs_dir, p, allowed_roots=[Path(p).parent] if Path(p).is_absolute() else None).read_bytes()
-            for p in paths]
+    roots = image_roots(pairs_dir)
+    return [resolve_image(pairs_dir, p, allowed_roots=roots).read_bytes() for p in paths]
 
 
 def score(cfg: ScoreConfig) -> dict:

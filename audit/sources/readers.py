@@ -58,13 +58,10 @@ def locate(path: Path) -> SourceFiles:
 
     # Our own pairs folder: re-ingest keeps its images (store and source roots) reachable.
     if (path / "pairs.parquet").is_file() and (path / "ingest_report.json").is_file():
-        roots = []
-        try:
-            rep = json.loads((path / "ingest_report.json").read_text(encoding="utf-8"))
-            roots = [Path(r) for r in rep.get("image_roots", [])]
-        except (OSError, ValueError):
-            pass
-        return SourceFiles(path, "parquet", [path / "pairs.parquet"], path, image_roots=roots, is_pairs_dir=True)
+        from audit.images import image_roots
+
+        return SourceFiles(path, "parquet", [path / "pairs.parquet"], path, image_roots=image_roots(path),
+                           is_pairs_dir=True)
 
     if (path / "dataset_dict.json").is_file():      # HF DatasetDict.save_to_disk
         try:

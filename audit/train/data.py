@@ -16,7 +16,7 @@ import torch
 
 from audit import schema
 from audit.errors import FormatError
-from audit.images import resolve_image
+from audit.images import image_roots, resolve_image
 from audit.train.models import hash_tokens
 
 
@@ -60,10 +60,7 @@ def load_pairs(path: Path, image_size: int, vocab: int, max_len: int = 48, workd
         table = table.filter(table["status"] == schema.OK)
         if table.height == 0:
             raise FormatError(f"`{path}` has no usable (`ok`) pairs to train or evaluate on")
-        roots = []
-        rep = pairs_dir / schema.REPORT_FILE
-        if rep.is_file():
-            roots = [Path(r) for r in json.loads(rep.read_text()).get("image_roots", [])]
+        roots = image_roots(pairs_dir)
         cache: dict[str, np.ndarray] = {}
         images = np.zeros((table.height, 3, image_size, image_size), dtype=np.uint8)
         for i, (iid, p) in enumerate(zip(table["image_id"].to_list(), table["image_path"].to_list())):
