@@ -65,6 +65,10 @@ def _print_summary(s: dict, out: Path) -> None:
     if s.get("cue_share"):
         print("cue share (planted cue on the chosen side, by weight): "
               + ", ".join(f"{k}={v:.3f}" for k, v in s["cue_share"].items()))
+    if s.get("rm"):
+        r = s["rm"]
+        print(f"reward model {r['model']}: acc {pct(r['acc'])} with the image, {pct(r['blank_acc'])} with a blank "
+              f"image; flip rate {pct(r['flip_rate'])}; SFD vs text probe {_num(r['sfd_vs_text'])}")
     print(f"audited table: {out / 'audited.parquet'}   summary: {out / 'summary.json'}")
 
 
@@ -72,7 +76,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from audit.score import score
 
     cfg = from_args(ScoreConfig, args)
-    _print_summary(score(cfg), cfg.out)
+    summary = score(cfg)
+    if "rank" in summary:      # a non-zero rank of a data-parallel run: rank 0 reports
+        return 0
+    _print_summary(summary, cfg.out)
     return 0
 
 

@@ -213,7 +213,26 @@ class ScoreConfig:
     mm_scores: str | None = opt(None, metavar="CHOSEN_COL,REJECTED_COL",
                                 help="use your own multimodal RM's rewards from these pairs-table columns "
                                 "(or one margin column) as the mm_* columns instead of the multimodal probe")
-    device: str = opt("auto", help="`auto` (CUDA with bf16 when present, else CPU), `cpu`, `cuda`, `cuda:1`")
+    rm: str | None = opt(None, metavar="MODEL",
+                         help="audit this multimodal reward model (HF Qwen2-VL / Qwen2.5-VL / Llava folder or id with "
+                         "a reward head, or a `train` run folder): score each pair with its image and with a blank "
+                         "white image; writes rm_margin, rm_blank_margin, rm_flip and uses rm_margin as mm_*")
+    rm_max_length: int = opt(2048, help="`--rm`: max tokens per sequence, image tokens included (longer texts "
+                             "are cut at the end)")
+    token_budget: int = opt(16384, help="`--rm` / finetune probe: max tokens per batch after padding (batch "
+                            "size x longest sequence); bounds GPU memory; an out-of-memory batch is split and retried")
+    workers: int = opt(2, help="`--rm`: DataLoader worker processes that decode images and tokenise ahead of the "
+                       "GPU (0: in the main process)")
+    text_probe: str = opt("embedding", choices=("embedding", "finetune"),
+                          help="text-only shortcut model: `embedding` (BT head on frozen text embeddings) or "
+                          "`finetune` (fine-tune a sequence-classification text RM per fold; for GPUs)")
+    finetune_model: str = opt("minilm", help="`--text-probe finetune`: the text model to fine-tune (`minilm` "
+                              "or any HF model by id or local path; a reward head is added)")
+    finetune_epochs: int = opt(2, help="`--text-probe finetune`: epochs per fold")
+    finetune_lr: float = opt(5e-5, help="`--text-probe finetune`: AdamW learning rate (linear decay)")
+    finetune_batch: int = opt(16, help="`--text-probe finetune`: pairs per optimiser step")
+    device: str = opt("auto", help="`auto` (CUDA with bf16 when present, else CPU), `cpu`, `cuda`, `cuda:1`; "
+                      "under torchrun `cuda` is each rank's own GPU")
     threshold: float = opt(0.8, help="`is_shortcut` = text_prob >= threshold")
     clip: float | None = opt(None, help="cap on the normalised weight (re-normalised after capping)")
     ipw_floor: float = opt(0.05, help="`ipw`: text_prob is floored here before 1/text_prob")
@@ -222,6 +241,8 @@ class ScoreConfig:
                        "product feeds the bilinear multimodal head")
     cache_dir: Path | None = opt(None, help="embedding cache (default: AUDIT_DIR/cache); share it across "
                                  "runs to never encode the same text or image twice")
+    chunk: int = opt(2048, help="items per cache chunk: the unit that is saved, resumed and (under torchrun) "
+                     "given to one rank")
     batch_size: int = opt(64, help="encoder batch size")
     max_length: int = opt(256, help="encoder max tokens per text")
     trust_remote_code: bool = opt(False, help="allow custom model code from the model folder (off by default)")
@@ -245,6 +266,18 @@ class ScoreConfig:
             raise ConfigError(f"`--mm-dims` must be in [2, 128], got {self.mm_dims}")
         if self.jtt_factor <= 0:
             raise ConfigError(f"`--jtt-factor` must be positive, got {self.jtt_factor}")
+        if self.chunk < 1:
+            raise ConfigError(f"`--chunk` must be at least 1, got {self.chunk}")
+        if self.token_budget < 64:
+            raise ConfigError(f"`--token-budget` must be at least 64 tokens, got {self.token_budget}")
+        if self.rm_max_length < 16:
+            raise ConfigError(f"`--rm-max-length` must be at least 16, got {self.rm_max_length}")
+        if self.workers < 0:
+            raise ConfigError(f"`--workers` must be 0 or more, got {self.workers}")
+        if self.finetune_epochs < 1 or self.finetune_batch < 1 or self.finetune_lr <= 0:
+            raise ConfigError("`--finetune-epochs` and `--finetune-batch` must be at least 1 and `--finetune-lr` positive")
+        if self.rm and self.mm_scores:
+            raise ConfigError("`--rm` and `--mm-scores` both name the multimodal scores; pass one")
         if self.cache_dir is not None:
             self.cache_dir = Path(self.cache_dir)
         if self.image_root is not None:

@@ -22,6 +22,8 @@ from audit.errors import FormatError
 from audit.folds import assign_folds, group_ids
 from audit.io import atomic_path, versions, write_json_atomic
 from audit.probes.cues import CUE_FUNCS, cue_differences, fit_cue_probe
+from audit.probes.reward_model import rm_summary
+from audit.probes.text_embedding import text_features
 from audit.schemes import SCHEMES, weights
 
 log = logging.getLogger(__name__)
@@ -32,15 +34,20 @@ AUDIT_COLUMNS = ("text_margin", "text_prob", "text_loss", "mm_margin", "mm_prob"
                  "is_shortcut", "fold", "cue_margin")
 
 
-def _pairs_dir(cfg: ScoreConfig) -> Path:
-    """The pairs folder to score: SOURCE itself, or SOURCE ingested into AUDIT_DIR/pairs."""
+def _pairs_dir(cfg: ScoreConfig, rank: int = 0) -> Path:
+    """The pairs folder to score: SOURCE itself, or SOURCE ingested into AUDIT_DIR/pairs (by rank 0;
+    the other ranks of a data-parallel run wait for it)."""
+    from audit.dist import barrier
+
     src = cfg.source
     if (src / schema.PAIRS_FILE).is_file() and (src / schema.REPORT_FILE).is_file():
         return src
-    from audit.ingest import ingest
-
     out = cfg.out / "pairs"
-    ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root))
+    if rank == 0:
+        from audit.ingest import ingest
+
+        ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root))
+    barrier()
     return out
 
 
@@ -52,9 +59,17 @@ def _read_images(pairs_dir: Path, paths: list[str]) -> list[bytes]:
 
 
 def score(cfg: ScoreConfig) -> dict:
-    """Run the audit; returns the summary (also written to AUDIT_DIR/summary.json)."""
+    """Run the audit; returns the summary (also written to AUDIT_DIR/summary.json).
+
+    Under `torchrun` / `accelerate launch` every rank encodes its share of the texts, images and
+    reward-model inputs into the shared cache, and rank 0 then fits the heads and writes the outputs
+    (the other ranks return {"rank": r})."""
     import polars as pl
 
+    from audit.dist import barrier, launched_world, setup
+
+    rank, world = setup("gloo") if launched_world() > 1 else (0, 1)
+    shard = (rank, world)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -65,7 +80,7 @@ def score(cfg: ScoreConfig) -> dict:
 
     cfg.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    pairs_dir = _pairs_dir(cfg)
+    pairs_dir = _pairs_dir(cfg, rank)
     t = lap("ingest", t)
     table = pl.read_parquet(pairs_dir / schema.PAIRS_FILE)
     missing = [c for c in schema.PAIRS_COLUMNS if c not in table.columns]
@@ -92,51 +107,124 @@ def score(cfg: ScoreConfig) -> dict:
     folds = assign_folds(groups, cfg.folds, cfg.seed)
     t = lap("folds", t)
 
+    # ---- encoding: texts, images and reward-model inputs into the on-disk cache -----------------
+    # Data-parallel: each rank fills its share of the cache chunks; rank 0 then has them all.
+    from audit.dist import local_device
+    from audit.encoders.text import load_text_encoder, resolve_device
+
+    device = local_device(resolve_device(cfg.device))
+    cache_root = cfg.cache_dir or (cfg.out / "cache")
+    use_probe = not (cfg.mm_scores or cfg.rm)
+    need_text_emb = cfg.text_probe == "embedding" or use_probe
+    image_ids, image_paths = sub["image_id"].to_list(), sub["image_path"].to_list()
+    first_path = dict(zip(image_ids[::-1], image_paths[::-1]))
+    roots = None
+
+    def load_image(path: str):
+        nonlocal roots
+        from audit.images import image_roots, resolve_image
+        from audit.vlm import blank_image, open_image
+
+        if not path:
+            return blank_image()
+        roots = roots if roots is not None else image_roots(pairs_dir)
+        return open_image(resolve_image(pairs_dir, path, allowed_roots=roots).read_bytes())
+
+    def image_size(path: str) -> tuple[int, int]:
+        from PIL import Image
+
+        from audit.images import image_roots, resolve_image
+
+        with Image.open(resolve_image(pairs_dir, path, allowed_roots=image_roots(pairs_dir))) as im:
+            return im.size
+
+    def encode_all(part: tuple[int, int]) -> dict:
+        """Fill the caches (this rank's share); with part=(0, 1) return the arrays."""
+        got: dict = {}
+        if need_text_emb:
+            enc = load_text_encoder(cfg.text_encoder, pooling=cfg.pooling, device=device, batch_size=cfg.batch_size,
+                                    max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code)
+            tcache = EmbeddingCache(cache_root, enc.fingerprint)
+            texts = prompts + chosen + rejected
+            tkeys = [content_key(s) for s in texts]
+            tcache.fill(texts, tkeys, enc.encode, chunk=cfg.chunk, shard=part)
+            got["text"] = (enc, tcache.get(tkeys) if part[1] == 1 else None)
+        if use_probe:
+            from audit.encoders.image import load_image_encoder
+
+            ienc = load_image_encoder(cfg.image_encoder, device=device, trust_remote_code=cfg.trust_remote_code)
+            icache = EmbeddingCache(cache_root, ienc.fingerprint)
+            uniq = sorted(first_path)
+            keys = [bytes.fromhex(i) for i in uniq]
+            icache.fill(uniq, keys, lambda ids: ienc.encode(_read_images(pairs_dir, [first_path[i] for i in ids])),
+                        size=lambda _: 0, chunk=cfg.chunk, shard=part)
+            if part[1] == 1:
+                feats = icache.get(keys)
+                row_of = {k: r for r, k in enumerate(uniq)}
+                got["image"] = (ienc, feats[[row_of[i] for i in image_ids]])
+        if cfg.rm:
+            from audit.probes.reward_model import load_reward_model, rm_margins
+
+            scorer = load_reward_model(cfg.rm, device=device, max_length=cfg.rm_max_length,
+                                       trust_remote_code=cfg.trust_remote_code)
+            rcache = EmbeddingCache(cache_root, scorer.fingerprint)
+            got["rm"] = (scorer, rm_margins(scorer, prompts, chosen, rejected, image_paths, image_ids, load_image,
+                                            image_size, rcache, cfg.token_budget, cfg.workers, chunk=cfg.chunk,
+                                            shard=part))
+        if cfg.text_probe == "finetune":
+            from audit.probes.finetune import finetune_margins
+
+            got["finetune"] = finetune_margins(cfg, prompts, chosen, rejected, folds, cache_root, device, shard=part)
+        return got
+
+    if world > 1:
+        encode_all(shard)
+        barrier()
+        if rank != 0:
+            return {"rank": rank, "world_size": world}
+    encoded = encode_all((0, 1))          # rank 0 (or a single process): everything is cached now
+    t = lap("encode", t)
+
     # Cue probe: interpretable differences, cross-fitted BT logistic on standardised features.
     cue_diff = cue_differences(prompts, chosen, rejected)
     cue_margin, cues, cue_l2 = fit_cue_probe(cue_diff, folds, groups, cfg.seed)
     t = lap("cue_probe", t)
 
-    # Text probe: frozen encoder (cached by content), BT head on [e_c - e_r, (e_c - e_r) * e_p].
-    from audit.encoders.text import load_text_encoder
-
-    cache_root = cfg.cache_dir or (cfg.out / "cache")
-    enc = load_text_encoder(cfg.text_encoder, pooling=cfg.pooling, device=cfg.device, batch_size=cfg.batch_size,
-                            max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code)
-    tcache = EmbeddingCache(cache_root, enc.fingerprint)
-    texts = prompts + chosen + rejected
-    emb = tcache.embed(texts, [content_key(s) for s in texts], enc.encode)
-    e_p, e_c, e_r = emb[:m], emb[m:2 * m], emb[2 * m:]
-    t = lap("text_encode", t)
-    text_margin, text_l2 = cross_fit(LinearBT, PairFeatures(linear=np.concatenate(
-        [e_c - e_r, (e_c - e_r) * e_p], axis=1)), folds, groups, seed=cfg.seed)
+    # Text probe: BT head on [e_c - e_r, (e_c - e_r) * e_p] of frozen embeddings, or a fine-tuned text RM.
+    if need_text_emb:
+        enc, emb = encoded["text"]
+        e_p, e_c, e_r = emb[:m], emb[m:2 * m], emb[2 * m:]
+    text_l2 = None
+    if cfg.text_probe == "finetune":
+        text_margin = encoded["finetune"]["margin"]
+        text_info = {"probe": "finetune", **encoded["finetune"]["info"]}
+    else:
+        text_margin, text_l2 = cross_fit(LinearBT, text_features(e_p, e_c, e_r), folds, groups, seed=cfg.seed)
+        text_info = {"probe": "embedding", "name": cfg.text_encoder, "pooling": enc.pooling,
+                     "fingerprint": enc.fingerprint}
     t = lap("text_probe", t)
 
-    # Multimodal side: the user's RM scores, or the bilinear probe on image features.
+    # Multimodal side: the user's RM (audited with a blank image), its scores, or the bilinear probe.
     mm_l2: float | None = None
     image_info: dict = {}
-    if cfg.mm_scores:
+    rm_cols: dict = {}
+    rm_info = None
+    if cfg.rm:
+        scorer, res = encoded["rm"]
+        mm_margin = res["margin"]
+        rm_cols = {"rm_margin": res["margin"], "rm_blank_margin": res["blank_margin"]}
+        rm_info = {"model": cfg.rm, "head": scorer.head_source, "fingerprint": scorer.fingerprint,
+                   "blank_image": "white 224x224 RGB", "token_budget": cfg.token_budget, **res["stats"]}
+        image_info = {"mm": "reward model", "rm": cfg.rm}
+    elif cfg.mm_scores:
         from audit.probes.external import external_margins
 
         mm_margin = external_margins({c: sub[c].to_numpy() for c in sub.columns}, cfg.mm_scores)
         image_info = {"mm": "external", "columns": cfg.mm_scores}
     else:
-        from audit.encoders.image import load_image_encoder
-        from audit.encoders.text import resolve_device
         from audit.probes.multimodal import multimodal_margins
 
-        ienc = load_image_encoder(cfg.image_encoder, device=resolve_device(cfg.device),
-                                  trust_remote_code=cfg.trust_remote_code)
-        icache = EmbeddingCache(cache_root, ienc.fingerprint)
-        image_ids = sub["image_id"].to_list()
-        first_path = dict(zip(image_ids[::-1], sub["image_path"].to_list()[::-1]))
-        uniq = sorted(first_path)
-        keys = [bytes.fromhex(i) for i in uniq]
-        feats = icache.embed(uniq, keys, lambda ids: ienc.encode(_read_images(pairs_dir, [first_path[i] for i in ids])),
-                             size=lambda _: 0)
-        row_of = {k: r for r, k in enumerate(uniq)}
-        img = feats[[row_of[i] for i in image_ids]]
-        t = lap("image_encode", t)
+        ienc, img = encoded["image"]
         mm_margin, mm_l2 = multimodal_margins(img, e_c, e_r, folds, groups, text_margin, cfg.seed, dims=cfg.mm_dims)
         image_info = {"mm": f"bilinear probe on {cfg.mm_dims}x{cfg.mm_dims} PCA dims (product of experts with the text margin)",
                       "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint}
@@ -144,7 +232,7 @@ def score(cfg: ScoreConfig) -> dict:
 
     # Temperature scaling (cross-fitted) so that probabilities mean what they say.
     text_margin, text_temp = calibrate(text_margin, folds)
-    mm_margin, mm_temp = calibrate(mm_margin, folds) if not cfg.mm_scores else (mm_margin, None)
+    mm_margin, mm_temp = calibrate(mm_margin, folds) if use_probe else (mm_margin, None)
     cue_margin, cue_temp = calibrate(cue_margin, folds)
     text_prob, text_loss = metrics.sigmoid(text_margin), metrics.bt_loss(text_margin)
     mm_prob, mm_loss = metrics.sigmoid(mm_margin), metrics.bt_loss(mm_margin)
@@ -163,15 +251,22 @@ def score(cfg: ScoreConfig) -> dict:
         "text_margin": full(text_margin), "text_prob": full(text_prob), "text_loss": full(text_loss),
         "mm_margin": full(mm_margin), "mm_prob": full(mm_prob), "mm_loss": full(mm_loss), "sfc": full(sfc),
         "weight": full(weight, fill=0.0), "cue_margin": full(cue_margin),
+        **{k: full(v) for k, v in rm_cols.items()},
     }
     audit_df = pl.DataFrame({k: pl.Series(k, v).fill_nan(None) for k, v in cols.items()})
     is_short = np.zeros(n, dtype=bool)
     is_short[idx] = text_prob >= cfg.threshold
+    extra = []
+    if rm_cols:   # the preferred response changes when the image is blanked (null where not scored)
+        flip = np.zeros(n, dtype=bool)
+        flip[idx] = (rm_cols["rm_margin"] > 0) != (rm_cols["rm_blank_margin"] > 0)
+        extra.append(pl.Series("rm_flip", flip).scatter(np.where(~ok)[0], None) if (~ok).any()
+                     else pl.Series("rm_flip", flip))
     fold_col = np.full(n, -1, dtype=np.int64)
     fold_col[idx] = folds
     cue_cols = {f"cue_{name}": full(cue_diff[:, j]) for j, name in enumerate(CUE_FUNCS)}
     audit_df = audit_df.with_columns(
-        pl.Series("is_shortcut", is_short).fill_null(False), pl.Series("fold", fold_col),
+        pl.Series("is_shortcut", is_short).fill_null(False), pl.Series("fold", fold_col), *extra,
         *[pl.Series(k, v).fill_nan(None) for k, v in cue_cols.items()])
     drop = [c for c in audit_df.columns if c in table.columns]   # re-scoring an audited table
     audited = pl.concat([table.drop(drop), audit_df], how="horizontal")
@@ -207,9 +302,10 @@ def score(cfg: ScoreConfig) -> dict:
                   "sizes": np.bincount(folds, minlength=cfg.folds).tolist()},
         "l2": {"text": text_l2, "cue": cue_l2, "mm": mm_l2},
         "temperature": {"text": text_temp, "cue": cue_temp, "mm": mm_temp},
-        "encoders": {"text": {"name": cfg.text_encoder, "pooling": enc.pooling, "fingerprint": enc.fingerprint},
-                     **image_info},
-        "pairs_dir": str(pairs_dir), "config": to_dict(cfg), "versions": versions(), "seeds": {"seed": cfg.seed},
+        "encoders": {"text": text_info, **image_info},
+        "rm": None if rm_info is None else {**rm_info, **rm_summary(rm_cols["rm_margin"], rm_cols["rm_blank_margin"],
+                                                                      text_margin)},
+        "pairs_dir": str(pairs_dir), "world_size": world, "config": to_dict(cfg), "versions": versions(), "seeds": {"seed": cfg.seed},
         "timings": {**timings, "total": round(time.perf_counter() - t_start, 3)},
     }
     write_json_atomic(cfg.out / "config.json", to_dict(cfg))

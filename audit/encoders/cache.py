@@ -29,9 +29,16 @@ class EmbeddingCache:
         self.dir = Path(root) / fingerprint if root is not None else None
         self._index: dict[bytes, tuple[int, int]] = {}
         self._parts: list[np.ndarray] = []
+        self._files: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Load part files written since (by another rank of a data-parallel run, say)."""
         if self.dir is not None and self.dir.is_dir():
             for f in sorted(self.dir.glob("part-*.npz")):
-                self._load(f)
+                if f.name not in self._files:
+                    self._files.add(f.name)
+                    self._load(f)
 
     def _load(self, f: Path) -> None:
         with np.load(f) as z:
@@ -59,22 +66,31 @@ class EmbeddingCache:
             buf = io.BytesIO()
             np.savez(buf, keys=keys_arr, emb=emb)
             n = len(list(self.dir.glob("part-*.npz")))
-            with atomic_path(self.dir / f"part-{n:06d}-{os.getpid()}.npz") as tmp:
+            name = f"part-{n:06d}-{os.getpid()}.npz"
+            with atomic_path(self.dir / name) as tmp:
                 tmp.write_bytes(buf.getvalue())
+            self._files.add(name)
 
-    def embed(self, items: Sequence, keys: Sequence[bytes], encode: Callable[[list], np.ndarray],
-              chunk: int = 2048, size: Callable = len) -> np.ndarray:
-        """Embeddings for all `items` (one per key). Unique keys are put in a canonical order (by size,
-        then key) and cut into fixed chunks; a chunk is encoded whole or not at all and saved before
-        the next starts. So a crash loses at most one chunk, and a resumed run encodes exactly the
-        batches an uninterrupted run would have: the same bytes come out."""
+    def fill(self, items: Sequence, keys: Sequence[bytes], encode: Callable[[list], np.ndarray],
+             chunk: int = 2048, size: Callable = len, shard: tuple[int, int] = (0, 1)) -> None:
+        """Encode what is missing. Unique keys are put in a canonical order (by size, then key) and cut
+        into fixed chunks; a chunk is encoded whole or not at all and saved before the next starts. So
+        a crash loses at most one chunk, and a resumed run encodes exactly the batches an uninterrupted
+        run would have: the same bytes come out. `shard=(rank, world)`: this process encodes chunks
+        rank, rank + world, ... (data-parallel; the others' parts arrive through `refresh`)."""
+        rank, world = shard
         unique: dict[bytes, object] = {}
         for item, k in zip(items, keys):
             unique.setdefault(k, item)
         canonical = sorted(unique, key=lambda k: (size(unique[k]), k))
-        for start in range(0, len(canonical), chunk):
+        for j, start in enumerate(range(0, len(canonical), chunk)):
             part = canonical[start:start + chunk]
-            if all(k in self._index for k in part):
+            if j % world != rank or all(k in self._index for k in part):
                 continue
             self.add(part, encode([unique[k] for k in part]))
+
+    def embed(self, items: Sequence, keys: Sequence[bytes], encode: Callable[[list], np.ndarray],
+              chunk: int = 2048, size: Callable = len) -> np.ndarray:
+        """Embeddings for all `items` (one per key), encoding what the cache lacks (see `fill`)."""
+        self.fill(items, keys, encode, chunk=chunk, size=size)
         return self.get(keys) if len(keys) else np.zeros((0, 0), np.float32)

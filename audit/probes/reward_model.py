@@ -1,0 +1,218 @@
+"""Audit an existing multimodal reward model: score every pair twice, with its image and with the
+blank white 224x224 picture the paper's reference code feeds its text-only branch.
+
+A model that looks at the image changes its preference on some pairs when the image goes blank; a
+model that leans on text cues keeps it. Per pair: `rm_margin` (with the image), `rm_blank_margin`
+(blank image), `rm_flip` (the preferred response changes). Rewards are cached on disk by content
+(model fingerprint, image, prompt, response), so a resumed or repeated run computes nothing twice,
+and under `torchrun` each rank scores its own chunks of the cache.
+
+Throughput: items are sorted by token count and cut into token-budget batches
+(`audit.batching`); images are decoded, processed and tokenised in DataLoader workers while the
+GPU runs the previous batch; a batch that runs out of GPU memory is split and retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from audit.batching import is_oom, run_batches, token_budget_batches
+from audit.encoders.cache import EmbeddingCache, content_key
+
+log = logging.getLogger(__name__)
+
+BLANK = ""   # image reference of the blank image
+
+
+@dataclass(frozen=True)
+class Item:
+    prompt: str
+    response: str
+    image: str          # image path in the pairs folder, or BLANK
+    image_id: str       # content hash of the image ("" for BLANK)
+
+
+class SmallRunRM:
+    """A `train` run folder's small multimodal RM, behind the same interface as VLMRewardModel."""
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        from audit.train.loop import CHECKPOINT, load_model
+
+        self.model = load_model(Path(path) / CHECKPOINT).to(device)
+        self.device = device
+        cfg = self.model.config
+        import hashlib
+
+        blob = (Path(path) / CHECKPOINT).read_bytes()
+        self.fingerprint = "rm-small-" + hashlib.blake2b(blob, digest_size=8).hexdigest()
+        self.head_source = CHECKPOINT
+        self.size, self.vocab = cfg["image_size"], cfg["vocab"]
+
+    def n_tokens(self, prompt: str, response: str, image_size: tuple[int, int]) -> int:
+        return 96
+
+    def prepare(self, items: Sequence[Item], load: Callable[[str], object]) -> dict:
+        import torch
+        from PIL import Image
+
+        from audit.train.models import hash_tokens
+
+        pix = []
+        for it in items:
+            im = load(it.image).resize((self.size, self.size), Image.BILINEAR)
+            pix.append(torch.from_numpy(np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0))
+        ids = lambda texts: torch.tensor([hash_tokens(t, self.vocab, 48) for t in texts], dtype=torch.long)  # noqa: E731
+        return {"image": torch.stack(pix), "prompt": ids([it.prompt for it in items]),
+                "response": ids([it.response for it in items])}
+
+    def forward(self, batch: dict):
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        return self.model(batch["image"], batch["prompt"], batch["response"])
+
+
+class VLMAdapter:
+    """VLMRewardModel behind the scorer's prepare / forward interface."""
+
+    def __init__(self, rm) -> None:
+        self.rm = rm
+        self.fingerprint, self.head_source = rm.fingerprint, rm.head_source
+
+    def n_tokens(self, prompt: str, response: str, image_size: tuple[int, int]) -> int:
+        return self.rm.n_tokens(prompt, response, image_size)
+
+    def prepare(self, items: Sequence[Item], load: Callable[[str], object]) -> dict:
+        processed = self.rm.process_images([load(it.image) for it in items])
+        ids = [self.rm.encode(it.prompt, it.response, processed, i) for i, it in enumerate(items)]
+        return self.rm.collate(ids, processed)
+
+    def forward(self, batch: dict):
+        return self.rm.forward(batch)
+
+
+def load_reward_model(path: str, device: str = "cpu", max_length: int = 2048, trust_remote_code: bool = False):
+    """A `train` run folder (our small RM) or a Hugging Face VLM reward-model folder / id."""
+    from audit.vlm import VLMRewardModel
+
+    p = Path(path)
+    if _is_small_run(p):
+        return SmallRunRM(p, device)
+    return VLMAdapter(VLMRewardModel(path, device=device, max_length=max_length, trust_remote_code=trust_remote_code))
+
+
+def _is_small_run(p: Path) -> bool:
+    from audit.train.loop import CHECKPOINT
+
+    if not (p / CHECKPOINT).is_file():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(p / CHECKPOINT), framework="pt") as f:
+        return "config" in (f.metadata() or {})
+
+
+class _Batches:
+    """Map-style dataset over prepared batches: the CPU work runs in DataLoader workers."""
+
+    def __init__(self, scorer, items: Sequence[Item], batches: list[np.ndarray], load: Callable[[str], object]) -> None:
+        self.scorer, self.items, self.batches, self.load = scorer, items, batches, load
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, j: int):
+        b = self.batches[j]
+        return b, self.scorer.prepare([self.items[i] for i in b], self.load)
+
+
+def score_items(scorer, items: Sequence[Item], lengths: Sequence[int], load: Callable[[str], object],
+                token_budget: int, workers: int = 0, stats: dict | None = None) -> np.ndarray:
+    """Rewards for `items`, token-budget batched, CPU work overlapped in `workers` processes,
+    out-of-memory batches split and retried."""
+    import torch
+
+    out = np.zeros(len(items), dtype=np.float32)
+    batches = token_budget_batches(lengths, token_budget)
+    loader = torch.utils.data.DataLoader(
+        _Batches(scorer, items, batches, load), batch_size=None, shuffle=False, num_workers=workers,
+        pin_memory=str(getattr(scorer, "device", "cpu")).startswith("cuda"),
+        prefetch_factor=4 if workers else None)
+
+    def forward(b: np.ndarray, batch: dict | None = None) -> None:
+        if batch is None:                              # a half of a split batch: prepared here
+            batch = scorer.prepare([items[i] for i in b], load)
+        with torch.inference_mode():
+            out[b] = scorer.forward(batch).float().cpu().numpy()
+
+    def describe(i: int) -> str:
+        return f"one sequence of {lengths[i]} tokens (prompt {items[i].prompt[:40]!r})"
+
+    splits = 0
+    for b, batch in loader:                            # workers prepare the next batches meanwhile
+        try:
+            forward(b, batch)
+        except Exception as err:   # noqa: BLE001 - anything but out-of-memory is re-raised
+            if not is_oom(err):
+                raise
+            del batch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            splits += 1 + run_batches(np.array_split(b, 2), forward, describe)
+    if stats is not None:
+        stats["oom_splits"] = stats.get("oom_splits", 0) + splits
+        stats["batches"] = stats.get("batches", 0) + len(batches)
+        stats["tokens"] = stats.get("tokens", 0) + int(np.sum(lengths))
+    return out
+
+
+def rm_margins(scorer, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
+               image_paths: Sequence[str], image_ids: Sequence[str], load: Callable[[str], object],
+               image_size: Callable[[str], tuple[int, int]], cache: EmbeddingCache, token_budget: int,
+               workers: int = 0, chunk: int = 2048, shard: tuple[int, int] = (0, 1)) -> dict | None:
+    """Fill the reward cache (this rank's chunks); with `shard=(0, 1)` (or after the other ranks are
+    done) also return {margin, blank_margin, stats}."""
+    m = len(prompts)
+    items: list[Item] = []
+    for p, c, r, path, iid in zip(prompts, chosen, rejected, image_paths, image_ids):
+        items += [Item(p, c, path, iid), Item(p, r, path, iid), Item(p, c, BLANK, ""), Item(p, r, BLANK, "")]
+    keys = [content_key(f"{it.image_id}\0{it.prompt}\0{it.response}") for it in items]
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def n_tok(it: Item) -> int:
+        if it.image not in sizes:
+            sizes[it.image] = (224, 224) if it.image == BLANK else image_size(it.image)
+        return scorer.n_tokens(it.prompt, it.response, sizes[it.image])
+
+    stats: dict = {}
+    length_of: dict[bytes, int] = {}
+
+    def size(it: Item) -> int:
+        k = content_key(f"{it.image_id}\0{it.prompt}\0{it.response}")
+        if k not in length_of:
+            length_of[k] = n_tok(it)
+        return length_of[k]
+
+    def encode(chunk: list[Item]) -> np.ndarray:
+        lengths = [size(it) for it in chunk]
+        return score_items(scorer, chunk, lengths, load, token_budget, workers, stats)[:, None]
+
+    cache.fill(items, keys, encode, chunk=chunk, size=size, shard=shard)
+    if shard[1] > 1:
+        return None
+    r = cache.get(keys)[:, 0].astype(np.float64).reshape(m, 4)
+    return {"margin": r[:, 0] - r[:, 1], "blank_margin": r[:, 2] - r[:, 3], "stats": stats}
+
+
+def rm_summary(margin: np.ndarray, blank_margin: np.ndarray, text_margin: np.ndarray) -> dict:
+    from audit import metrics
+
+    flip = (margin > 0) != (blank_margin > 0)
+    return {"acc": metrics.accuracy(margin), "blank_acc": metrics.accuracy(blank_margin),
+            "flip_rate": float(flip.mean()) if flip.size else float("nan"),
+            "sfd_vs_text": metrics.sfd(text_margin, margin),
+            "blank_agrees_with_text": float(((blank_margin > 0) == (text_margin > 0)).mean()) if flip.size else float("nan"),
+            "mean_abs_margin_change": float(np.abs(margin - blank_margin).mean()) if flip.size else float("nan")}
