@@ -28,23 +28,28 @@ def plain_batches(n: int, batch_size: int) -> list[np.ndarray]:
 
 
 def token_budget_batches(lengths: Sequence[int], budget: int, max_batch: int | None = None,
-                         multiple: int = 1) -> list[np.ndarray]:
-    """Indices grouped into batches with len(batch) x max(length) <= budget (lengths rounded up to
-    `multiple`), longest first. A sequence longer than the budget gets a batch of its own.
-    Deterministic: ties keep input order."""
+                         max_padding: float = 0.05) -> list[np.ndarray]:
+    """Indices grouped into batches, longest first, with len(batch) x max(length) <= budget and at most
+    `max_padding` of the batch's token slots padding (a batch is cut early rather than span a wide
+    range of lengths). A sequence longer than the budget gets a batch of its own. Deterministic:
+    ties keep input order."""
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.size == 0:
         return []
     if budget < 1:
         raise ValueError(f"token budget must be positive, got {budget}")
-    padded = -(-np.maximum(lengths, 1) // multiple) * multiple
-    order = np.argsort(-padded, kind="stable")
+    lengths = np.maximum(lengths, 1)
+    order = np.argsort(-lengths, kind="stable")
+    sorted_len = lengths[order]
     batches, start = [], 0
     while start < order.size:
-        longest = int(padded[order[start]])
+        longest = int(sorted_len[start])
         size = max(1, budget // longest)
         if max_batch:
             size = min(size, max_batch)
+        window = sorted_len[start:start + size]
+        pad_share = 1.0 - np.cumsum(window) / (np.arange(1, window.size + 1) * longest)   # non-decreasing
+        size = max(1, int(np.searchsorted(pad_share, max_padding, side="right")))
         batches.append(order[start:start + size])
         start += size
     return batches

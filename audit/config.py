@@ -217,9 +217,13 @@ class ScoreConfig:
                          help="audit this multimodal reward model (HF Qwen2-VL / Qwen2.5-VL / Llava folder or id with "
                          "a reward head, or a `train` run folder): score each pair with its image and with a blank "
                          "white image; writes rm_margin, rm_blank_margin, rm_flip and uses rm_margin as mm_*")
+    rm_blank: str = opt("reference", choices=("reference", "match"),
+                        help="`--rm`: the blank image: `reference` (white 224x224, as the paper's code) or `match` "
+                        "(white at each image's own size, so models whose vision-token count follows the image "
+                        "size, like Qwen2-VL, see as many image tokens as with the real image)")
     rm_max_length: int = opt(2048, help="`--rm`: max tokens per sequence, image tokens included (longer texts "
                              "are cut at the end)")
-    token_budget: int = opt(16384, help="`--rm` / finetune probe: max tokens per batch after padding (batch "
+    token_budget: int = opt(65536, help="`--rm` / finetune probe: max tokens per batch after padding (batch "
                             "size x longest sequence); bounds GPU memory; an out-of-memory batch is split and retried")
     workers: int = opt(2, help="`--rm`: DataLoader worker processes that decode images and tokenise ahead of the "
                        "GPU (0: in the main process)")

@@ -127,6 +127,11 @@ def score(cfg: ScoreConfig) -> dict:
 
         if not path:
             return blank_image()
+        if path.startswith("blank:"):
+            from PIL import Image
+
+            w, h = path[len("blank:"):].split("x")
+            return Image.new("RGB", (int(w), int(h)), (255, 255, 255))
         roots = roots if roots is not None else image_roots(pairs_dir)
         return open_image(resolve_image(pairs_dir, path, allowed_roots=roots).read_bytes())
 
@@ -135,7 +140,9 @@ def score(cfg: ScoreConfig) -> dict:
 
         from audit.images import image_roots, resolve_image
 
-        with Image.open(resolve_image(pairs_dir, path, allowed_roots=image_roots(pairs_dir))) as im:
+        nonlocal roots
+        roots = roots if roots is not None else image_roots(pairs_dir)
+        with Image.open(resolve_image(pairs_dir, path, allowed_roots=roots)) as im:
             return im.size
 
     def encode_all(part: tuple[int, int]) -> dict:
@@ -170,7 +177,7 @@ def score(cfg: ScoreConfig) -> dict:
             rcache = EmbeddingCache(cache_root, scorer.fingerprint)
             got["rm"] = (scorer, rm_margins(scorer, prompts, chosen, rejected, image_paths, image_ids, load_image,
                                             image_size, rcache, cfg.token_budget, cfg.workers, chunk=cfg.chunk,
-                                            shard=part))
+                                            shard=part, blank=cfg.rm_blank))
         if cfg.text_probe == "finetune":
             from audit.probes.finetune import finetune_margins
 
@@ -214,7 +221,8 @@ def score(cfg: ScoreConfig) -> dict:
         mm_margin = res["margin"]
         rm_cols = {"rm_margin": res["margin"], "rm_blank_margin": res["blank_margin"]}
         rm_info = {"model": cfg.rm, "head": scorer.head_source, "fingerprint": scorer.fingerprint,
-                   "blank_image": "white 224x224 RGB", "token_budget": cfg.token_budget, **res["stats"]}
+                   "blank_image": "white 224x224 RGB" if cfg.rm_blank == "reference" else "white, each image's own size",
+                   "token_budget": cfg.token_budget, **res["stats"]}
         image_info = {"mm": "reward model", "rm": cfg.rm}
     elif cfg.mm_scores:
         from audit.probes.external import external_margins

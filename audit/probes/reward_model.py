@@ -26,15 +26,16 @@ from audit.encoders.cache import EmbeddingCache, content_key
 
 log = logging.getLogger(__name__)
 
-BLANK = ""   # image reference of the blank image
+BLANK = ""   # image reference of the reference blank image (white 224x224)
+BLANK_AT = "blank:"   # "blank:WxH": a white image of the pair's own size (`--rm-blank match`)
 
 
 @dataclass(frozen=True)
 class Item:
     prompt: str
     response: str
-    image: str          # image path in the pairs folder, or BLANK
-    image_id: str       # content hash of the image ("" for BLANK)
+    image: str          # image path in the pairs folder, BLANK, or "blank:WxH"
+    image_id: str       # content hash of the image ("" for BLANK, the same "blank:WxH" for a sized blank)
 
 
 class SmallRunRM:
@@ -142,11 +143,13 @@ def score_items(scorer, items: Sequence[Item], lengths: Sequence[int], load: Cal
         pin_memory=str(getattr(scorer, "device", "cpu")).startswith("cuda"),
         prefetch_factor=4 if workers else None)
 
+    pending: list = []
+
     def forward(b: np.ndarray, batch: dict | None = None) -> None:
         if batch is None:                              # a half of a split batch: prepared here
             batch = scorer.prepare([items[i] for i in b], load)
         with torch.inference_mode():
-            out[b] = scorer.forward(batch).float().cpu().numpy()
+            pending.append((b, scorer.forward(batch).float()))   # no sync per batch: the GPU runs ahead
 
     def describe(i: int) -> str:
         return f"one sequence of {lengths[i]} tokens (prompt {items[i].prompt[:40]!r})"
@@ -162,6 +165,8 @@ def score_items(scorer, items: Sequence[Item], lengths: Sequence[int], load: Cal
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             splits += 1 + run_batches(np.array_split(b, 2), forward, describe)
+    for b, r in pending:
+        out[b] = r.cpu().numpy()
     if stats is not None:
         stats["oom_splits"] = stats.get("oom_splits", 0) + splits
         stats["batches"] = stats.get("batches", 0) + len(batches)
@@ -172,20 +177,32 @@ def score_items(scorer, items: Sequence[Item], lengths: Sequence[int], load: Cal
 def rm_margins(scorer, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
                image_paths: Sequence[str], image_ids: Sequence[str], load: Callable[[str], object],
                image_size: Callable[[str], tuple[int, int]], cache: EmbeddingCache, token_budget: int,
-               workers: int = 0, chunk: int = 2048, shard: tuple[int, int] = (0, 1)) -> dict | None:
+               workers: int = 0, chunk: int = 2048, shard: tuple[int, int] = (0, 1),
+               blank: str = "reference") -> dict | None:
     """Fill the reward cache (this rank's chunks); with `shard=(0, 1)` (or after the other ranks are
-    done) also return {margin, blank_margin, stats}."""
+    done) also return {margin, blank_margin, stats}. `blank`: `reference` (white 224x224, as the
+    paper's code) or `match` (white, at each image's own size: the same number of vision tokens)."""
     m = len(prompts)
+    sizes: dict[str, tuple[int, int]] = {BLANK: (224, 224)}
+
+    def size_of(path: str) -> tuple[int, int]:
+        if path not in sizes:
+            if path.startswith(BLANK_AT):
+                w, h = path[len(BLANK_AT):].split("x")
+                sizes[path] = (int(w), int(h))
+            else:
+                sizes[path] = image_size(path)
+        return sizes[path]
+
     items: list[Item] = []
     for p, c, r, path, iid in zip(prompts, chosen, rejected, image_paths, image_ids):
-        items += [Item(p, c, path, iid), Item(p, r, path, iid), Item(p, c, BLANK, ""), Item(p, r, BLANK, "")]
+        b = BLANK if blank == "reference" else "{}{}x{}".format(BLANK_AT, *size_of(path))
+        b_id = "" if blank == "reference" else b
+        items += [Item(p, c, path, iid), Item(p, r, path, iid), Item(p, c, b, b_id), Item(p, r, b, b_id)]
     keys = [content_key(f"{it.image_id}\0{it.prompt}\0{it.response}") for it in items]
-    sizes: dict[str, tuple[int, int]] = {}
 
     def n_tok(it: Item) -> int:
-        if it.image not in sizes:
-            sizes[it.image] = (224, 224) if it.image == BLANK else image_size(it.image)
-        return scorer.n_tokens(it.prompt, it.response, sizes[it.image])
+        return scorer.n_tokens(it.prompt, it.response, size_of(it.image))
 
     stats: dict = {}
     length_of: dict[bytes, int] = {}
