@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from audit import metrics, schema
-from audit.bt import LinearBT, PairFeatures, calibrate, cross_fit
+from audit.bt import LinearBT, calibrate, cross_fit
 from audit.config import IngestConfig, ScoreConfig, to_dict
 from audit.encoders.cache import EmbeddingCache, content_key
 from audit.errors import FormatError

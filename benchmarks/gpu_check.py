@@ -103,13 +103,45 @@ def finetune_check(tmp: Path) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"first_loss": losses[0], "last_loss": losses[-1], "ok": bool(losses[-1] < losses[0])}
+
+
+def loader_check(tmp: Path) -> dict:
+    """The scorer's batch loop on CUDA: DataLoader workers (pinned memory), token-budget batches, no
+    per-batch sync; the same rewards as one batch per item on CPU within bf16 tolerance."""
+    from PIL import Image
+
+    from audit.probes.reward_model import Item, VLMAdapter, score_items
+    from audit.tiny import tiny_qwen2_vl
+    from audit.vlm import VLMRewardModel
+
+    path = tiny_qwen2_vl(tmp / "qwen-loader")
+    rng = np.random.default_rng(1)
+    store = {f"im{i}": Image.fromarray(rng.integers(0, 256, (int(h), int(w), 3), dtype=np.uint8))
+             for i, (h, w) in enumerate(rng.integers(40, 200, size=(24, 2)))}
+    items = [Item(f"what is in picture {i}?", "a red square " * (1 + i % 7), f"im{i % 24}", f"im{i % 24}")
+             for i in range(96)]
+    load = store.__getitem__
+    res = {}
+    for dev, workers in (("cpu", 0), ("cuda", 2)):
+        scorer = VLMAdapter(VLMRewardModel(path, device=dev))
+        lengths = [scorer.n_tokens(it.prompt, it.response, store[it.image].size) for it in items]
+        stats: dict = {}
+        t0 = time.perf_counter()
+        res[dev] = score_items(scorer, items, lengths, load, token_budget=2048, workers=workers, stats=stats)
+        res[dev + "_s"] = round(time.perf_counter() - t0, 2)
+        res[dev + "_batches"] = stats["batches"]
+    diff = float(np.abs(res["cpu"] - res["cuda"]).max())
+    return {"max_abs_diff": diff, "reward_scale": float(np.abs(res["cpu"]).max()),
+            "batches": res["cuda_batches"], "cpu_s": res["cpu_s"], "cuda_s": res["cuda_s"],
+            "ok": bool(diff <= 0.05 * max(float(np.abs(res["cpu"]).max()), 1.0))}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--only", nargs="+", default=None, help="run these checks only")
     args = ap.parse_args()
     import torch
     import transformers
@@ -117,7 +149,9 @@ def main() -> int:
     res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "transformers": transformers.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in (("vlm", lambda: vlm_check(Path(tmp))), ("oom_split", oom_check),
-                         ("finetune", lambda: finetune_check(Path(tmp)))):
+                         ("finetune", lambda: finetune_check(Path(tmp))), ("loader", lambda: loader_check(Path(tmp)))):
+            if args.only and name not in args.only:
+                continue
             try:
                 res[name] = fn()
             except Exception as e:   # noqa: BLE001 - report every check

@@ -78,8 +78,6 @@ def make_batch(seqs: list[np.ndarray], device: str, pinned: bool):
 
 
 def run_plain(model, seqs, batches, device):
-    import torch
-
     out = np.zeros(len(seqs), dtype=np.float32)
     for b in batches:
         ids, mask = make_batch([seqs[i] for i in b], device, device.startswith("cuda"))
@@ -173,7 +171,7 @@ def bench_model(name: str, args) -> list[dict]:
     for r in rows:
         r["speedup_vs_plain"] = round(plain_s / r["seconds"], 3)
         r["non_embedding_params"] = n_nonembed
-    del model
+    model = None  # free the GPU memory before the next model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return rows

@@ -185,3 +185,11 @@ def test_two_processes_give_the_single_process_output(models, pairs, tmp_path):
     writers = {p.name.rsplit("-", 1)[1] for p in (tmp_path / "two" / "cache").glob("rm-*/part-*.npz")}
     assert len(writers) == 2                                     # both ranks scored a share
     assert two.stdout.count("reward model") == 1                 # rank 0 alone reports
+
+
+def test_dataloader_workers_give_the_same_scores(models, pairs, tmp_path):
+    a = _score(pairs, tmp_path / "a", rm=str(models["llava"]), token_budget=256)
+    b = score(ScoreConfig(source=pairs, out=tmp_path / "b", device="cpu", folds=3, workers=2, token_budget=256,
+                          rm=str(models["llava"])))
+    assert a["rm"]["batches"] == b["rm"]["batches"] > 4
+    assert pl.read_parquet(tmp_path / "a" / "audited.parquet").equals(pl.read_parquet(tmp_path / "b" / "audited.parquet"))

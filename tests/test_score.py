@@ -125,16 +125,13 @@ def test_interrupted_score_resumes_to_identical_bytes(tmp_path, monkeypatch):
         return real(self, texts)
 
     monkeypatch.setattr(text_mod.TextEncoder, "encode", dying)
-    from audit.encoders import cache as cache_mod
-
-    monkeypatch.setattr(cache_mod.EmbeddingCache.embed, "__defaults__", (64, len))   # small chunks: several parts
-    with pytest.raises(KeyboardInterrupt):
-        score(ScoreConfig(source=src.parent, out=tmp_path / "resumed", cache_dir=tmp_path / "c2"))
+    with pytest.raises(KeyboardInterrupt):   # small chunks (--chunk 64): several parts
+        score(ScoreConfig(source=src.parent, out=tmp_path / "resumed", cache_dir=tmp_path / "c2", chunk=64))
     assert not (tmp_path / "resumed" / "audited.parquet").exists()      # nothing half-written
     monkeypatch.setattr(text_mod.TextEncoder, "encode", real)
-    score(ScoreConfig(source=src.parent, out=tmp_path / "resumed", cache_dir=tmp_path / "c2"))
+    score(ScoreConfig(source=src.parent, out=tmp_path / "resumed", cache_dir=tmp_path / "c2", chunk=64))
     monkeypatch.undo()
-    score(ScoreConfig(source=src.parent, out=tmp_path / "straight2", cache_dir=tmp_path / "c3"))
+    score(ScoreConfig(source=src.parent, out=tmp_path / "straight2", cache_dir=tmp_path / "c3", chunk=64))
     a = (tmp_path / "resumed" / "audited.parquet").read_bytes()
     b = (tmp_path / "straight2" / "audited.parquet").read_bytes()
     assert a == b

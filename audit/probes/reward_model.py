@@ -156,6 +156,7 @@ def score_items(scorer, items: Sequence[Item], lengths: Sequence[int], load: Cal
 
     splits = 0
     for b, batch in loader:                            # workers prepare the next batches meanwhile
+        b = np.asarray(b)                              # the loader hands the index array back as a tensor
         try:
             forward(b, batch)
         except Exception as err:   # noqa: BLE001 - anything but out-of-memory is re-raised
