@@ -81,6 +81,7 @@ class VLMAdapter:
 
     def __init__(self, rm) -> None:
         self.rm = rm
+        self.device = rm.device           # pinned host memory for the loader when it is a GPU
         self.fingerprint, self.head_source = rm.fingerprint, rm.head_source
 
     def n_tokens(self, prompt: str, response: str, image_size: tuple[int, int]) -> int:
@@ -165,7 +166,8 @@ def score_items(scorer, items: Sequence[Item], lengths: Sequence[int], load: Cal
             del batch
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            splits += 1 + run_batches(np.array_split(b, 2), forward, describe)
+            halves = np.array_split(b, 2) if len(b) > 1 else [b]   # one item: retried once, then named
+            splits += 1 + run_batches(halves, forward, describe)
     for b, r in pending:
         out[b] = r.cpu().numpy()
     if stats is not None:
