@@ -51,13 +51,6 @@ def _pairs_dir(cfg: ScoreConfig, rank: int = 0) -> Path:
     return out
 
 
-def _read_images(pairs_dir: Path, paths: list[str]) -> list[bytes]:
-    from audit.images import image_roots, resolve_image
-
-    roots = image_roots(pairs_dir)
-    return [resolve_image(pairs_dir, p, allowed_roots=roots).read_bytes() for p in paths]
-
-
 def score(cfg: ScoreConfig) -> dict:
     """Run the audit; returns the summary (also written to AUDIT_DIR/summary.json).
 
@@ -120,29 +113,24 @@ def score(cfg: ScoreConfig) -> dict:
     first_path = dict(zip(image_ids[::-1], image_paths[::-1]))
     roots = None
 
-    def load_image(path: str):
+    def resolve(path: str) -> Path:
+        """An image path of the pairs table, checked against the recorded image roots."""
         nonlocal roots
         from audit.images import image_roots, resolve_image
-        from audit.vlm import blank_image, open_image
 
-        if not path:
-            return blank_image()
-        if path.startswith("blank:"):
-            from PIL import Image
-
-            w, h = path[len("blank:"):].split("x")
-            return Image.new("RGB", (int(w), int(h)), (255, 255, 255))
         roots = roots if roots is not None else image_roots(pairs_dir)
-        return open_image(resolve_image(pairs_dir, path, allowed_roots=roots).read_bytes())
+        return resolve_image(pairs_dir, path, allowed_roots=roots)
+
+    def load_image(ref: str):
+        from audit.probes.reward_model import item_image
+        from audit.vlm import open_image
+
+        return item_image(ref, lambda path: open_image(resolve(path).read_bytes()))
 
     def image_size(path: str) -> tuple[int, int]:
         from PIL import Image
 
-        from audit.images import image_roots, resolve_image
-
-        nonlocal roots
-        roots = roots if roots is not None else image_roots(pairs_dir)
-        with Image.open(resolve_image(pairs_dir, path, allowed_roots=roots)) as im:
+        with Image.open(resolve(path)) as im:
             return im.size
 
     def encode_all(part: tuple[int, int]) -> dict:
@@ -163,7 +151,7 @@ def score(cfg: ScoreConfig) -> dict:
             icache = EmbeddingCache(cache_root, ienc.fingerprint)
             uniq = sorted(first_path)
             keys = [bytes.fromhex(i) for i in uniq]
-            icache.fill(uniq, keys, lambda ids: ienc.encode(_read_images(pairs_dir, [first_path[i] for i in ids])),
+            icache.fill(uniq, keys, lambda ids: ienc.encode([resolve(first_path[i]).read_bytes() for i in ids]),
                         size=lambda _: 0, chunk=cfg.chunk, shard=part)
             if part[1] == 1:
                 feats = icache.get(keys)

@@ -30,6 +30,26 @@ BLANK = ""   # image reference of the reference blank image (white 224x224)
 BLANK_AT = "blank:"   # "blank:WxH": a white image of the pair's own size (`--rm-blank match`)
 
 
+def blank_size(ref: str) -> tuple[int, int] | None:
+    """The size of the blank image an item reference names, or None for a real image."""
+    if ref == BLANK:
+        return (224, 224)
+    if ref.startswith(BLANK_AT):
+        w, h = ref[len(BLANK_AT):].split("x")
+        return int(w), int(h)
+    return None
+
+
+def item_image(ref: str, open_path: Callable[[str], object]):
+    """The PIL image of an item: a white blank, or `open_path(ref)` for a real image."""
+    size = blank_size(ref)
+    if size is None:
+        return open_path(ref)
+    from PIL import Image
+
+    return Image.new("RGB", size, (255, 255, 255))
+
+
 @dataclass(frozen=True)
 class Item:
     prompt: str
@@ -186,16 +206,12 @@ def rm_margins(scorer, prompts: Sequence[str], chosen: Sequence[str], rejected: 
     done) also return {margin, blank_margin, stats}. `blank`: `reference` (white 224x224, as the
     paper's code) or `match` (white, at each image's own size: the same number of vision tokens)."""
     m = len(prompts)
-    sizes: dict[str, tuple[int, int]] = {BLANK: (224, 224)}
+    sizes: dict[str, tuple[int, int]] = {}
 
-    def size_of(path: str) -> tuple[int, int]:
-        if path not in sizes:
-            if path.startswith(BLANK_AT):
-                w, h = path[len(BLANK_AT):].split("x")
-                sizes[path] = (int(w), int(h))
-            else:
-                sizes[path] = image_size(path)
-        return sizes[path]
+    def size_of(ref: str) -> tuple[int, int]:
+        if ref not in sizes:
+            sizes[ref] = blank_size(ref) or image_size(ref)
+        return sizes[ref]
 
     items: list[Item] = []
     for p, c, r, path, iid in zip(prompts, chosen, rejected, image_paths, image_ids):
@@ -203,18 +219,14 @@ def rm_margins(scorer, prompts: Sequence[str], chosen: Sequence[str], rejected: 
         b_id = "" if blank == "reference" else b
         items += [Item(p, c, path, iid), Item(p, r, path, iid), Item(p, c, b, b_id), Item(p, r, b, b_id)]
     keys = [content_key(f"{it.image_id}\0{it.prompt}\0{it.response}") for it in items]
-
-    def n_tok(it: Item) -> int:
-        return scorer.n_tokens(it.prompt, it.response, size_of(it.image))
-
     stats: dict = {}
-    length_of: dict[bytes, int] = {}
+    length_of: dict[Item, int] = {}
 
     def size(it: Item) -> int:
-        k = content_key(f"{it.image_id}\0{it.prompt}\0{it.response}")
-        if k not in length_of:
-            length_of[k] = n_tok(it)
-        return length_of[k]
+        """Token count (for sorting into batches), computed once per distinct item."""
+        if it not in length_of:
+            length_of[it] = scorer.n_tokens(it.prompt, it.response, size_of(it.image))
+        return length_of[it]
 
     def encode(chunk: list[Item]) -> np.ndarray:
         lengths = [size(it) for it in chunk]
