@@ -5,7 +5,8 @@ reference). For every training environment and seed: synthesize a training set, 
 and train one reward model per method: `standard`, `shortcut-aware` (the paper's dynamic loss),
 `weighted` with each static scheme (audit once, train once), and `oracle` (weights from the planted
 cue itself, cue share exactly 0.5: what reweighting alone can give). Evaluate every model on held-out
-test sets of all environments: i.i.d. = its own environment, o.o.d. = the others.
+test sets: i.i.d. = its own environment as trained, o.o.d. = each other environment with its cue on a
+random side (OOD_P) and the cue-free one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 
 TEST_ENVS = ("leadin", "closing", "verbose", "markdown", "clean")
 STATIC = ("sfc", "debias", "ipw", "jtt")
+# o.o.d. test sets place their environment's cue on a random side. At the training strength (0.9 on the
+# chosen side) every cue says "extra text on the better answer", and a model that learnt that on one
+# environment carries it to the others: measured with the small model trained on `leadin`, 89 / 90 / 85
+# on closing / verbose / markdown at p = 0.9 against 67 on `clean` (benchmarks/RESULTS.md). That is a
+# shared shortcut, not generalisation; at p = 0.5 only what the model reads from the image counts.
+OOD_P = 0.5
 METHODS = ("standard", "shortcut-aware", *(f"weighted-{s}" for s in STATIC), "oracle")
 
 
@@ -46,7 +53,7 @@ def bench(cfg: BenchConfig) -> dict:
     import polars as pl
 
     from audit.score import score
-    from audit.synth import synth
+    from audit.synth import get_env, synth
     from audit.train.data import load_pairs
     from audit.train.loop import CHECKPOINT, load_model, margins, train
 
@@ -54,14 +61,22 @@ def bench(cfg: BenchConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     small = dict(epochs=cfg.epochs, batch_size=64, dim=64, image_size=64, vocab=4096)
 
-    # Held-out test sets (their own seeds) with an audit each: SFD needs the text probe's margins.
-    tests = {}
+    # Held-out test sets, their own seeds. i.i.d.: the environment as trained (cue at its strength), with
+    # an audit (SFD needs the text probe's margins). o.o.d.: the environment's cue on a random side
+    # (p = 0.5), a distribution where no text cue predicts the label (see OOD_P).
+    tests, ood_tests = {}, {}
     for k, env in enumerate(TEST_ENVS):
         src = synth(SynthConfig(env=env, out=out / "data" / "test" / env, n=cfg.n_test, seed=10_000 + k, format="pairs"))
         audit = out / "audit" / "test" / env
         score(ScoreConfig(source=src.parent, out=audit, seed=0, cache_dir=out / "cache"))
         tests[env] = (load_pairs(audit, small["image_size"], small["vocab"]),
                       pl.read_parquet(audit / "audited.parquet").filter(pl.col("status") == "ok")["text_margin"].to_numpy())
+        if get_env(env).cue is None:
+            ood_tests[env] = tests[env][0]
+        else:
+            src = synth(SynthConfig(env=env, out=out / "data" / "test-ood" / env, n=cfg.n_test, seed=20_000 + k,
+                                    p=OOD_P, format="pairs"))
+            ood_tests[env] = load_pairs(src.parent, small["image_size"], small["vocab"])
 
     rows = []
     for env in cfg.env_list():
@@ -73,7 +88,7 @@ def bench(cfg: BenchConfig) -> dict:
             table = pl.read_parquet(audit / "audited.parquet").filter(pl.col("status") == "ok")
             for method in METHODS:
                 run = out / "runs" / f"{env}-s{seed}-{method}"
-                kw = dict(data=audit, out=run, seed=seed, **small)
+                kw = dict(data=audit, out=run, seed=seed, cache_dir=out / "cache", **small)
                 override = None
                 if method in ("standard", "shortcut-aware"):
                     tcfg = TrainConfig(method=method, **kw)
@@ -86,21 +101,18 @@ def bench(cfg: BenchConfig) -> dict:
                 ts = train(tcfg, weights=override)
                 seconds = time.perf_counter() - t0
                 model = load_model(run / CHECKPOINT)
-                accs, sfd = {}, None
-                for tenv, (data, text_margin) in tests.items():
-                    m = margins(model, data)
-                    accs[tenv] = metrics.accuracy(m)
-                    if tenv == env:
-                        sfd = metrics.sfd(text_margin, m)
-                ood = {e: a for e, a in accs.items() if e != env}
+                data, text_margin = tests[env]
+                m = margins(model, data)
+                iid, sfd = metrics.accuracy(m), metrics.sfd(text_margin, m)
+                ood = {e: metrics.accuracy(margins(model, d)) for e, d in ood_tests.items() if e != env}
                 hist = ts["history"]
-                rows.append({"train_env": env, "method": method, "seed": seed, "iid": accs[env], "ood": ood,
+                rows.append({"train_env": env, "method": method, "seed": seed, "iid": iid, "ood": ood,
                              "mean_ood": float(np.mean(list(ood.values()))), "sfd": sfd,
                              "cue_share": hist[-1].get("cue_share"),
                              "cue_share_per_epoch": [h.get("cue_share") for h in hist],
                              "seconds": round(seconds, 2), "train_seconds": ts["train_seconds"],
                              "text_acc_audit": summary["text_acc"]})
-                log.info("%s %s seed %d: iid %.3f mean ood %.3f", env, method, seed, accs[env], rows[-1]["mean_ood"])
+                log.info("%s %s seed %d: iid %.3f mean ood %.3f", env, method, seed, iid, rows[-1]["mean_ood"])
                 write_json_atomic(out / "results.json", {"rows": rows, "config": to_dict(cfg), "versions": versions()})
 
     table_md = summarise(rows)

@@ -389,7 +389,15 @@ class TrainConfig:
     method: str = opt("standard", choices=TRAIN_METHODS,
                       help="`standard` BT; `weighted` BT with the data's `weight` column (or `--scheme`); "
                       "`shortcut-aware` the paper's dynamic two-branch loss")
-    model: str = opt("small", help="`small`: the from-scratch multimodal RM (CPU, minutes)")
+    model: str = opt("small", help="`small`: the small multimodal RM (CPU, minutes)")
+    vision: str = opt("pretrained", choices=("pretrained", "scratch"),
+                      help="`small` model's image encoder: `pretrained` on synthetic scenes and frozen (the stand-in "
+                      "for a VLM's frozen vision tower), or `scratch`: trained with the reward")
+    train_vision: bool = opt(False, help="with `--vision pretrained`: fine-tune the encoder too instead of freezing it")
+    vision_scenes: int = opt(6000, help="scenes the encoder is pretrained on (cached per setting)")
+    warmup: int = opt(100, help="linear learning-rate warm-up steps (then constant)")
+    cache_dir: Path | None = opt(None, help="where the pretrained encoder is cached "
+                                 "(default: $XDG_CACHE_HOME/shortcut-audit or ~/.cache/shortcut-audit)")
     scheme: str | None = opt(None, help="`weighted`: recompute weights from an audit's columns with this scheme")
     epochs: int = opt(8, help="passes over the data")
     batch_size: int = opt(64, help="pairs per step")
@@ -402,6 +410,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
+        if self.cache_dir is not None:
+            self.cache_dir = Path(self.cache_dir)
+        if self.vision not in ("pretrained", "scratch"):
+            raise ConfigError(f"`--vision` must be `pretrained` or `scratch`, got {self.vision!r}")
+        if self.train_vision and self.vision != "pretrained":
+            raise ConfigError("`--train-vision` only applies to `--vision pretrained` (a `scratch` encoder always trains)")
+        if self.vision_scenes < 100 or self.warmup < 0:
+            raise ConfigError("`--vision-scenes` must be at least 100 and `--warmup` not negative")
         if self.method not in TRAIN_METHODS:
             raise ConfigError(f"`--method` must be one of {', '.join(TRAIN_METHODS)}, got {self.method!r}")
         if self.model != "small":
@@ -438,9 +454,9 @@ class BenchConfig:
     out: Path = opt(Path("bench-results"), short="-o", help="output folder: results.json, results.md, runs/")
     quick: bool = opt(False, help="a CI-sized run (two training environments, one seed, small sets): a few minutes")
     seeds: int | None = opt(None, help="seeds per (environment, method) (default 3; quick 1)")
-    n_train: int | None = opt(None, help="training pairs per environment (default 2000; quick 600)")
+    n_train: int | None = opt(None, help="training pairs per environment (default 4000; quick 1500)")
     n_test: int | None = opt(None, help="test pairs per environment (default 1000; quick 300)")
-    epochs: int | None = opt(None, help="training epochs (default 8; quick 6)")
+    epochs: int | None = opt(None, help="training epochs (default 12; quick 8)")
     train_envs: str | None = opt(None, help="comma-separated training environments (default: leadin, closing, "
                                  "verbose, markdown, clean; quick: leadin, clean)")
 
@@ -448,9 +464,9 @@ class BenchConfig:
         self.out = Path(self.out)
         q = self.quick
         self.seeds = self.seeds or (1 if q else 3)
-        self.n_train = self.n_train or (600 if q else 2000)
+        self.n_train = self.n_train or (1500 if q else 4000)
         self.n_test = self.n_test or (300 if q else 1000)
-        self.epochs = self.epochs or (6 if q else 8)
+        self.epochs = self.epochs or (8 if q else 12)
         if self.train_envs is None:
             self.train_envs = "leadin,clean" if q else "leadin,closing,verbose,markdown,clean"
         from audit.synth import get_env

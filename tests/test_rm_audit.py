@@ -140,7 +140,7 @@ def test_a_train_run_folder_is_an_rm_too(pairs, tmp_path):
     from audit.config import TrainConfig
     from audit.train.loop import train
 
-    train(TrainConfig(data=pairs, out=tmp_path / "run", epochs=1, seed=0))
+    train(TrainConfig(data=pairs, out=tmp_path / "run", epochs=1, seed=0, vision="scratch"))
     s = _score(pairs, tmp_path / "aud", rm=str(tmp_path / "run"))
     assert s["rm"]["head"] == "model.safetensors" and 0.0 <= s["rm"]["flip_rate"] <= 1.0
 

@@ -16,7 +16,7 @@ from audit.synth import synth
 from audit.train.data import load_pairs
 from audit.train.loop import BIAS_CHECKPOINT, CHECKPOINT, load_model, margins, train
 
-SMALL = dict(epochs=3, batch_size=16, dim=16, image_size=32, vocab=512, lr=5e-3)
+SMALL = dict(epochs=3, batch_size=16, dim=16, image_size=32, vocab=512, lr=5e-3, vision="scratch", warmup=0)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,30 @@ def test_eval_writes_json_and_markdown(audit_dir, tmp_path):
     assert r["n"] == 96 and 0.0 <= r["accuracy"] <= 1.0 and "acc_cue_aligned" in r and "sfd" in r
     assert json.loads((tmp_path / "res.json").read_text())["datasets"]["audit"]["n"] == 96
     assert (tmp_path / "res.md").read_text().startswith("| dataset | n | accuracy |")
+
+
+def test_pretrained_vision_is_loaded_frozen_and_cached(audit_dir, tmp_path):
+    from audit.train.vision import pretrained_encoder
+
+    kw = {**SMALL, "vision": "pretrained", "vision_scenes": 300, "cache_dir": tmp_path / "cache", "epochs": 1}
+    s = train(TrainConfig(data=audit_dir, out=tmp_path / "run", method="shortcut-aware", **kw))
+    rep = s["vision"]
+    assert rep["scenes"] == 300 and {"present", "shape", "colour"} <= set(rep)
+    assert rep["present"] > 0.9          # even 300 scenes teach "is there an object in this quadrant"
+    state, again = pretrained_encoder(32, 300, cache=tmp_path / "cache")   # cached: same file, same report
+    assert again == rep and len(list((tmp_path / "cache").glob("scene-encoder-*.safetensors"))) == 1
+    for ckpt in (CHECKPOINT, BIAS_CHECKPOINT):        # frozen: both branches keep the pretrained encoder
+        vis = load_model(tmp_path / "run" / ckpt).vision.state_dict()
+        assert all(torch.equal(vis[k], state[k]) for k in state)
+    s2 = train(TrainConfig(data=audit_dir, out=tmp_path / "tuned", **{**kw, "train_vision": True}))
+    assert s2["vision"] == rep
+    vis = load_model(tmp_path / "tuned" / CHECKPOINT).vision.state_dict()
+    assert any(not torch.equal(vis[k], state[k]) for k in state)
+
+
+def test_pretraining_is_deterministic():
+    from audit.train.vision import pretrain
+
+    a, ra = pretrain(32, n_scenes=200, epochs=1, seed=3)
+    b, rb = pretrain(32, n_scenes=200, epochs=1, seed=3)
+    assert all(torch.equal(a[k], b[k]) for k in a) and {k: ra[k] for k in ("shape", "colour")} == {k: rb[k] for k in ("shape", "colour")}

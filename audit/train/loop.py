@@ -67,8 +67,10 @@ def _images(data: PairData, idx: torch.Tensor) -> torch.Tensor:
 
 def rewards(model: SmallMMRM, data: PairData, idx: torch.Tensor, blank: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected) for the pairs `idx`; `blank` feeds the white image instead of the real one."""
-    img = blank_image(len(idx), data.images.shape[-1]) if blank else _images(data, idx)
-    v = model.encode_image(img)                                   # one image pass for both responses
+    if blank:   # every pair gets the same white picture: encode it once (same values and gradients)
+        v = model.encode_image(blank_image(1, data.images.shape[-1])).expand(len(idx), -1, -1)
+    else:
+        v = model.encode_image(_images(data, idx))                # one image pass for both responses
     return model.score(v, data.prompt[idx], data.chosen[idx]), model.score(v, data.prompt[idx], data.rejected[idx])
 
 
@@ -127,10 +129,20 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
     weight = train_weights(cfg, data, weights)
     n = len(data)
 
-    model = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size)
-    bias = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size) if cfg.method == "shortcut-aware" else None
-    params = list(model.parameters()) + (list(bias.parameters()) if bias is not None else [])
+    model = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision)
+    bias = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision) if cfg.method == "shortcut-aware" else None
+    vision_report = None
+    if cfg.vision == "pretrained":                # both branches start from the same pretrained encoder
+        from audit.train.vision import pretrained_encoder
+
+        state, vision_report = pretrained_encoder(cfg.image_size, cfg.vision_scenes, cache=cfg.cache_dir)
+        for m in (model, bias):
+            if m is not None:
+                m.vision.load_state_dict(state)
+                m.vision.requires_grad_(cfg.train_vision)
+    params = [p for m in (model, bias) if m is not None for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-n // cfg.batch_size)
 
     start_epoch, history = 0, []
     state_file = cfg.out / STATE
@@ -154,7 +166,10 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)   # batch order: a function of (seed, epoch)
         perm = torch.randperm(n, generator=g)
         tot_loss, tot_w, cue_w, right = 0.0, 0.0, 0.0, 0.0
-        for s in range(0, n, cfg.batch_size):
+        for j, s in enumerate(range(0, n, cfg.batch_size)):
+            step = epoch * steps_per_epoch + j                      # warm-up from the global step: resume-exact
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
             batch = perm[s:s + cfg.batch_size]                      # the global batch, same on every rank
             idx = batch[rank::world]                                # this rank's share of it
             rc, rr = rewards(model, data, idx)                      # (b,), (b,)
@@ -200,7 +215,7 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
         save_model(model, cfg.out / CHECKPOINT)
         if bias is not None:
             save_model(bias, cfg.out / BIAS_CHECKPOINT)
-    summary = {"method": cfg.method, "n_pairs": n, "epochs": cfg.epochs, "world_size": world, "history": history,
+    summary = {"method": cfg.method, "n_pairs": n, "vision": vision_report, "epochs": cfg.epochs, "world_size": world, "history": history,
                "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 3),
                "config": to_dict(cfg), "versions": versions()}
     if rank == 0:

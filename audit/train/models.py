@@ -1,6 +1,19 @@
-"""Reward models for `train`: a small multimodal RM that trains from scratch on CPU in minutes (for the
-synthetic environments, tests and the demo). Words are hashed into a fixed vocabulary (no tokenizer
-download); images go through a small CNN that keeps the spatial layout."""
+"""Reward models for `train`: a small multimodal RM that trains on CPU in minutes (for the synthetic
+environments, tests and the demo). Words are hashed into a fixed vocabulary (no tokenizer download).
+
+The image goes through a small CNN whose map is max-pooled per quadrant into four object slots (each
+quadrant of a synthetic scene holds at most one object). The reward reads the image in two hops, the
+way the questions are asked: the prompt attends over the slots to pick the object it names ("the red
+circle"), then the response is compared with that object ("... is in the top left corner"); a sum over
+the slots serves counting. The response is matched word by word (max over words), so a longer answer
+does not dilute it; the mean of its words also goes to the head, which is where text-only style (a
+lead-in, a closing line) can be picked up. A plain global image vector with an [image, text,
+image * response] head cannot bind the named object to its attribute and stays near chance on these
+tasks (measured: about 53% on the cue-free environment at 600 pairs).
+
+The vision side (`SceneEncoder`) is either trained from scratch with the reward, or pretrained on
+synthetic scenes to name each quadrant's shape and colour and then frozen (`audit.train.vision`): the
+stand-in for a VLM's pretrained, frozen vision tower."""
 
 from __future__ import annotations
 
@@ -11,6 +24,8 @@ import torch
 from torch import nn
 
 _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+SLOTS = 4          # 2 x 2 quadrants
+VISION_DIM = 64    # channels of the scene encoder's map
 
 
 def hash_tokens(text: str, vocab: int, max_len: int) -> list[int]:
@@ -20,32 +35,62 @@ def hash_tokens(text: str, vocab: int, max_len: int) -> list[int]:
     return ids + [0] * (max_len - len(ids))
 
 
-class SmallMMRM(nn.Module):
-    """r(image, prompt, response): bags of hashed words for prompt and response, a 3-layer CNN for the
-    image, and a head over [image, prompt, response, image * response] (the product lets the reward
-    check whether the response agrees with the image)."""
+class SceneEncoder(nn.Module):
+    """(B, 3, S, S) in [0, 1] -> (B, 4, 64): a 3-layer stride-2 CNN, max-pooled per quadrant."""
 
-    def __init__(self, vocab: int = 4096, dim: int = 64, image_size: int = 64) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.config = {"kind": "small", "vocab": vocab, "dim": dim, "image_size": image_size}
-        self.emb = nn.EmbeddingBag(vocab, dim, mode="mean", padding_idx=0)
         self.cnn = nn.Sequential(
-            nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(64, VISION_DIM, 3, 2, 1), nn.ReLU(),
         )
-        side = image_size // 8
-        self.img = nn.Linear(32 * side * side, dim)
-        self.head = nn.Sequential(nn.Linear(4 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+        self.pool = nn.AdaptiveMaxPool2d(2)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.cnn(image * 2 - 1)).flatten(2).transpose(1, 2)
+
+
+class SmallMMRM(nn.Module):
+    """r(image, prompt, response) from hashed words and four image slots (see the module doc)."""
+
+    def __init__(self, vocab: int = 4096, dim: int = 64, image_size: int = 64, vision: str = "scratch") -> None:
+        super().__init__()
+        self.config = {"kind": "small", "vocab": vocab, "dim": dim, "image_size": image_size, "vision": vision}
+        self.emb = nn.Embedding(vocab, dim, padding_idx=0)
+        self.vision = SceneEncoder()
+        # each slot's features plus a one-hot of its quadrant, so "where" can be read as well as "what"
+        self.slot = nn.Sequential(nn.Linear(VISION_DIM + SLOTS, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.query = nn.Linear(dim, dim)      # prompt -> which object
+        self.compare = nn.Linear(dim, dim)    # response words -> what they say about that object
+        self.head = nn.Sequential(nn.Linear(1 + 4 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        # image (B, 3, S, S) in [0, 1] -> (B, dim); computed once per pair, shared by both responses
-        return self.img(self.cnn(image * 2 - 1).flatten(1))
+        """(B, 3, S, S) in [0, 1] -> (B, 4, dim) slots; computed once per pair, shared by both responses."""
+        f = self.vision(image)
+        where = torch.eye(SLOTS, dtype=f.dtype, device=f.device).expand(f.shape[0], -1, -1)
+        return self.slot(torch.cat([f, where], dim=-1))
 
-    def score(self, v: torch.Tensor, prompt_ids: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
-        p = self.emb(prompt_ids)
-        r = self.emb(response_ids)
-        return self.head(torch.cat([v, p, r, v * r], dim=-1)).squeeze(-1)
+    def _mean(self, ids: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
+        keep = (ids != 0).unsqueeze(-1).to(vecs.dtype)
+        return (vecs * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+    def score(self, slots: torch.Tensor, prompt_ids: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
+        p = self._mean(prompt_ids, self.emb(prompt_ids))                     # (B, dim)
+        words = self.emb(response_ids)                                       # (B, T, dim)
+        r = self._mean(response_ids, words)
+        pad = (response_ids == 0).unsqueeze(-1)
+        att = torch.softmax(torch.einsum("bkd,bd->bk", slots, self.query(p)) / slots.shape[-1] ** 0.5, dim=1)
+        obj = torch.einsum("bk,bkd->bd", att, slots)                         # the object the prompt names
+
+        def best(x: torch.Tensor) -> torch.Tensor:
+            # the strongest word per feature (an empty response gives 0)
+            return x.masked_fill(pad, float("-inf")).amax(1).clamp(min=-1e4).masked_fill(pad.all(1), 0.0)
+
+        said = best(obj.unsqueeze(1) * self.compare(words))                  # does the response agree with it
+        counted = best(slots.sum(1).unsqueeze(1) * words)                    # all objects: counting
+        feats = torch.cat([said.sum(-1, keepdim=True), said, counted, p, r], dim=-1)
+        return self.head(feats).squeeze(-1)
 
     def forward(self, image: torch.Tensor, prompt_ids: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
         # image (B, 3, S, S) in [0, 1]; ids (B, T) -> reward (B,)
@@ -61,4 +106,4 @@ def blank_image(batch: int, size: int) -> torch.Tensor:
 def build_model(config: dict) -> SmallMMRM:
     if config.get("kind", "small") != "small":
         raise ValueError(f"unknown model kind {config.get('kind')!r}")
-    return SmallMMRM(config["vocab"], config["dim"], config["image_size"])
+    return SmallMMRM(config["vocab"], config["dim"], config["image_size"], config.get("vision", "scratch"))
