@@ -389,11 +389,13 @@ class TrainConfig:
     method: str = opt("standard", choices=TRAIN_METHODS,
                       help="`standard` BT; `weighted` BT with the data's `weight` column (or `--scheme`); "
                       "`shortcut-aware` the paper's dynamic two-branch loss")
-    model: str = opt("small", help="`small`: the small multimodal RM (CPU, minutes)")
+    model: str = opt("small", help="`small`: the small multimodal RM (CPU, minutes); or a folder with a Qwen2-VL / "
+                     "Qwen2.5-VL / Llava model: scalar head at the last non-pad token, vision tower frozen")
     vision: str = opt("pretrained", choices=("pretrained", "scratch"),
                       help="`small` model's image encoder: `pretrained` on synthetic scenes and frozen (the stand-in "
                       "for a VLM's frozen vision tower), or `scratch`: trained with the reward")
-    train_vision: bool = opt(False, help="with `--vision pretrained`: fine-tune the encoder too instead of freezing it")
+    train_vision: bool = opt(False, help="train the image encoder too: the pretrained `small` encoder, or a VLM's "
+                             "vision tower (frozen by default)")
     vision_scenes: int = opt(6000, help="scenes the encoder is pretrained on (cached per setting)")
     warmup: int = opt(100, help="linear learning-rate warm-up steps (then constant)")
     cache_dir: Path | None = opt(None, help="where the pretrained encoder is cached "
@@ -414,14 +416,15 @@ class TrainConfig:
             self.cache_dir = Path(self.cache_dir)
         if self.vision not in ("pretrained", "scratch"):
             raise ConfigError(f"`--vision` must be `pretrained` or `scratch`, got {self.vision!r}")
-        if self.train_vision and self.vision != "pretrained":
+        if self.train_vision and self.vision != "pretrained" and self.model == "small":
             raise ConfigError("`--train-vision` only applies to `--vision pretrained` (a `scratch` encoder always trains)")
         if self.vision_scenes < 100 or self.warmup < 0:
             raise ConfigError("`--vision-scenes` must be at least 100 and `--warmup` not negative")
         if self.method not in TRAIN_METHODS:
             raise ConfigError(f"`--method` must be one of {', '.join(TRAIN_METHODS)}, got {self.method!r}")
-        if self.model != "small":
-            raise ConfigError(f"`--model {self.model}`: only `small` is available in this version")
+        if self.model != "small" and not Path(self.model).is_dir():
+            raise ConfigError(f"`--model {self.model}`: pass `small` or a local folder holding a Qwen2-VL / Qwen2.5-VL "
+                              "/ Llava model (saved with `save_pretrained`; nothing is downloaded)")
         if self.scheme is not None and self.method != "weighted":
             raise ConfigError("`--scheme` only applies to `--method weighted`")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:

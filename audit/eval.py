@@ -12,12 +12,16 @@ from audit import metrics
 from audit.config import EvalConfig
 from audit.io import write_json_atomic
 from audit.train.data import load_pairs
-from audit.train.loop import CHECKPOINT, load_model, margins
+from audit.train.loop import checkpoint, load_model, margins
 
 
 def evaluate(run: Path, data: Path) -> dict:
-    model = load_model(Path(run) / CHECKPOINT)
-    cfg = model.config
+    model = load_model(checkpoint(Path(run)))
+    cfg = dict(model.config)
+    if "image_size" not in cfg:           # a VLM backbone: the run's config says how its images were sized
+        import json
+
+        cfg.update(image_size=json.loads((Path(run) / "config.json").read_text())["image_size"], vocab=4096)
     pd = load_pairs(data, cfg["image_size"], cfg["vocab"])
     m = margins(model, pd)
     out = {"accuracy": metrics.accuracy(m), "n": int(len(m))}

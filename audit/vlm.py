@@ -108,7 +108,7 @@ class VLMRewardModel:
     """r(image, prompt, response) of a Hugging Face VLM with a scalar head at the last non-pad token."""
 
     def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 2048, head: dict | None = None,
-                 trust_remote_code: bool = False, attn_implementation: str | None = None) -> None:
+                 trust_remote_code: bool = False, attn_implementation: str | None = None, keep_full: bool = False) -> None:
         import torch
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
@@ -129,6 +129,7 @@ class VLMRewardModel:
             kw["attn_implementation"] = attn_implementation
         full = AutoModelForImageTextToText.from_pretrained(self.path, **kw)
         self.body = full.model          # the backbone without the language-model head
+        self.full = full if keep_full else None   # `train` saves the whole model with save_pretrained
         self.body.to(device).eval()
         self.config = full.config
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)

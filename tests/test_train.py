@@ -111,3 +111,39 @@ def test_pretraining_is_deterministic():
     a, ra = pretrain(32, n_scenes=200, epochs=1, seed=3)
     b, rb = pretrain(32, n_scenes=200, epochs=1, seed=3)
     assert all(torch.equal(a[k], b[k]) for k in a) and {k: ra[k] for k in ("shape", "colour")} == {k: rb[k] for k in ("shape", "colour")}
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
+def test_a_vlm_backbone_trains_with_its_vision_tower_frozen(audit_dir, tmp_path, family):
+    """`--model FOLDER`: a tiny random Qwen2-VL / Llava, both branches of the shortcut-aware loss; the
+    saved `model/` folder is what `score --rm` loads and it gives the in-memory model's rewards."""
+    from audit.tiny import tiny_llava, tiny_qwen2_vl
+    from audit.train.loop import HF_BIAS_CHECKPOINT, HF_CHECKPOINT, checkpoint
+    from audit.train.vlm_rm import VLMTrainRM, vision_tower
+    from audit.vlm import VLMRewardModel
+
+    base = (tiny_qwen2_vl if family == "qwen2_vl" else tiny_llava)(tmp_path / "base")
+    init = VLMTrainRM(base)
+    s = train(TrainConfig(data=audit_dir, out=tmp_path / "run", model=str(base), method="shortcut-aware", epochs=2,
+                          batch_size=32, image_size=32, lr=1e-3, warmup=0))
+    losses = [h["loss"] for h in s["history"]]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert checkpoint(tmp_path / "run") == tmp_path / "run" / HF_CHECKPOINT
+    assert (tmp_path / "run" / HF_BIAS_CHECKPOINT / "reward_head.safetensors").is_file()
+    model = load_model(checkpoint(tmp_path / "run"))
+    before, after = init.body.state_dict(), model.body.state_dict()
+    tower = {f"{n}" for n, _ in vision_tower(init.body).named_parameters()}
+    prefix = next(n for n in ("visual", "vision_tower") if hasattr(init.body, n)) + "."
+    assert all(torch.equal(before[prefix + k], after[prefix + k]) for k in tower)                   # frozen
+    assert any(not torch.equal(before[k], v) for k, v in after.items() if not k.startswith(prefix))  # the rest trained
+    assert not torch.equal(init.head.weight, model.head.weight)
+    data = load_pairs(audit_dir, 32, 4096)
+    m = margins(model, data, batch=32)
+    rm = VLMRewardModel(tmp_path / "run" / HF_CHECKPOINT)       # what `score --rm RUN/model` loads
+    from audit.train.vlm_rm import to_pil
+
+    t = data.table
+    imgs = to_pil(data.images[:8])
+    direct = rm.rewards(t["prompt"][:8].to_list(), t["chosen"][:8].to_list(), imgs) - \
+        rm.rewards(t["prompt"][:8].to_list(), t["rejected"][:8].to_list(), imgs)
+    assert np.allclose(m[:8], direct, atol=1e-4)

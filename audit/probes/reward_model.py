@@ -123,6 +123,10 @@ def load_reward_model(path: str, device: str = "cpu", max_length: int = 2048, tr
     p = Path(path)
     if _is_small_run(p):
         return SmallRunRM(p, device)
+    from audit.train.loop import HF_CHECKPOINT
+
+    if (p / HF_CHECKPOINT / "config.json").is_file():     # a `train --model VLM` run folder
+        p = path = p / HF_CHECKPOINT
     return VLMAdapter(VLMRewardModel(path, device=device, max_length=max_length, trust_remote_code=trust_remote_code))
 
 

@@ -38,9 +38,14 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "model.safetensors"          # the multimodal RM: what inference loads
 BIAS_CHECKPOINT = "bias_model.safetensors"  # shortcut-aware: the text-only branch (for resuming only)
 STATE = "trainer_state.pt"
+HF_CHECKPOINT = "model"                    # `--model PATH`: the backbone + reward head, save_pretrained
+HF_BIAS_CHECKPOINT = "bias_model"
 
 
-def save_model(model: SmallMMRM, path: Path) -> None:
+def save_model(model, path: Path) -> None:
+    if getattr(model, "config", {}).get("kind") == "hf":     # a VLM backbone: a folder `score --rm` loads
+        model.save(path)
+        return
     from safetensors.torch import save_file
 
     from audit.io import atomic_path
@@ -50,7 +55,18 @@ def save_model(model: SmallMMRM, path: Path) -> None:
                   metadata={"config": json.dumps(model.config)})
 
 
-def load_model(path: Path) -> SmallMMRM:
+def checkpoint(run: Path) -> Path:
+    """The multimodal model of a run folder: `model.safetensors` (small) or `model/` (a VLM backbone)."""
+    run = Path(run)
+    return run / HF_CHECKPOINT if (run / HF_CHECKPOINT).is_dir() else run / CHECKPOINT
+
+
+def load_model(path: Path):
+    path = Path(path)
+    if path.is_dir():
+        from audit.train.vlm_rm import VLMTrainRM
+
+        return VLMTrainRM(path).eval()
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -65,8 +81,17 @@ def _images(data: PairData, idx: torch.Tensor) -> torch.Tensor:
     return data.images[idx].float() / 255.0
 
 
-def rewards(model: SmallMMRM, data: PairData, idx: torch.Tensor, blank: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def rewards(model, data: PairData, idx: torch.Tensor, blank: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected) for the pairs `idx`; `blank` feeds the white image instead of the real one."""
+    if hasattr(model, "pair_rewards"):                            # a VLM backbone
+        from audit.train.vlm_rm import to_pil
+        from audit.vlm import blank_image as white
+
+        t = data.table
+        rows = idx.tolist()
+        images = [white() for _ in rows] if blank else to_pil(data.images[idx])
+        return model.pair_rewards([t["prompt"][i] for i in rows], [t["chosen"][i] for i in rows],
+                                  [t["rejected"][i] for i in rows], images)
     if blank:   # every pair gets the same white picture: encode it once (same values and gradients)
         v = model.encode_image(blank_image(1, data.images.shape[-1])).expand(len(idx), -1, -1)
     else:
@@ -75,13 +100,13 @@ def rewards(model: SmallMMRM, data: PairData, idx: torch.Tensor, blank: bool = F
 
 
 @torch.no_grad()
-def margins(model: SmallMMRM, data: PairData, batch: int = 512) -> np.ndarray:
+def margins(model, data: PairData, batch: int = 512) -> np.ndarray:
     model.eval()
     out = []
     for s in range(0, len(data), batch):
         idx = torch.arange(s, min(s + batch, len(data)))
         rc, rr = rewards(model, data, idx)
-        out.append((rc - rr).numpy())
+        out.append((rc - rr).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -95,6 +120,9 @@ def _all_sum(t: torch.Tensor, world: int) -> torch.Tensor:
     if world > 1:
         import torch.distributed as dist
 
+        if dist.get_backend() == "nccl" and not t.is_cuda:   # NCCL reduces GPU tensors only
+            t.copy_(_all_sum(t.cuda(), world).cpu())
+            return t
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
@@ -129,10 +157,19 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
     weight = train_weights(cfg, data, weights)
     n = len(data)
 
-    model = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision)
-    bias = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision) if cfg.method == "shortcut-aware" else None
+    two = cfg.method == "shortcut-aware"
+    if cfg.model != "small":                      # a Hugging Face VLM backbone, vision tower frozen by default
+        from audit.dist import local_device
+        from audit.train.vlm_rm import VLMTrainRM
+
+        device = local_device("cuda" if torch.cuda.is_available() else "cpu")
+        model = VLMTrainRM(cfg.model, device, freeze_vision=not cfg.train_vision, seed=cfg.seed)
+        bias = VLMTrainRM(cfg.model, device, freeze_vision=not cfg.train_vision, seed=cfg.seed) if two else None
+    else:
+        model = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision)
+        bias = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision) if two else None
     vision_report = None
-    if cfg.vision == "pretrained":                # both branches start from the same pretrained encoder
+    if cfg.model == "small" and cfg.vision == "pretrained":   # both branches start from the same encoder
         from audit.train.vision import pretrained_encoder
 
         state, vision_report = pretrained_encoder(cfg.image_size, cfg.vision_scenes, cache=cfg.cache_dir)
@@ -175,9 +212,9 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
             rc, rr = rewards(model, data, idx)                      # (b,), (b,)
             if cfg.method == "standard":
                 per_pair = bt_loss(rc, rr)
-                w = torch.ones(len(idx))
+                w = torch.ones(len(idx), device=rc.device)
             elif cfg.method == "weighted":
-                w = weight[idx]
+                w = weight[idx].to(rc.device)
                 per_pair = weighted_bt_loss(rc, rr, w, reduction="none")
             else:
                 bc, br = rewards(bias, data, idx, blank=True)       # text-only branch: white image
@@ -192,6 +229,7 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
                     _all_sum(prm.grad, world)
             opt.step()
             tot_loss += float(per_pair.detach().sum())
+            w = w.detach().float().cpu()
             tot_w += float(w.sum())
             if truth is not None:
                 cue_w += float((w * truth[idx]).sum())
@@ -212,9 +250,10 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
                         "opt": opt.state_dict(), "epoch": epoch + 1, "history": history}, state_file)
 
     if rank == 0:
-        save_model(model, cfg.out / CHECKPOINT)
+        hf = cfg.model != "small"
+        save_model(model, cfg.out / (HF_CHECKPOINT if hf else CHECKPOINT))
         if bias is not None:
-            save_model(bias, cfg.out / BIAS_CHECKPOINT)
+            save_model(bias, cfg.out / (HF_BIAS_CHECKPOINT if hf else BIAS_CHECKPOINT))
     summary = {"method": cfg.method, "n_pairs": n, "vision": vision_report, "epochs": cfg.epochs, "world_size": world, "history": history,
                "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 3),
                "config": to_dict(cfg), "versions": versions()}
