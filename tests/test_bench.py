@@ -31,3 +31,19 @@ def test_bench_rows_follow_the_contract(tmp_path):
     oracle = next(r for r in rows if r["method"] == "oracle")
     assert oracle["cue_share"] == pytest.approx(0.5, abs=1e-6)
     assert "| standard |" in res["table"] and (tmp_path / "results.md").is_file()
+
+
+def test_step_cost_benchmark_runs(tmp_path):
+    """The step-cost script stays alive (its numbers come from the full run in benchmarks/RESULTS.md)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "step_cost.py"
+    res = subprocess.run([sys.executable, str(script), "--n", "96", "--batch-size", "16", "--rounds", "2", "--steps", "1",
+                          "--vision-scenes", "100", "--results", str(tmp_path / "s.json")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads((tmp_path / "s.json").read_text())
+    for v in ("pretrained", "scratch"):
+        assert out["settings"][v]["ratio_of_medians"] > 0

@@ -146,6 +146,19 @@ def train_weights(cfg: TrainConfig, data: PairData, override: np.ndarray | None 
     return data.weight
 
 
+def loss_terms(method: str, model, bias, data: PairData, idx: torch.Tensor, weight: torch.Tensor | None):
+    """Per-pair loss terms of one (share of a) batch: (terms, weights w, r_chosen, r_rejected)."""
+    rc, rr = rewards(model, data, idx)                              # (b,), (b,)
+    if method == "standard":
+        return bt_loss(rc, rr), torch.ones(len(idx), device=rc.device), rc, rr
+    if method == "weighted":
+        w = weight[idx].to(rc.device)
+        return weighted_bt_loss(rc, rr, w, reduction="none"), w, rc, rr
+    bc, br = rewards(bias, data, idx, blank=True)                   # text-only branch: white image
+    per_pair, w = shortcut_aware_loss(rc, rr, bc, br, reduction="none")
+    return per_pair, w, rc, rr
+
+
 def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
     """Train; `weights` (Python API only) gives `weighted` per-pair weights directly, in data order
     (the benchmark's oracle uses it)."""
@@ -209,16 +222,7 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
             batch = perm[s:s + cfg.batch_size]                      # the global batch, same on every rank
             idx = batch[rank::world]                                # this rank's share of it
-            rc, rr = rewards(model, data, idx)                      # (b,), (b,)
-            if cfg.method == "standard":
-                per_pair = bt_loss(rc, rr)
-                w = torch.ones(len(idx), device=rc.device)
-            elif cfg.method == "weighted":
-                w = weight[idx].to(rc.device)
-                per_pair = weighted_bt_loss(rc, rr, w, reduction="none")
-            else:
-                bc, br = rewards(bias, data, idx, blank=True)       # text-only branch: white image
-                per_pair, w = shortcut_aware_loss(rc, rr, bc, br, reduction="none")
+            per_pair, w, rc, rr = loss_terms(cfg.method, model, bias, data, idx, weight)
             loss = per_pair.sum() / len(batch)                      # = mean over the global batch
             opt.zero_grad(set_to_none=False)
             loss.backward()
