@@ -138,7 +138,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"trained `{cfg.method}` on {s['n_pairs']} pairs for {cfg.epochs} epochs in {s['seconds']}s: "
           f"loss {last['loss']:.4f}, train accuracy {100 * last['train_acc']:.1f}%"
           + (f", cue share {last['cue_share']:.3f}" if "cue_share" in last else ""))
-    print(f"checkpoint: {cfg.out / 'model.safetensors'}   metrics: {cfg.out / 'metrics.jsonl'}")
+    from audit.train.loop import checkpoint
+
+    print(f"checkpoint: {checkpoint(cfg.out)}   metrics: {cfg.out / 'metrics.jsonl'}")
     return 0
 
 
@@ -149,7 +151,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     res = eval_run(cfg)
     for name, r in res["datasets"].items():
         extra = "".join(f"   {k} {100 * r[k]:.1f}%" for k in ("acc_cue_aligned", "acc_cue_against") if r.get(k) is not None)
-        print(f"{name}: accuracy {100 * r['accuracy']:.1f}% on {r['n']} pairs{extra}")
+        split = "" if res["iid"] is None else (" (i.i.d.)" if name == res["iid"]["dataset"] else " (o.o.d.)")
+        print(f"{name}{split}: accuracy {100 * r['accuracy']:.1f}% on {r['n']} pairs{extra}")
+    if res.get("mean_ood") is not None:
+        print(f"i.i.d. {100 * res['iid']['accuracy']:.1f}%, mean o.o.d. {100 * res['mean_ood']:.1f}%, "
+              f"gap {100 * res['gap']:+.1f} points")
     if cfg.out:
         print(f"results: {cfg.out}   table: {cfg.out.with_suffix('.md')}")
     return 0

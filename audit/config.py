@@ -18,10 +18,10 @@ from audit.errors import ConfigError
 
 def opt(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
         short: str | None = None, positional: bool = False, choices: tuple | None = None,
-        metavar: str | None = None) -> Any:
+        metavar: str | None = None, nargs: str | None = None) -> Any:
     """A dataclass field that is also a CLI option (`--name`, or positional)."""
     meta = {"help": help, "flag": flag, "short": short, "positional": positional,
-            "choices": choices, "metavar": metavar}
+            "choices": choices, "metavar": metavar, "nargs": nargs}
     if default is dataclasses.MISSING:
         return field(metadata=meta)
     return field(default=default, metadata=meta)
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs["metavar"] = m["metavar"]
         if m.get("positional"):
             if tp is list:
-                parser.add_argument(f.name, nargs="+", **kwargs)
+                parser.add_argument(f.name, nargs=m.get("nargs") or "+", **kwargs)
                 continue
             if f.default is not dataclasses.MISSING:
                 kwargs["nargs"] = "?"
@@ -435,19 +435,36 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """`shortcut-audit eval`: pairwise accuracy of a trained reward model on any number of datasets."""
+    """`shortcut-audit eval`: pairwise accuracy of a trained reward model (or of an external reward model's
+    scores) on any number of datasets, split into i.i.d. and o.o.d."""
 
-    run: Path = opt(positional=True, metavar="RUN_DIR", help="run folder written by `train`")
-    data: list = opt(positional=True, metavar="DATA", help="datasets to evaluate on (audit / pairs folders, exports, sources)")
+    run: Path = opt(positional=True, metavar="RUN_DIR", help="run folder written by `train` (with `--scores`: "
+                    "the first dataset)")
+    data: list = opt(positional=True, metavar="DATA", nargs="*",
+                     help="datasets to evaluate on (audit / pairs folders, exports, sources)")
     out: Path | None = opt(None, short="-o", help="results JSON (a Markdown table is written beside it)")
+    scores: str | None = opt(None, metavar="CHOSEN_COL,REJECTED_COL",
+                             help="evaluate an external reward model's rewards found in each dataset's columns "
+                             "(or one MARGIN_COL) instead of a run; every positional is then a dataset")
+    iid: str | None = opt(None, metavar="NAME", help="the dataset that is i.i.d. with the training data (its folder "
+                          "name); default: the run's own training data when it is among DATA")
 
     def __post_init__(self) -> None:
-        self.run = Path(self.run)
+        self.run = Path(self.run) if self.run is not None else None
         self.data = [Path(d) for d in (self.data if isinstance(self.data, list) else [self.data])]
         if self.out is not None:
             self.out = Path(self.out)
-        if not (self.run / "model.safetensors").is_file():
-            raise ConfigError(f"`{self.run}` holds no model.safetensors; train one with `shortcut-audit train`")
+        if self.scores is not None:
+            self.data = ([self.run] if self.run is not None else []) + self.data
+            self.run = None
+            if not self.data:
+                raise ConfigError("`eval --scores` needs at least one dataset")
+            return
+        if not self.data:
+            raise ConfigError("`eval RUN_DIR DATA [DATA ...]`: name at least one dataset")
+        if not ((self.run / "model.safetensors").is_file() or (self.run / "model" / "config.json").is_file()):
+            raise ConfigError(f"`{self.run}` holds no trained model (model.safetensors or model/); train one with "
+                              "`shortcut-audit train`, or pass `--scores` to evaluate an external model's scores")
 
 
 @dataclass

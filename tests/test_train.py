@@ -83,7 +83,32 @@ def test_eval_writes_json_and_markdown(audit_dir, tmp_path):
     r = res["datasets"]["audit"]
     assert r["n"] == 96 and 0.0 <= r["accuracy"] <= 1.0 and "acc_cue_aligned" in r and "sfd" in r
     assert json.loads((tmp_path / "res.json").read_text())["datasets"]["audit"]["n"] == 96
-    assert (tmp_path / "res.md").read_text().startswith("| dataset | n | accuracy |")
+    assert (tmp_path / "res.md").read_text().startswith("| dataset | split | n | accuracy |")
+    # the training data is recognised as the i.i.d. set
+    assert res["iid"]["dataset"] == "audit" and res["mean_ood"] is None
+
+
+def test_eval_splits_iid_and_ood_and_reads_external_scores(audit_dir, tmp_path):
+    import polars as pl
+
+    from audit.errors import ConfigError
+
+    train(TrainConfig(data=audit_dir, out=tmp_path / "run", **{**SMALL, "epochs": 1}))
+    clean = synth(SynthConfig(env="clean", out=tmp_path / "clean", n=40, format="pairs", image_size=32)).parent
+    res = eval_run(EvalConfig(run=tmp_path / "run", data=[audit_dir, clean], out=tmp_path / "r.json"))
+    assert res["iid"]["dataset"] == "audit" and res["mean_ood"] == res["datasets"]["clean"]["accuracy"]
+    assert res["gap"] == pytest.approx(res["datasets"]["audit"]["accuracy"] - res["datasets"]["clean"]["accuracy"])
+    assert "| clean | o.o.d. | 40 |" in (tmp_path / "r.md").read_text()
+    # an external RM's rewards as columns: a column pair that always prefers chosen scores 100%
+    t = pl.read_parquet(audit_dir / "audited.parquet")
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    t.with_columns(pl.lit(1.0).alias("r_c"), pl.lit(0.0).alias("r_r")).write_parquet(ext / "audited.parquet")
+    (ext / "summary.json").write_text((audit_dir / "summary.json").read_text())
+    res = eval_run(EvalConfig(run=ext, data=[], scores="r_c,r_r"))
+    assert res["run"] is None and res["datasets"]["ext"]["accuracy"] == 1.0
+    with pytest.raises(ConfigError, match="no trained model"):
+        EvalConfig(run=clean, data=[clean])
 
 
 def test_pretrained_vision_is_loaded_frozen_and_cached(audit_dir, tmp_path):
