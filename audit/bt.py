@@ -38,6 +38,35 @@ class PairFeatures:
         return len(self.linear)
 
 
+class LazyFeatures:
+    """Pair features built on demand, `rows(idx) -> (len(idx), d)`: a head is fitted on a bounded
+    sample and margins are computed chunk by chunk, so the full (n, d) matrix never exists."""
+
+    def __init__(self, n: int, rows: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.n, self.rows = n, rows
+
+    def take(self, idx: np.ndarray) -> PairFeatures:
+        return PairFeatures(self.rows(np.asarray(idx)))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+SCORE_CHUNK = 8_192   # rows per margin computation: bounds the scoring memory (8192 x d floats)
+
+
+def margins_in_chunks(head, x, idx: np.ndarray) -> np.ndarray:
+    return np.concatenate([head.margin(x.take(idx[s:s + SCORE_CHUNK])) for s in range(0, len(idx), SCORE_CHUNK)]
+                          or [np.zeros(0)])
+
+
+def fit_sample(idx: np.ndarray, max_fit: int | None, seed: int) -> np.ndarray:
+    """`idx` itself, or a seeded sorted subsample of `max_fit` of its rows (bounds the fitting memory)."""
+    if max_fit is None or len(idx) <= max_fit:
+        return idx
+    return np.sort(np.random.default_rng(seed).choice(idx, max_fit, replace=False))
+
+
 def _loss_grad(w: np.ndarray, X: np.ndarray, off: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
     """Mean BT loss softplus(-(Xw + off)) + l2 |w|^2 and its gradient (float64 accumulation)."""
     m = (X @ w.astype(X.dtype)).astype(np.float64) + off   # float32 BLAS; no upcast copy of X
@@ -142,24 +171,27 @@ def fit_with_l2(make: Callable[[float], object], x: PairFeatures, groups: np.nda
     return make(best).fit(x, offset, seed, init=best_w), best
 
 
-def cross_fit(make: Callable[[float], object], x: PairFeatures, folds: np.ndarray, groups: np.ndarray,
-              offset: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, float]:
+def cross_fit(make: Callable[[float], object], x, folds: np.ndarray, groups: np.ndarray,
+              offset: np.ndarray | None = None, seed: int = 0, max_fit: int | None = None) -> tuple[np.ndarray, float]:
     """Out-of-fold margins (the head's own margin, without the offset) and the L2 used.
 
     L2 is chosen once, on an inner split of the first fold's training groups (that split never
     contains fold 0's pairs), then every fold's head is fitted with it on its own training folds.
     One scalar chosen among four keeps the fits cheap; no pair's margin comes from a head that saw it.
+    `x` is a PairFeatures or a LazyFeatures; `max_fit` caps the pairs each head is fitted on (a seeded
+    sample of its training folds), and margins are computed in chunks, so memory is bounded by
+    max_fit x d rather than n x d.
     """
     out = np.zeros(len(x), dtype=np.float64)
     fold_ids = np.unique(folds)
-    first_train = np.where(folds != fold_ids[0])[0]
+    first_train = fit_sample(np.where(folds != fold_ids[0])[0], max_fit, seed)
     first, l2 = fit_with_l2(make, x.take(first_train), groups[first_train],
                             None if offset is None else offset[first_train], seed)
     for f in fold_ids:
-        test = folds == f
-        train = np.where(~test)[0]
+        test = np.flatnonzero(folds == f)
+        train = fit_sample(np.flatnonzero(folds != f), max_fit, seed + 1 + int(f))
         head = make(l2).fit(x.take(train), None if offset is None else offset[train], seed + int(f), init=first.w)
-        out[test] = head.margin(x.take(np.where(test)[0]))
+        out[test] = margins_in_chunks(head, x, test)
     return out, l2
 
 

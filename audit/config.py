@@ -241,6 +241,8 @@ class ScoreConfig:
     clip: float | None = opt(None, help="cap on the normalised weight (re-normalised after capping)")
     ipw_floor: float = opt(0.05, help="`ipw`: text_prob is floored here before 1/text_prob")
     jtt_factor: float = opt(5.0, help="`jtt`: weight of pairs the text model gets wrong")
+    fit_pairs: int = opt(100_000, help="each probe head is fitted on at most this many pairs (a seeded sample of "
+                         "its training folds) and scores the rest in chunks: bounds the fitting memory")
     mm_dims: int = opt(32, help="PCA components of the text difference and of the image features whose outer "
                        "product feeds the bilinear multimodal head")
     cache_dir: Path | None = opt(None, help="embedding cache (default: AUDIT_DIR/cache); share it across "
@@ -266,6 +268,8 @@ class ScoreConfig:
             raise ConfigError(f"`--clip` must be above 1 (weights have mean 1), got {self.clip}")
         if not 0.0 < self.ipw_floor < 0.5:
             raise ConfigError(f"`--ipw-floor` must be in (0, 0.5), got {self.ipw_floor}")
+        if self.fit_pairs < 100:
+            raise ConfigError(f"`--fit-pairs` must be at least 100, got {self.fit_pairs}")
         if not 2 <= self.mm_dims <= 128:
             raise ConfigError(f"`--mm-dims` must be in [2, 128], got {self.mm_dims}")
         if self.jtt_factor <= 0:

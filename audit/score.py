@@ -23,7 +23,7 @@ from audit.folds import assign_folds, group_ids
 from audit.io import atomic_path, versions, write_json_atomic
 from audit.probes.cues import CUE_FUNCS, cue_differences, fit_cue_probe
 from audit.probes.reward_model import rm_summary
-from audit.probes.text_embedding import text_features
+from audit.probes.text_embedding import text_feature_rows
 from audit.schemes import SCHEMES, weights
 
 log = logging.getLogger(__name__)
@@ -66,9 +66,14 @@ def score(cfg: ScoreConfig) -> dict:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
+    peak_rss: dict[str, float] = {}
+
     def lap(name: str, t0: float) -> float:
+        import resource
+
         now = time.perf_counter()
         timings[name] = round(now - t0, 3)
+        peak_rss[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # MiB so far
         return now
 
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -143,7 +148,12 @@ def score(cfg: ScoreConfig) -> dict:
             texts = prompts + chosen + rejected
             tkeys = [content_key(s) for s in texts]
             tcache.fill(texts, tkeys, enc.encode, chunk=cfg.chunk, shard=part)
-            got["text"] = (enc, tcache.get(tkeys) if part[1] == 1 else None)
+            del texts
+            if part[1] == 1:   # positions in the (memory-mapped) cache; rows are gathered chunk by chunk
+                from audit.probes.text_embedding import PairEmbeddings
+
+                got["text"] = (enc, PairEmbeddings(tcache, tkeys[:m], tkeys[m:2 * m], tkeys[2 * m:]))
+            del tkeys
         if use_probe:
             from audit.encoders.image import load_image_encoder
 
@@ -154,9 +164,8 @@ def score(cfg: ScoreConfig) -> dict:
             icache.fill(uniq, keys, lambda ids: ienc.encode([resolve(first_path[i]).read_bytes() for i in ids]),
                         size=lambda _: 0, chunk=cfg.chunk, shard=part)
             if part[1] == 1:
-                feats = icache.get(keys)
-                row_of = {k: r for r, k in enumerate(uniq)}
-                got["image"] = (ienc, feats[[row_of[i] for i in image_ids]])
+                ipart, irow = icache.locate([bytes.fromhex(i) for i in image_ids])
+                got["image"] = (ienc, lambda idx: icache.gather(ipart[idx], irow[idx]))
         if cfg.rm:
             from audit.probes.reward_model import load_reward_model, rm_margins
 
@@ -188,13 +197,13 @@ def score(cfg: ScoreConfig) -> dict:
     # Text probe: BT head on [e_c - e_r, (e_c - e_r) * e_p] of frozen embeddings, or a fine-tuned text RM.
     if need_text_emb:
         enc, emb = encoded["text"]
-        e_p, e_c, e_r = emb[:m], emb[m:2 * m], emb[2 * m:]
     text_l2 = None
     if cfg.text_probe == "finetune":
         text_margin = encoded["finetune"]["margin"]
         text_info = {"probe": "finetune", **encoded["finetune"]["info"]}
     else:
-        text_margin, text_l2 = cross_fit(LinearBT, text_features(e_p, e_c, e_r), folds, groups, seed=cfg.seed)
+        text_margin, text_l2 = cross_fit(LinearBT, text_feature_rows(emb), folds, groups, seed=cfg.seed,
+                                         max_fit=cfg.fit_pairs)
         text_info = {"probe": "embedding", "name": cfg.text_encoder, "pooling": enc.pooling,
                      "fingerprint": enc.fingerprint}
     t = lap("text_probe", t)
@@ -220,8 +229,10 @@ def score(cfg: ScoreConfig) -> dict:
     else:
         from audit.probes.multimodal import multimodal_margins
 
-        ienc, img = encoded["image"]
-        mm_margin, mm_l2 = multimodal_margins(img, e_c, e_r, folds, groups, text_margin, cfg.seed, dims=cfg.mm_dims)
+        ienc, image_rows = encoded["image"]
+        mm_margin, mm_l2 = multimodal_margins(image_rows, lambda i: emb.take(i, "c")[0], lambda i: emb.take(i, "r")[0],
+                                              m, folds, groups, text_margin, cfg.seed, dims=cfg.mm_dims,
+                                              max_fit=cfg.fit_pairs)
         image_info = {"mm": f"bilinear probe on {cfg.mm_dims}x{cfg.mm_dims} PCA dims (product of experts with the text margin)",
                       "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint}
     t = lap("mm_probe", t)
@@ -303,6 +314,7 @@ def score(cfg: ScoreConfig) -> dict:
                                                                       text_margin)},
         "pairs_dir": str(pairs_dir), "world_size": world, "config": to_dict(cfg), "versions": versions(), "seeds": {"seed": cfg.seed},
         "timings": {**timings, "total": round(time.perf_counter() - t_start, 3)},
+        "peak_rss_mib": peak_rss,   # the process's peak resident memory at the end of each stage
     }
     write_json_atomic(cfg.out / "config.json", to_dict(cfg))
     write_json_atomic(cfg.out / SUMMARY_FILE, summary)

@@ -182,7 +182,7 @@ def test_two_processes_give_the_single_process_output(models, pairs, tmp_path):
         pl.read_parquet(tmp_path / "two" / "audited.parquet"))
     s = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s["world_size"] == 2
-    writers = {p.name.rsplit("-", 1)[1] for p in (tmp_path / "two" / "cache").glob("rm-*/part-*.npz")}
+    writers = {p.name.split(".")[0].rsplit("-", 1)[1] for p in (tmp_path / "two" / "cache").glob("rm-*/part-*.keys.npy")}
     assert len(writers) == 2                                     # both ranks scored a share
     assert two.stdout.count("reward model") == 1                 # rank 0 alone reports
 

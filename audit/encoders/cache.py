@@ -1,14 +1,18 @@
 """On-disk embedding cache keyed by (encoder fingerprint, content hash).
 
-Layout: `CACHE/<fingerprint>/part-<n>.npz`, each holding `keys` (16-byte content hashes) and `emb`
-(float32). Parts are written atomically and only ever added, so an interrupted run keeps what it
-finished and a re-run encodes only what is missing.
+Layout: `CACHE/<fingerprint>/part-<n>-<pid>.emb.npy` (float32 rows) and `.keys.npy` (16-byte content
+hashes). The embeddings file is written first and the keys file last, each atomically, so a part
+counts only once complete. Parts are only ever added, so an interrupted run keeps what it finished and a
+re-run encodes only what is missing. Embeddings are memory-mapped, not read into memory: `locate` +
+`gather` fetch the rows a chunk needs, so holding a large cache open costs the index only. (Parts
+written as `part-*.npz` by earlier versions are still read.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -24,6 +28,14 @@ def content_key(data: str | bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+def _release(arr: np.ndarray) -> None:
+    """Drop a memory-mapped part's pages from this process (they stay in the page cache, so the next
+    gather is still fast): reading a large cache chunk by chunk then leaves resident memory flat."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 class EmbeddingCache:
     def __init__(self, root: Path | None, fingerprint: str) -> None:
         self.dir = Path(root) / fingerprint if root is not None else None
@@ -35,14 +47,21 @@ class EmbeddingCache:
     def refresh(self) -> None:
         """Load part files written since (by another rank of a data-parallel run, say)."""
         if self.dir is not None and self.dir.is_dir():
-            for f in sorted(self.dir.glob("part-*.npz")):
+            for f in sorted([*self.dir.glob("part-*.npz"), *self.dir.glob("part-*.keys.npy")]):
                 if f.name not in self._files:
                     self._files.add(f.name)
                     self._load(f)
 
     def _load(self, f: Path) -> None:
-        with np.load(f) as z:
-            keys, emb = z["keys"], z["emb"]
+        if f.suffix == ".npz":
+            with np.load(f) as z:
+                keys, emb = z["keys"], z["emb"]
+        else:
+            keys = np.load(f)
+            emb = np.load(f.with_name(f.name[:-len(".keys.npy")] + ".emb.npy"), mmap_mode="r")
+        self._append(keys, emb)
+
+    def _append(self, keys, emb: np.ndarray) -> None:
         part = len(self._parts)
         self._parts.append(emb)
         for row, k in enumerate(keys):
@@ -54,22 +73,40 @@ class EmbeddingCache:
     def get(self, keys: Sequence[bytes]) -> np.ndarray:
         return np.stack([self._parts[p][r] for p, r in (self._index[k] for k in keys)])
 
+    def locate(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """(part, row) of each key: 12 bytes per key, to `gather` rows from later without holding them."""
+        part = np.empty(len(keys), dtype=np.int32)
+        row = np.empty(len(keys), dtype=np.int64)
+        for i, k in enumerate(keys):
+            part[i], row[i] = self._index[k]
+        return part, row
+
+    def gather(self, part: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """float32 rows at (part, row) positions (from `locate`), in that order."""
+        width = self._parts[int(part[0])].shape[1] if len(part) else 0
+        out = np.empty((len(part), width), dtype=np.float32)
+        for p in np.unique(part):
+            sel = np.flatnonzero(part == p)
+            src = self._parts[int(p)]
+            out[sel] = src[row[sel]]
+            _release(src)
+        return out
+
     def add(self, keys: Sequence[bytes], emb: np.ndarray) -> None:
-        emb = np.asarray(emb, dtype=np.float32)
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
         keys_arr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16) if keys else np.zeros((0, 16), np.uint8)
-        part = len(self._parts)
-        self._parts.append(emb)
-        for row, k in enumerate(keys):
-            self._index.setdefault(k, (part, row))
+        self._append(list(keys), emb)
         if self.dir is not None and len(keys):
             self.dir.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            np.savez(buf, keys=keys_arr, emb=emb)
-            n = len(list(self.dir.glob("part-*.npz")))
-            name = f"part-{n:06d}-{os.getpid()}.npz"
-            with atomic_path(self.dir / name) as tmp:
-                tmp.write_bytes(buf.getvalue())
-            self._files.add(name)
+            n = len(list(self.dir.glob("part-*.npz"))) + len(list(self.dir.glob("part-*.keys.npy")))
+            stem = f"part-{n:06d}-{os.getpid()}"
+            for suffix, arr in ((".emb.npy", emb), (".keys.npy", keys_arr)):   # keys last: the part is complete
+                buf = io.BytesIO()
+                np.save(buf, arr)
+                with atomic_path(self.dir / (stem + suffix)) as tmp:
+                    tmp.write_bytes(buf.getvalue())
+            self._files.add(stem + ".keys.npy")
+            self._parts[-1] = np.load(self.dir / (stem + ".emb.npy"), mmap_mode="r")   # let the rows go
 
     def fill(self, items: Sequence, keys: Sequence[bytes], encode: Callable[[list], np.ndarray],
              chunk: int = 2048, size: Callable = len, shard: tuple[int, int] = (0, 1)) -> None:

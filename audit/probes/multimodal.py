@@ -16,30 +16,67 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit.bt import LinearBT, PairFeatures, cross_fit
+from audit.bt import LinearBT, cross_fit
+
+
+def _pca_rows(n: int, rows, k: int, seed: int) -> np.ndarray:
+    """Top-k principal directions (k, d) of n rows fetched by `rows(idx)` (on at most 5000, seeded)."""
+    rng = np.random.default_rng(seed)
+    sample = rows(rng.choice(n, min(n, 5000), replace=False))
+    _, _, vt = np.linalg.svd(sample - sample.mean(0), full_matrices=False)
+    return vt[: min(k, vt.shape[0])]
 
 
 def _pca(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Top-k principal directions (k, d) of the rows of x (on at most 5000 rows, seeded)."""
-    rng = np.random.default_rng(seed)
-    sample = x[rng.choice(len(x), min(len(x), 5000), replace=False)]
-    _, _, vt = np.linalg.svd(sample - sample.mean(0), full_matrices=False)
-    return vt[: min(k, vt.shape[0])]
+    return _pca_rows(len(x), lambda idx: x[idx], k, seed)
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
     return x / (x.std(axis=0, keepdims=True) + 1e-6)
 
 
-def bilinear_features(image: np.ndarray, e_chosen: np.ndarray, e_rejected: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    responses = np.concatenate([e_chosen, e_rejected])
-    t = _standardise((e_chosen - e_rejected) @ _pca(responses, dims, seed).T)          # (n, kt)
-    centred = image - image.mean(axis=0, keepdims=True)
-    v = _standardise(centred @ _pca(image, dims, seed).T)                              # (n, kv)
-    return (t[:, :, None] * v[:, None, :]).reshape(len(t), -1) / np.sqrt(t.shape[1] * v.shape[1])
+def _chunks(n: int, size: int = 8_192):
+    for s in range(0, n, size):
+        yield np.arange(s, min(n, s + size))
 
 
-def multimodal_margins(image: np.ndarray, e_chosen: np.ndarray, e_rejected: np.ndarray, folds: np.ndarray,
-                       groups: np.ndarray, text_margin: np.ndarray, seed: int, dims: int = 32) -> tuple[np.ndarray, float]:
-    x = PairFeatures(linear=bilinear_features(image, e_chosen, e_rejected, dims, seed))
-    return cross_fit(LinearBT, x, folds, groups, offset=text_margin, seed=seed)
+def bilinear_projections(image_rows, chosen_rows, rejected_rows, n: int, dims: int, seed: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The per-pair PCA projections (n, kt) of the text difference and (n, kv) of the centred image
+    features, standardised; rows are fetched in chunks, so only these small projections are held."""
+    def responses(idx: np.ndarray) -> np.ndarray:      # rows 0..n-1 chosen, n..2n-1 rejected
+        is_c = idx < n
+        rows = [(is_c, chosen_rows(idx[is_c])), (~is_c, rejected_rows(idx[~is_c] - n))]
+        width = max(r.shape[1] for _, r in rows)
+        out = np.empty((len(idx), width), dtype=np.float32)
+        for mask, r in rows:
+            if mask.any():
+                out[mask] = r
+        return out
+
+    pt = _pca_rows(2 * n, responses, dims, seed)
+    t = np.concatenate([(chosen_rows(i) - rejected_rows(i)) @ pt.T for i in _chunks(n)])
+    total = None
+    for i in _chunks(n):
+        s = image_rows(i).sum(0, dtype=np.float64)
+        total = s if total is None else total + s
+    mean = (total / max(n, 1)).astype(np.float32)
+    pv = _pca_rows(n, image_rows, dims, seed)
+    v = np.concatenate([(image_rows(i) - mean) @ pv.T for i in _chunks(n)])
+    return _standardise(t), _standardise(v)
+
+
+def bilinear_rows(t: np.ndarray, v: np.ndarray):
+    """Lazy outer-product features (n, kt * kv) for `cross_fit`."""
+    from audit.bt import LazyFeatures
+
+    scale = np.sqrt(t.shape[1] * v.shape[1])
+    return LazyFeatures(len(t), lambda idx: (t[idx, :, None] * v[idx, None, :]).reshape(len(idx), -1) / scale)
+
+
+def multimodal_margins(image_rows, chosen_rows, rejected_rows, n: int, folds: np.ndarray, groups: np.ndarray,
+                       text_margin: np.ndarray, seed: int, dims: int = 32, max_fit: int | None = None
+                       ) -> tuple[np.ndarray, float]:
+    """`*_rows(idx) -> float32 rows`: image features and chosen / rejected embeddings of the pairs."""
+    t, v = bilinear_projections(image_rows, chosen_rows, rejected_rows, n, dims, seed)
+    return cross_fit(LinearBT, bilinear_rows(t, v), folds, groups, offset=text_margin, seed=seed, max_fit=max_fit)
