@@ -27,9 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -48,20 +48,26 @@ def main() -> int:
 
     from audit.io import versions
 
+    args.work = args.work.resolve()
     shutil.rmtree(args.work, ignore_errors=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    if args.code is not None:
-        env["PYTHONPATH"] = str(args.code.resolve())
+    cwd = None
+    if args.code is not None:   # `python -m` puts the working directory first on sys.path: run from there
+        cwd = args.code.resolve()
+        env["PYTHONPATH"] = str(cwd)
     rows = []
     for n in args.sizes:
         src = args.work / f"src-{n}"
         run([sys.executable, "-m", "audit", "synth", "--env", "leadin", "--n", str(n), "--format", "pairs", "-o", str(src)])
         extra = [] if args.fit_pairs is None else ["--fit-pairs", str(args.fit_pairs)]
         seconds, rss = run([sys.executable, "-m", "audit", "score", str(src), "-o", str(args.work / f"audit-{n}"), *extra],
-                           env)
+                           env, cwd)
+        import_check = subprocess.run([sys.executable, "-c", "import audit; print(audit.__file__)"], env=env, cwd=cwd,
+                                      capture_output=True, text=True).stdout.strip()
         summary = json.loads((args.work / f"audit-{n}" / "summary.json").read_text())
         stages = summary.get("peak_rss_mib")
-        rows.append({"pairs": n, "score_s": round(seconds, 2), "peak_rss_mib": round(rss, 1), "by_stage": stages})
+        rows.append({"pairs": n, "score_s": round(seconds, 2), "peak_rss_mib": round(rss, 1), "by_stage": stages,
+                     "audit_package": import_check})
         print(json.dumps(rows[-1]), flush=True)
     shutil.rmtree(args.work, ignore_errors=True)
     (a, b) = rows
