@@ -87,11 +87,10 @@ def rewards(model, data: PairData, idx: torch.Tensor, blank: bool = False) -> tu
         from audit.train.vlm_rm import to_pil
         from audit.vlm import blank_image as white
 
-        t = data.table
         rows = idx.tolist()
+        texts = [data.table[c].gather(rows).to_list() for c in ("prompt", "chosen", "rejected")]
         images = [white() for _ in rows] if blank else to_pil(data.images[idx])
-        return model.pair_rewards([t["prompt"][i] for i in rows], [t["chosen"][i] for i in rows],
-                                  [t["rejected"][i] for i in rows], images)
+        return model.pair_rewards(*texts, images)
     if blank:   # every pair gets the same white picture: encode it once (same values and gradients)
         v = model.encode_image(blank_image(1, data.images.shape[-1])).expand(len(idx), -1, -1)
     else:
@@ -101,6 +100,8 @@ def rewards(model, data: PairData, idx: torch.Tensor, blank: bool = False) -> tu
 
 @torch.no_grad()
 def margins(model, data: PairData, batch: int = 512) -> np.ndarray:
+    if hasattr(model, "pair_rewards"):      # a VLM: 2 sequences of hundreds of tokens per pair
+        batch = min(batch, 16)
     model.eval()
     out = []
     for s in range(0, len(data), batch):
