@@ -82,14 +82,15 @@ def demo(cfg: DemoConfig) -> Iterator[str]:
 def _train_step(cfg: DemoConfig) -> Iterator[str]:
     from audit.config import TrainConfig
     from audit.eval import evaluate
-    from audit.train.loop import train
+    from audit.train.loop import checkpoint, load_model, train
 
     out = cfg.out
     shortcut, clean = out / "audit" / DEMO_ENVS[0], out / "audit" / DEMO_ENVS[1]
     for method in ("standard", "weighted", "shortcut-aware"):
         run = out / "runs" / method
         s = train(TrainConfig(data=shortcut, out=run, method=method, seed=cfg.seed, cache_dir=out / "cache"))
-        own, ood = evaluate(run, shortcut), evaluate(run, clean)
+        model = load_model(checkpoint(run))
+        own, ood = evaluate(run, shortcut, model), evaluate(run, clean, model)
         yield (f"[train] {method} on {DEMO_ENVS[0]} -> {run}: {DEMO_ENVS[0]} acc {100 * own['accuracy']:.1f}% "
                f"(training set; cue-against pairs {100 * own['acc_cue_against']:.1f}%), {DEMO_ENVS[1]} acc "
                f"{100 * ood['accuracy']:.1f}% (o.o.d.), {s['train_seconds']:.1f}s")

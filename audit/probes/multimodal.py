@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit.bt import LinearBT, cross_fit
+from audit.bt import SCORE_CHUNK, LinearBT, cross_fit
 
 
 def _pca_rows(n: int, rows, k: int, seed: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def _standardise(x: np.ndarray) -> np.ndarray:
     return x / (x.std(axis=0, keepdims=True) + 1e-6)
 
 
-def _chunks(n: int, size: int = 8_192):
+def _chunks(n: int, size: int = SCORE_CHUNK):
     for s in range(0, n, size):
         yield np.arange(s, min(n, s + size))
 

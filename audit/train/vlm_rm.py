@@ -27,12 +27,13 @@ def vision_tower(body: nn.Module) -> nn.Module:
 
 
 def _has_head(path: Path) -> bool:
+    from audit.errors import ConfigError
     from audit.vlm import _find_head
 
     try:
         _find_head(path)
         return True
-    except Exception:
+    except ConfigError:       # no head tensor in the folder: a bare backbone
         return False
 
 
