@@ -17,7 +17,7 @@ import numpy as np
 from audit import metrics, schema
 from audit.bt import LinearBT, calibrate, cross_fit
 from audit.config import IngestConfig, ScoreConfig, to_dict
-from audit.encoders.cache import EmbeddingCache, content_key
+from audit.encoders.cache import KEY, EmbeddingCache, as_keys, content_key
 from audit.errors import FormatError
 from audit.folds import assign_folds, group_ids
 from audit.io import atomic_path, versions, write_json_atomic
@@ -25,6 +25,7 @@ from audit.probes.cues import CUE_FUNCS, cue_differences, fit_cue_probe
 from audit.probes.reward_model import rm_summary
 from audit.probes.text_embedding import text_feature_rows
 from audit.schemes import SCHEMES, weights
+from audit.stream import PairRows, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,57 @@ def _pairs_dir(cfg: ScoreConfig, rank: int = 0) -> Path:
         ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root))
     barrier()
     return out
+
+
+def _columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except (OSError, ValueError) as e:
+        raise FormatError(f"cannot read `{path}` as Parquet ({e}); run `shortcut-audit ingest` first") from None
+
+
+def first_seen(keys: np.ndarray) -> np.ndarray:
+    """Per key: is this its first occurrence? (Each distinct item is encoded in exactly one window.)"""
+    first = np.zeros(len(keys), dtype=bool)
+    first[np.unique(keys, return_index=True)[1]] = True
+    return first
+
+
+def _flat_positions(name: str, pos: np.ndarray, m: int, per_row: int) -> np.ndarray:
+    """Indices into a cache's flat key array for the rows `pos`, in the order its `items_of` lists them."""
+    if name == "text":        # (3, m) ravelled: prompts, then chosen, then rejected
+        return np.concatenate([j * m + pos for j in range(per_row)])
+    return (pos[:, None] * per_row + np.arange(per_row)).ravel()   # (m, per_row) ravelled
+
+
+def write_audited(pairs_file: Path, audit_df, out: Path) -> None:
+    """The pairs table with the audit columns beside it, streamed batch by batch (atomically): the
+    table's texts are never all in memory. Audit columns already in the table (re-scoring an
+    audited table) are replaced."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    audit = audit_df.to_arrow()
+    start, writer = 0, None
+    with atomic_path(out) as tmp, pq.ParquetFile(pairs_file) as pf:
+        try:
+            for rb in pf.iter_batches(batch_size=read_rows()):
+                part = pa.Table.from_batches([rb])
+                part = part.drop_columns([c for c in audit.column_names if c in part.column_names])
+                extra = audit.slice(start, rb.num_rows)
+                for i, name in enumerate(extra.column_names):
+                    part = part.append_column(extra.schema.field(i), extra.column(name))
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+                writer.write_table(part)
+                start += rb.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+    if start != audit.num_rows:
+        raise FormatError(f"`{pairs_file}` changed while it was scored ({start} rows now, {audit.num_rows} before)")
 
 
 def score(cfg: ScoreConfig) -> dict:
@@ -80,11 +132,17 @@ def score(cfg: ScoreConfig) -> dict:
     t = time.perf_counter()
     pairs_dir = _pairs_dir(cfg, rank)
     t = lap("ingest", t)
-    table = pl.read_parquet(pairs_dir / schema.PAIRS_FILE)
-    missing = [c for c in schema.PAIRS_COLUMNS if c not in table.columns]
+    pairs_file = pairs_dir / schema.PAIRS_FILE
+    names = _columns(pairs_file)
+    missing = [c for c in schema.PAIRS_COLUMNS if c not in names]
     if missing:
-        raise FormatError(f"`{pairs_dir / schema.PAIRS_FILE}` lacks column(s) {', '.join(missing)}: "
+        raise FormatError(f"`{pairs_file}` lacks column(s) {', '.join(missing)}: "
                           "it is not a pairs table; run `shortcut-audit ingest` first")
+    # Only the id, status and summary columns are loaded whole (Arrow strings, no Python objects);
+    # the texts and image paths are read window by window (`audit.stream`).
+    meta_cols = ["status", "image_id", "sample_id", "prompt_id", "source"] + \
+        [c for c in ("cue_on_chosen",) if c in names]
+    table = pl.read_parquet(pairs_file, columns=meta_cols)
     n = table.height
     ok = (table["status"] == schema.OK).to_numpy()
     idx = np.where(ok)[0]
@@ -93,20 +151,25 @@ def score(cfg: ScoreConfig) -> dict:
         raise FormatError(f"only {m} scorable (`ok`) pairs in `{pairs_dir}`; cross-fitting with "
                           f"{cfg.folds} folds needs at least {2 * cfg.folds} (see the status column)")
     sub = table[idx]
-    prompts, chosen, rejected = sub["prompt"].to_list(), sub["chosen"].to_list(), sub["rejected"].to_list()
+    rows = PairRows(pairs_file, idx)
 
     # Groups and folds: no pair is scored by a head that saw it or a sibling (same image/row/prompt).
-    groups = group_ids(sub["image_id"].to_list(), sub["sample_id"].to_list(), sub["prompt_id"].to_list())
+    groups = group_ids(sub["image_id"], sub["sample_id"], sub["prompt_id"])
     n_groups = int(groups.max()) + 1
     if n_groups < cfg.folds:
         raise FormatError(f"the {m} scorable pairs form only {n_groups} group(s) (pairs sharing an image, a source "
                           f"row or a specific prompt stay together); cross-fitting needs at least `--folds` "
                           f"{cfg.folds} groups: lower `--folds` or add data")
     folds = assign_folds(groups, cfg.folds, cfg.seed)
+    sub = sub.select([c for c in sub.columns if c in ("source", "cue_on_chosen")])   # what the summary reads
+    table = table.select("status")
     t = lap("folds", t)
 
     # ---- encoding: texts, images and reward-model inputs into the on-disk cache -----------------
-    # Data-parallel: each rank fills its share of the cache chunks; rank 0 then has them all.
+    # Pass 1 reads the texts window by window for their content keys and cue features; the keys say
+    # which window first holds each distinct text / image / RM input. Pass 2 (only where the cache
+    # lacks something) encodes, per window, the items first seen there, in the cache's canonical
+    # chunks. Data-parallel: each rank fills its share of the chunks; rank 0 then has them all.
     from audit.dist import local_device
     from audit.encoders.text import load_text_encoder, resolve_device
 
@@ -114,8 +177,6 @@ def score(cfg: ScoreConfig) -> dict:
     cache_root = cfg.cache_dir or (cfg.out / "cache")
     use_probe = not (cfg.mm_scores or cfg.rm)
     need_text_emb = cfg.text_probe == "embedding" or use_probe
-    image_ids, image_paths = sub["image_id"].to_list(), sub["image_path"].to_list()
-    first_path = dict(zip(image_ids[::-1], image_paths[::-1]))
     roots = None
 
     def resolve(path: str) -> Path:
@@ -138,59 +199,102 @@ def score(cfg: ScoreConfig) -> dict:
         with Image.open(resolve(path)) as im:
             return im.size
 
-    def encode_all(part: tuple[int, int]) -> dict:
-        """Fill the caches (this rank's share); with part=(0, 1) return the arrays."""
-        got: dict = {}
-        if need_text_emb:
-            enc = load_text_encoder(cfg.text_encoder, pooling=cfg.pooling, device=device, batch_size=cfg.batch_size,
-                                    max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code)
-            tcache = EmbeddingCache(cache_root, enc.fingerprint)
-            texts = prompts + chosen + rejected
-            tkeys = [content_key(s) for s in texts]
-            tcache.fill(texts, tkeys, enc.encode, chunk=cfg.chunk, shard=part)
-            del texts
-            if part[1] == 1:   # positions in the (memory-mapped) cache; rows are gathered chunk by chunk
-                from audit.probes.text_embedding import PairEmbeddings
-
-                got["text"] = (enc, PairEmbeddings(tcache, tkeys[:m], tkeys[m:2 * m], tkeys[2 * m:]))
-            del tkeys
+    # pass 1: keys (16 bytes each) and cue features
+    text_keys = np.zeros((3, m), dtype=KEY)                 # prompt, chosen, rejected
+    image_keys = np.zeros(m, dtype=KEY) if use_probe else None
+    rm_keys = np.zeros((m, 4), dtype=KEY) if cfg.rm else None   # chosen, rejected, blank chosen, blank rejected
+    cue_diff = np.zeros((m, len(CUE_FUNCS)), dtype=np.float64)
+    pass1 = ["prompt", "chosen", "rejected", "image_id"] + (["image_path"] if cfg.rm else [])
+    for pos, cols in rows.windows(pass1):
+        p, c, r = cols["prompt"], cols["chosen"], cols["rejected"]
+        for j, texts in enumerate((p, c, r)):
+            text_keys[j, pos] = as_keys([content_key(x) for x in texts])
+        cue_diff[pos] = cue_differences(p, c, r)
         if use_probe:
-            from audit.encoders.image import load_image_encoder
-
-            ienc = load_image_encoder(cfg.image_encoder, device=device, trust_remote_code=cfg.trust_remote_code)
-            icache = EmbeddingCache(cache_root, ienc.fingerprint)
-            uniq = sorted(first_path)
-            keys = [bytes.fromhex(i) for i in uniq]
-            icache.fill(uniq, keys, lambda ids: ienc.encode([resolve(first_path[i]).read_bytes() for i in ids]),
-                        size=lambda _: 0, chunk=cfg.chunk, shard=part)
-            if part[1] == 1:
-                ipart, irow = icache.locate([bytes.fromhex(i) for i in image_ids])
-                got["image"] = (ienc, lambda idx: icache.gather(ipart[idx], irow[idx]))
+            image_keys[pos] = as_keys([bytes.fromhex(i) for i in cols["image_id"]])
         if cfg.rm:
-            from audit.probes.reward_model import load_reward_model, rm_margins
+            from audit.probes.reward_model import blank_refs, item_keys
 
-            scorer = load_reward_model(cfg.rm, device=device, max_length=cfg.rm_max_length,
-                                       trust_remote_code=cfg.trust_remote_code)
-            rcache = EmbeddingCache(cache_root, scorer.fingerprint)
-            got["rm"] = (scorer, rm_margins(scorer, prompts, chosen, rejected, image_paths, image_ids, load_image,
-                                            image_size, rcache, cfg.token_budget, cfg.workers, chunk=cfg.chunk,
-                                            shard=part, blank=cfg.rm_blank))
+            blanks = blank_refs(cols["image_path"], cfg.rm_blank, image_size)
+            rm_keys[pos] = item_keys(p, c, r, cols["image_id"], blanks).reshape(-1, 4)
+
+    caches: dict[str, tuple] = {}    # name -> (cache, flat keys, encode, size, items of a window)
+    if need_text_emb:
+        enc = load_text_encoder(cfg.text_encoder, pooling=cfg.pooling, device=device, batch_size=cfg.batch_size,
+                                max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code)
+        caches["text"] = (EmbeddingCache(cache_root, enc.fingerprint), text_keys.ravel(), enc.encode, len,
+                          lambda pos, cols: cols["prompt"] + cols["chosen"] + cols["rejected"])
+    if use_probe:
+        from audit.encoders.image import load_image_encoder
+
+        ienc = load_image_encoder(cfg.image_encoder, device=device, trust_remote_code=cfg.trust_remote_code)
+        caches["image"] = (EmbeddingCache(cache_root, ienc.fingerprint), image_keys,
+                           lambda paths: ienc.encode([resolve(x).read_bytes() for x in paths]), lambda _: 0,
+                           lambda pos, cols: cols["image_path"])
+    if cfg.rm:
+        from audit.probes.reward_model import RMEncoder, blank_refs, load_reward_model, window_items
+
+        scorer = load_reward_model(cfg.rm, device=device, max_length=cfg.rm_max_length,
+                                   trust_remote_code=cfg.trust_remote_code)
+        rm_enc = RMEncoder(scorer, load_image, image_size, cfg.token_budget, cfg.workers)
+        caches["rm"] = (EmbeddingCache(cache_root, scorer.fingerprint), rm_keys.ravel(), rm_enc.encode, rm_enc.size,
+                        lambda pos, cols: window_items(cols, blank_refs(cols["image_path"], cfg.rm_blank, image_size)))
+
+    def fill(part: tuple[int, int]) -> None:
+        """Pass 2: encode what the caches lack (this rank's chunks of it)."""
+        todo = {}
+        for name, (cache, keys, encode, size, items_of) in caches.items():
+            cache.refresh()
+            if not cache.has(np.unique(keys)).all():
+                per_row = len(keys) // m                # keys laid out key-major (text) or row-major (rm)
+                todo[name] = (first_seen(keys), per_row)
+        if not todo:
+            return
+        cols = {"text": ["prompt", "chosen", "rejected"], "image": ["image_path"],
+                "rm": ["prompt", "chosen", "rejected", "image_path", "image_id"]}
+        offset = dict.fromkeys(todo, 0)
+        for pos, window in rows.windows(sorted({c for name in todo for c in cols[name]})):
+            for name, (first, per_row) in todo.items():
+                cache, keys, encode, size, items_of = caches[name]
+                flat = _flat_positions(name, pos, m, per_row)
+                sel = first[flat]
+                if not sel.any():
+                    continue
+                items = items_of(pos, window)
+                offset[name] += cache.fill([items[i] for i in np.flatnonzero(sel)], keys[flat[sel]], encode,
+                                           chunk=cfg.chunk, size=size, shard=part, offset=offset[name])
+
+    if world > 1:
+        fill(shard)
         if cfg.text_probe == "finetune":
             from audit.probes.finetune import finetune_margins
 
-            got["finetune"] = finetune_margins(cfg, prompts, chosen, rejected, folds, cache_root, device, shard=part)
-        return got
-
-    if world > 1:
-        encode_all(shard)
+            finetune_margins(cfg, rows, text_keys, folds, cache_root, device, shard=shard)
         barrier()
         if rank != 0:
             return {"rank": rank, "world_size": world}
-    encoded = encode_all((0, 1))          # rank 0 (or a single process): everything is cached now
+    fill((0, 1))          # rank 0 (or a single process): everything is cached now
+    encoded: dict = {}
+    if need_text_emb:
+        from audit.probes.text_embedding import PairEmbeddings
+
+        encoded["text"] = (enc, PairEmbeddings(caches["text"][0], *text_keys))
+    if use_probe:
+        icache = caches["image"][0]
+        ipart, irow = icache.locate(image_keys)
+        encoded["image"] = (ienc, lambda i: icache.gather(ipart[i], irow[i]))
+    if cfg.rm:
+        r = caches["rm"][0].get(rm_keys.ravel())[:, 0].astype(np.float64).reshape(m, 4)
+        encoded["rm"] = (scorer, {"margin": r[:, 0] - r[:, 1], "blank_margin": r[:, 2] - r[:, 3],
+                                  "stats": rm_enc.stats})
+    if cfg.text_probe == "finetune":
+        from audit.probes.finetune import finetune_margins
+
+        encoded["finetune"] = finetune_margins(cfg, rows, text_keys, folds, cache_root, device)
+    del text_keys, image_keys, rm_keys
     t = lap("encode", t)
 
     # Cue probe: interpretable differences, cross-fitted BT logistic on standardised features.
-    cue_diff = cue_differences(prompts, chosen, rejected)
     cue_margin, cues, cue_l2 = fit_cue_probe(cue_diff, folds, groups, cfg.seed)
     t = lap("cue_probe", t)
 
@@ -224,7 +328,8 @@ def score(cfg: ScoreConfig) -> dict:
     elif cfg.mm_scores:
         from audit.probes.external import external_margins
 
-        mm_margin = external_margins({c: sub[c].to_numpy() for c in sub.columns}, cfg.mm_scores)
+        wanted = {c.strip() for c in cfg.mm_scores.split(",")}
+        mm_margin = external_margins({c: rows.column(c) if c in wanted else None for c in names}, cfg.mm_scores)
         image_info = {"mm": "external", "columns": cfg.mm_scores}
     else:
         from audit.probes.multimodal import multimodal_margins
@@ -275,10 +380,7 @@ def score(cfg: ScoreConfig) -> dict:
     audit_df = audit_df.with_columns(
         pl.Series("is_shortcut", is_short).fill_null(False), pl.Series("fold", fold_col), *extra,
         *[pl.Series(k, v).fill_nan(None) for k, v in cue_cols.items()])
-    drop = [c for c in audit_df.columns if c in table.columns]   # re-scoring an audited table
-    audited = pl.concat([table.drop(drop), audit_df], how="horizontal")
-    with atomic_path(cfg.out / AUDITED_FILE) as tmp:
-        audited.write_parquet(tmp, compression="zstd", statistics=False)
+    write_audited(pairs_file, audit_df, cfg.out / AUDITED_FILE)
     t = lap("write", t)
 
     # ---- summary -------------------------------------------------------------------------------
@@ -290,12 +392,13 @@ def score(cfg: ScoreConfig) -> dict:
         cue_share = {s: round(float((w[known] * flag).sum() / w[known].sum()), 4) for s, w in all_weights.items()}
         cue_share["untouched"] = round(float(flag.mean()), 4)
     per_source = []
-    for src in sorted(set(sub["source"].to_list())):
+    for src in sub["source"].drop_nulls().unique().sort().to_list():
         sel = (sub["source"] == src).to_numpy()
         per_source.append({"source": src, "n": int(sel.sum()), "text_acc": metrics.accuracy(text_margin[sel]),
                            "mm_acc": metrics.accuracy(mm_margin[sel]), "cue_acc": metrics.accuracy(cue_margin[sel]),
                            "shortcut_rate": float((text_prob[sel] >= cfg.threshold).mean())})
     status_counts = dict(table.group_by("status").len().sort("status").iter_rows())
+    del table
     summary = {
         "n_rows": n, "n_scored": m, "status_counts": status_counts,
         "text_acc": metrics.accuracy(text_margin), "mm_acc": metrics.accuracy(mm_margin),

@@ -61,10 +61,44 @@ def test_cache_reads_old_npz_parts_and_memory_maps_new_ones(tmp_path):
     (d / "part-000000-1.npz").write_bytes(buf.getvalue())          # written by an earlier version
     EmbeddingCache(tmp_path, "fp").add(keys[3:], emb[3:])
     c = EmbeddingCache(tmp_path, "fp")
-    assert isinstance(c._parts[1], np.memmap)
+    assert isinstance(c._part(1), np.memmap)
     part, row = c.locate(keys[::-1])
     assert np.array_equal(c.gather(part, row), emb[::-1])
     assert np.array_equal(c.get(keys), emb)
+
+
+def test_key_index_matches_a_dict_and_first_position_wins():
+    """The cache's index (sorted numpy runs, not a dict): same answers as dict.setdefault, including
+    keys that end in zero bytes and keys added again in a later part."""
+    from audit.encoders.cache import KeyIndex, as_keys
+
+    rng = np.random.default_rng(0)
+    index, ref = KeyIndex(), {}
+    for p in range(200):
+        ks = [content_key(str(v)) for v in rng.integers(0, 20000, size=int(rng.integers(1, 400)))]
+        if p % 7 == 0:
+            ks += [bytes(16), bytes(15) + b"\x01", b"\x01" + bytes(15)]
+        index.add(as_keys(ks), p)
+        for r, k in enumerate(ks):
+            ref.setdefault(k, (p, r))
+    assert len(index.runs) <= 12                                    # merged: O(log n) runs
+    known = list(ref)
+    found, part, row = index.lookup(known + [content_key(f"absent{i}") for i in range(50)])
+    assert found[:len(known)].all() and not found[len(known):].any()
+    assert [(int(a), int(b)) for a, b in zip(part[:len(known)], row[:len(known)])] == [ref[k] for k in known]
+
+
+def test_cache_holds_a_bounded_number_of_open_parts(tmp_path, monkeypatch):
+    import audit.encoders.cache as cache_mod
+
+    monkeypatch.setattr(cache_mod, "OPEN_PARTS", 3)
+    keys = [content_key(f"t{i}") for i in range(20)]
+    emb = np.arange(40, dtype=np.float32).reshape(20, 2)
+    c = EmbeddingCache(tmp_path, "fp")
+    c.fill(list(range(20)), keys, lambda items: emb[items], chunk=2, size=lambda i: 0)
+    assert len(c._sources) == 10
+    assert np.array_equal(EmbeddingCache(tmp_path, "fp").get(keys), emb)
+    assert len(c._open) <= 3 and np.array_equal(c.get(keys[::-1]), emb[::-1])
 
 
 def test_score_with_a_small_fit_cap_scores_every_row(tmp_path):
@@ -74,3 +108,81 @@ def test_score_with_a_small_fit_cap_scores_every_row(tmp_path):
     assert t.height == 300 and t["text_margin"].null_count() == 0 and t["mm_margin"].null_count() == 0
     assert s["text_acc"] > 0.8                                         # the lead-in cue is found from 100 pairs
     assert s["config"]["fit_pairs"] == 100
+
+
+def _pairs_with_bad_rows(tmp_path, n=300):
+    """An ingested pairs folder whose every 7th row is not scorable (status kept, no scores)."""
+    from audit import schema
+    from audit.config import IngestConfig
+    from audit.ingest import ingest
+
+    synth(SynthConfig(env="leadin", n=n, seed=3, out=tmp_path / "src"))
+    ingest(IngestConfig(source=tmp_path / "src", out=tmp_path / "pairs"))
+    f = tmp_path / "pairs" / schema.PAIRS_FILE
+    t = pl.read_parquet(f)
+    bad = np.arange(t.height) % 7 == 3
+    t.with_columns(pl.when(pl.Series(bad)).then(pl.lit("bad_image")).otherwise(pl.col("status")).alias("status")
+                   ).write_parquet(f, row_group_size=50)
+    return tmp_path / "pairs", bad
+
+
+def test_pair_rows_reads_fixed_windows_of_scorable_rows(tmp_path, monkeypatch):
+    import audit.stream as stream
+    from audit import schema
+
+    pairs, bad = _pairs_with_bad_rows(tmp_path, n=200)
+    table = pl.read_parquet(pairs / schema.PAIRS_FILE)
+    idx = np.flatnonzero(~bad)
+    monkeypatch.setattr(stream, "READ_ROWS", 23)                    # read batches cut across windows
+    rows = stream.PairRows(pairs / schema.PAIRS_FILE, idx, window=40)
+    got = list(rows.windows(["prompt", "chosen"]))
+    assert [len(p) for p, _ in got] == [40, 40, 40, 40, len(idx) - 160]
+    assert np.array_equal(np.concatenate([p for p, _ in got]), np.arange(len(idx)))
+    assert sum((c["chosen"] for _, c in got), []) == [table["chosen"][int(i)] for i in idx]
+    select = np.arange(len(idx)) % 5 == 0
+    sel = list(rows.windows(["prompt"], select))
+    assert len(sel) == 5 and np.array_equal(np.concatenate([p for p, _ in sel]), np.flatnonzero(select))
+    want = np.array([17, 3, 150, 3, 99])
+    assert rows.take(want, ["prompt"])["prompt"] == [table["prompt"][int(i)] for i in idx[want]]
+
+
+def test_score_gives_the_same_table_whatever_the_window(tmp_path, monkeypatch):
+    """The texts are read window by window (here 37 rows, read in batches of 16 that straddle them)
+    and each distinct text is encoded in the window that first holds it: the audited table is the one
+    a single window gives, rows in = rows out, and the bad rows keep their status and no scores."""
+    import audit.stream as stream
+
+    pairs, bad = _pairs_with_bad_rows(tmp_path)
+    cfg = dict(source=pairs, device="cpu", folds=3, image_encoder="pixels")
+    score(ScoreConfig(**cfg, out=tmp_path / "one"))
+    monkeypatch.setattr(stream, "WINDOW", 37)
+    monkeypatch.setattr(stream, "READ_ROWS", 16)
+    score(ScoreConfig(**cfg, out=tmp_path / "many"))
+    a, b = (pl.read_parquet(tmp_path / d / "audited.parquet") for d in ("one", "many"))
+    assert a.height == b.height == len(bad) and a.columns == b.columns
+    assert b.filter(pl.col("status") != "ok")["sfc"].null_count() == int(bad.sum())
+    for c in a.columns:
+        if a[c].dtype == pl.Float64:
+            assert np.allclose(a[c].to_numpy(), b[c].to_numpy(), atol=1e-5, equal_nan=True), c
+        else:
+            assert a[c].equals(b[c]), c
+
+
+def test_finetuned_probe_trains_on_at_most_fit_pairs(tmp_path, monkeypatch):
+    from audit.probes import finetune
+    from audit.tiny import tiny_text_rm
+
+    model = tiny_text_rm(tmp_path / "textrm")
+    synth(SynthConfig(env="leadin", n=240, seed=1, out=tmp_path / "pairs"))
+    seen, real = [], finetune._train
+
+    def spy(cfg, prompts, chosen, rejected, fold, device):
+        seen.append(len(prompts))
+        return real(cfg, prompts, chosen, rejected, fold, device)
+
+    monkeypatch.setattr(finetune, "_train", spy)
+    s = score(ScoreConfig(source=tmp_path / "pairs", out=tmp_path / "aud", device="cpu", folds=2, text_probe="finetune",
+                          finetune_model=str(model), finetune_epochs=1, finetune_batch=16, fit_pairs=100))
+    assert seen == [100, 100] and s["n_scored"] == 240                # capped training, every pair scored
+    t = pl.read_parquet(tmp_path / "aud" / "audited.parquet")
+    assert np.isfinite(t["text_margin"].to_numpy()).all()

@@ -17,12 +17,10 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from audit.batching import run_batches, token_budget_batches
-from audit.encoders.cache import content_key
 from audit.errors import ConfigError
 from audit.io import atomic_path
 
@@ -65,20 +63,21 @@ def _rewards(model, tok, prompts: list[str], responses: list[str], max_length: i
         return model(**batch).logits[:, 0].float()
 
 
-def _fit_and_score(cfg, prompts, chosen, rejected, train_idx: np.ndarray, test_idx: np.ndarray, fold: int,
-                   device: str) -> np.ndarray:
+def _train(cfg, prompts: list[str], chosen: list[str], rejected: list[str], fold: int, device: str):
+    """A fresh text RM fine-tuned with the BT loss on these pairs (seeded order), in eval mode."""
     import torch
 
     seed = cfg.seed * 1000 + fold
     tok, model = _load(cfg.finetune_model, seed, device, cfg.trust_remote_code)
-    steps = cfg.finetune_epochs * -(-len(train_idx) // cfg.finetune_batch)
+    n = len(prompts)
+    steps = cfg.finetune_epochs * -(-n // cfg.finetune_batch)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.finetune_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(steps, 1)))
     g = torch.Generator().manual_seed(seed)
     model.train()
     for epoch in range(cfg.finetune_epochs):
-        order = train_idx[torch.randperm(len(train_idx), generator=g).numpy()]
-        for s in range(0, len(order), cfg.finetune_batch):
+        order = torch.randperm(n, generator=g).numpy()
+        for s in range(0, n, cfg.finetune_batch):
             b = order[s:s + cfg.finetune_batch]
             p = [prompts[i] for i in b]
             r = _rewards(model, tok, p + p, [chosen[i] for i in b] + [rejected[i] for i in b], cfg.max_length, device)
@@ -88,8 +87,14 @@ def _fit_and_score(cfg, prompts, chosen, rejected, train_idx: np.ndarray, test_i
             opt.step()
             sched.step()
     model.eval()
-    # Score the held-out fold: each (prompt, response) once, token-budget batches.
-    items = [(prompts[i], chosen[i]) for i in test_idx] + [(prompts[i], rejected[i]) for i in test_idx]
+    return tok, model
+
+
+def _margins(cfg, tok, model, prompts: list[str], chosen: list[str], rejected: list[str], device: str) -> np.ndarray:
+    """chosen minus rejected reward per pair: each (prompt, response) once, token-budget batches."""
+    import torch
+
+    items = list(zip(prompts, chosen)) + list(zip(prompts, rejected))
     lengths = [len(tok(p, r, truncation="longest_first", max_length=cfg.max_length)["input_ids"]) for p, r in items]
     out = np.zeros(len(items), dtype=np.float64)
 
@@ -99,42 +104,62 @@ def _fit_and_score(cfg, prompts, chosen, rejected, train_idx: np.ndarray, test_i
                               device).cpu().numpy()
 
     run_batches(token_budget_batches(lengths, cfg.token_budget), run)
-    return out[:len(test_idx)] - out[len(test_idx):]
+    return out[:len(prompts)] - out[len(prompts):]
 
 
-def fingerprint(cfg, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], folds: np.ndarray) -> str:
+TEXTS = ["prompt", "chosen", "rejected"]
+
+
+def fingerprint(cfg, text_keys: np.ndarray, folds: np.ndarray) -> str:
+    """Of the settings, the pairs' texts (their (3, m) content keys) and the folds."""
+    from audit.encoders.cache import key_bytes
+
     h = hashlib.blake2b(digest_size=8)
     h.update(json.dumps([cfg.finetune_model, cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch,
-                         cfg.max_length, cfg.seed, "v1"]).encode())
-    for p, c, r in zip(prompts, chosen, rejected):
-        h.update(content_key(f"{p}\0{c}\0{r}"))
+                         cfg.max_length, cfg.seed, cfg.fit_pairs, "v2"]).encode())
+    for j in range(len(text_keys)):
+        h.update(key_bytes(text_keys[j]).tobytes())
     h.update(np.asarray(folds, dtype=np.int64).tobytes())
     return "finetune-" + h.hexdigest()
 
 
-def finetune_margins(cfg, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
-                     folds: np.ndarray, cache_root: Path, device: str, shard: tuple[int, int] = (0, 1)) -> dict | None:
+def finetune_margins(cfg, rows, text_keys: np.ndarray, folds: np.ndarray, cache_root: Path, device: str,
+                     shard: tuple[int, int] = (0, 1)) -> dict | None:
     """Out-of-fold margins of the fine-tuned text RM; runs this rank's missing folds. With
-    shard=(0, 1) (or once every rank is done) returns {margin, info}."""
+    shard=(0, 1) (or once every rank is done) returns {margin, info}.
+
+    `rows` is the scorer's `audit.stream.PairRows`: fold k trains on a seeded sample of at most
+    `--fit-pairs` of the other folds' pairs (their texts are read for it) and scores its own pairs
+    window by window, so memory stays bounded whatever the dataset size."""
+    from audit.bt import fit_sample
+
     rank, world = shard
     k = int(folds.max()) + 1
-    fp = fingerprint(cfg, prompts, chosen, rejected, folds)
+    fp = fingerprint(cfg, text_keys, folds)
     folder = Path(cache_root) / fp
     folder.mkdir(parents=True, exist_ok=True)
     for fold in range(k):
         f = folder / f"fold-{fold}.npy"
         if fold % world != rank or f.is_file():
             continue
-        test_idx, train_idx = np.where(folds == fold)[0], np.where(folds != fold)[0]
+        train_idx = fit_sample(np.where(folds != fold)[0], cfg.fit_pairs, cfg.seed * 1000 + fold)
         log.info("fine-tuning the text probe: fold %d/%d (%d train pairs)", fold + 1, k, len(train_idx))
-        margin = _fit_and_score(cfg, prompts, chosen, rejected, train_idx, test_idx, fold, device)
+        texts = rows.take(train_idx, TEXTS)
+        tok, model = _train(cfg, texts["prompt"], texts["chosen"], texts["rejected"], fold, device)
+        del texts
+        test = folds == fold
+        margin = np.zeros(len(folds), dtype=np.float64)
+        for pos, cols in rows.windows(TEXTS, select=test):
+            if len(pos):
+                margin[pos] = _margins(cfg, tok, model, cols["prompt"], cols["chosen"], cols["rejected"], device)
         with atomic_path(f) as tmp:
             with open(tmp, "wb") as fh:
-                np.save(fh, margin)
+                np.save(fh, margin[test])
     if world > 1:
         return None
-    margin = np.zeros(len(prompts), dtype=np.float64)
+    margin = np.zeros(len(folds), dtype=np.float64)
     for fold in range(k):
         margin[folds == fold] = np.load(folder / f"fold-{fold}.npy")
     return {"margin": margin, "info": {"model": cfg.finetune_model, "epochs": cfg.finetune_epochs,
-                                       "lr": cfg.finetune_lr, "batch": cfg.finetune_batch, "fingerprint": fp}}
+                                       "lr": cfg.finetune_lr, "batch": cfg.finetune_batch, "fingerprint": fp,
+                                       "max_train_pairs": cfg.fit_pairs}}

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from audit.batching import is_oom, run_batches, token_budget_batches
-from audit.encoders.cache import EmbeddingCache, content_key
+from audit.encoders.cache import content_key
 
 log = logging.getLogger(__name__)
 
@@ -201,46 +201,80 @@ def score_items(scorer, items: Sequence[Item], lengths: Sequence[int], load: Cal
     return out
 
 
-def rm_margins(scorer, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
-               image_paths: Sequence[str], image_ids: Sequence[str], load: Callable[[str], object],
-               image_size: Callable[[str], tuple[int, int]], cache: EmbeddingCache, token_budget: int,
-               workers: int = 0, chunk: int = 2048, shard: tuple[int, int] = (0, 1),
-               blank: str = "reference") -> dict | None:
-    """Fill the reward cache (this rank's chunks); with `shard=(0, 1)` (or after the other ranks are
-    done) also return {margin, blank_margin, stats}. `blank`: `reference` (white 224x224, as the
-    paper's code) or `match` (white, at each image's own size: the same number of vision tokens)."""
-    m = len(prompts)
+def blank_refs(image_paths: Sequence[str], blank: str, image_size: Callable[[str], tuple[int, int]]) -> list[str]:
+    """The blank image reference per pair: BLANK (`reference`: white 224x224, as the paper's code) or
+    "blank:WxH" (`match`: white at the pair's own image size, the same number of vision tokens)."""
+    if blank == "reference":
+        return [BLANK] * len(image_paths)
     sizes: dict[str, tuple[int, int]] = {}
+    out = []
+    for p in image_paths:
+        if p not in sizes:
+            sizes[p] = image_size(p)
+        out.append("{}{}x{}".format(BLANK_AT, *sizes[p]))
+    return out
 
-    def size_of(ref: str) -> tuple[int, int]:
-        if ref not in sizes:
-            sizes[ref] = blank_size(ref) or image_size(ref)
-        return sizes[ref]
 
+def pair_items(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], image_paths: Sequence[str],
+               image_ids: Sequence[str], blanks: Sequence[str]) -> list[Item]:
+    """Four items per pair, in this order: chosen and rejected with the image, then with the blank."""
     items: list[Item] = []
-    for p, c, r, path, iid in zip(prompts, chosen, rejected, image_paths, image_ids):
-        b = BLANK if blank == "reference" else "{}{}x{}".format(BLANK_AT, *size_of(path))
-        b_id = "" if blank == "reference" else b
+    for p, c, r, path, iid, b in zip(prompts, chosen, rejected, image_paths, image_ids, blanks):
+        b_id = "" if b == BLANK else b
         items += [Item(p, c, path, iid), Item(p, r, path, iid), Item(p, c, b, b_id), Item(p, r, b, b_id)]
-    keys = [content_key(f"{it.image_id}\0{it.prompt}\0{it.response}") for it in items]
-    stats: dict = {}
-    length_of: dict[Item, int] = {}
+    return items
 
-    def size(it: Item) -> int:
-        """Token count (for sorting into batches), computed once per distinct item."""
-        if it not in length_of:
-            length_of[it] = scorer.n_tokens(it.prompt, it.response, size_of(it.image))
-        return length_of[it]
 
-    def encode(chunk: list[Item]) -> np.ndarray:
-        lengths = [size(it) for it in chunk]
-        return score_items(scorer, chunk, lengths, load, token_budget, workers, stats)[:, None]
+def window_items(cols: dict[str, list], blanks: Sequence[str]) -> list[Item]:
+    return pair_items(cols["prompt"], cols["chosen"], cols["rejected"], cols["image_path"], cols["image_id"], blanks)
 
-    cache.fill(items, keys, encode, chunk=chunk, size=size, shard=shard)
-    if shard[1] > 1:
-        return None
-    r = cache.get(keys)[:, 0].astype(np.float64).reshape(m, 4)
-    return {"margin": r[:, 0] - r[:, 1], "blank_margin": r[:, 2] - r[:, 3], "stats": stats}
+
+def item_key(it: Item) -> bytes:
+    return content_key(f"{it.image_id}\0{it.prompt}\0{it.response}")
+
+
+def item_keys(prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str], image_ids: Sequence[str],
+              blanks: Sequence[str]) -> np.ndarray:
+    """The cache keys of `pair_items` (4 per pair, same order) without building the items."""
+    from audit.encoders.cache import as_keys
+
+    keys = []
+    for p, c, r, iid, b in zip(prompts, chosen, rejected, image_ids, blanks):
+        b_id = "" if b == BLANK else b
+        keys += [content_key(f"{i}\0{p}\0{x}") for i, x in ((iid, c), (iid, r), (b_id, c), (b_id, r))]
+    return as_keys(keys)
+
+
+class RMEncoder:
+    """The cache's `encode` / `size` for reward-model items: token counts (for sorting into batches)
+    and rewards. Token counts are kept per window of items only, so memory does not grow with the data."""
+
+    def __init__(self, scorer, load: Callable[[str], object], image_size: Callable[[str], tuple[int, int]],
+                 token_budget: int, workers: int = 0) -> None:
+        self.scorer, self.load, self.image_size = scorer, load, image_size
+        self.token_budget, self.workers = token_budget, workers
+        self.stats: dict = {}
+        self._lengths: dict[Item, int] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}
+
+    def _size_of(self, ref: str) -> tuple[int, int]:
+        if ref not in self._sizes:
+            if len(self._sizes) > 65536:
+                self._sizes.clear()
+            self._sizes[ref] = blank_size(ref) or self.image_size(ref)
+        return self._sizes[ref]
+
+    def size(self, it: Item) -> int:
+        """Token count, computed once per distinct item (of the current window)."""
+        if it not in self._lengths:
+            if len(self._lengths) > 65536:
+                self._lengths.clear()
+            self._lengths[it] = self.scorer.n_tokens(it.prompt, it.response, self._size_of(it.image))
+        return self._lengths[it]
+
+    def encode(self, chunk: list[Item]) -> np.ndarray:
+        lengths = [self.size(it) for it in chunk]
+        return score_items(self.scorer, chunk, lengths, self.load, self.token_budget, self.workers, self.stats)[:, None]
 
 
 def rm_summary(margin: np.ndarray, blank_margin: np.ndarray, text_margin: np.ndarray) -> dict:
