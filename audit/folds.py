@@ -14,10 +14,13 @@ from typing import Sequence
 import numpy as np
 
 
-def _codes(values) -> np.ndarray:
-    """Dense integer codes of a column (a list, numpy array or polars Series); -1 for missing values."""
+def codes(values) -> np.ndarray:
+    """Dense integer codes of a column (a list, numpy array or polars Series); -1 for missing values.
+    An integer numpy array is taken as codes already."""
     import polars as pl
 
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
     s = values if isinstance(values, pl.Series) else pl.Series(list(values) if not isinstance(values, np.ndarray)
                                                                    else values)
     if s.dtype == pl.Null:
@@ -28,27 +31,28 @@ def _codes(values) -> np.ndarray:
 def group_ids(image_id: Sequence, sample_id: Sequence, prompt_id: Sequence, template_share: float = 0.1) -> np.ndarray:
     """Connected components of rows linked by equal image, equal source row, or equal specific prompt.
 
-    Vectorised (no Python object per row, so 10^7 rows take seconds and a few hundred MB): every row
+    Each column: values (a list or polars Series; None = no link) or integer codes from `codes` (-1 =
+    no link). Vectorised (no Python object per row, so 10^7 rows take seconds and a few hundred MB): every row
     starts with its own index as label; each round gives every row the smallest label among the rows
     that share a key with it, then follows labels to their label (pointer jumping), until nothing
     changes. A component ends labelled by its smallest row index; groups are numbered in that order."""
     n = len(image_id)
     cols = []
     for values, is_prompt in ((image_id, False), (sample_id, False), (prompt_id, True)):
-        codes = _codes(values)
-        valid = codes >= 0
+        col = codes(values)
+        valid = col >= 0
         if is_prompt and valid.any():
-            counts = np.bincount(codes[valid])
-            valid &= counts[np.where(valid, codes, 0)] <= max(2, int(template_share * n))
+            counts = np.bincount(col[valid])
+            valid &= counts[np.where(valid, col, 0)] <= max(2, int(template_share * n))
         if valid.any():
-            cols.append((codes[valid], np.flatnonzero(valid), int(codes[valid].max()) + 1))
+            cols.append((col[valid], np.flatnonzero(valid), int(col[valid].max()) + 1))
     label = np.arange(n, dtype=np.int64)
     while True:
         before = label.copy()
-        for codes, rows, k in cols:
+        for col, rows, k in cols:
             low = np.full(k, n, dtype=np.int64)
-            np.minimum.at(low, codes, label[rows])
-            label[rows] = np.minimum(label[rows], low[codes])
+            np.minimum.at(low, col, label[rows])
+            label[rows] = np.minimum(label[rows], low[col])
         while True:                                    # pointer jumping: label[i] <= i always
             jumped = label[label]
             if np.array_equal(jumped, label):

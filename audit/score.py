@@ -19,7 +19,7 @@ from audit.bt import LinearBT, calibrate, cross_fit
 from audit.config import IngestConfig, ScoreConfig, to_dict
 from audit.encoders.cache import KEY, EmbeddingCache, as_keys, content_key
 from audit.errors import FormatError
-from audit.folds import assign_folds, group_ids
+from audit.folds import assign_folds, codes, group_ids
 from audit.io import atomic_path, versions, write_json_atomic
 from audit.probes.cues import CUE_FUNCS, cue_differences, fit_cue_probe
 from audit.probes.reward_model import rm_summary
@@ -75,23 +75,43 @@ def _flat_positions(name: str, pos: np.ndarray, m: int, per_row: int) -> np.ndar
     return (pos[:, None] * per_row + np.arange(per_row)).ravel()   # (m, per_row) ravelled
 
 
-def write_audited(pairs_file: Path, audit_df, out: Path) -> None:
+def _audit_columns(spec: list, idx: np.ndarray, start: int, end: int) -> list:
+    """The audit columns of table rows [start, end) as Arrow arrays (see `write_audited`)."""
+    import pyarrow as pa
+
+    lo, hi = np.searchsorted(idx, [start, end])
+    at = idx[lo:hi] - start
+    out = []
+    for name, values, fill in spec:
+        col = np.full(end - start, 0 if fill is None else fill, dtype=values.dtype)
+        col[at] = values[lo:hi]
+        null = np.zeros(end - start, dtype=bool)
+        if fill is None:
+            null[:] = True
+            null[at] = False
+        if col.dtype.kind == "f":
+            null |= np.isnan(col)
+        out.append((name, pa.array(col, mask=null if null.any() else None)))
+    return out
+
+
+def write_audited(pairs_file: Path, spec: list, idx: np.ndarray, out: Path) -> None:
     """The pairs table with the audit columns beside it, streamed batch by batch (atomically): the
-    table's texts are never all in memory. Audit columns already in the table (re-scoring an
-    audited table) are replaced."""
+    table's texts are never all in memory, nor a second copy of the audit columns. `spec`: (name,
+    values over the scored rows `idx`, value of the other rows or None for null); NaN becomes null.
+    Audit columns already in the table (re-scoring an audited table) are replaced."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    audit = audit_df.to_arrow()
+    names = [name for name, _, _ in spec]
     start, writer = 0, None
     with atomic_path(out) as tmp, pq.ParquetFile(pairs_file) as pf:
         try:
             for rb in pf.iter_batches(batch_size=read_rows()):
                 part = pa.Table.from_batches([rb])
-                part = part.drop_columns([c for c in audit.column_names if c in part.column_names])
-                extra = audit.slice(start, rb.num_rows)
-                for i, name in enumerate(extra.column_names):
-                    part = part.append_column(extra.schema.field(i), extra.column(name))
+                part = part.drop_columns([c for c in names if c in part.column_names])
+                for name, arr in _audit_columns(spec, idx, start, start + rb.num_rows):
+                    part = part.append_column(name, arr)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
                 writer.write_table(part)
@@ -99,8 +119,6 @@ def write_audited(pairs_file: Path, audit_df, out: Path) -> None:
         finally:
             if writer is not None:
                 writer.close()
-    if start != audit.num_rows:
-        raise FormatError(f"`{pairs_file}` changed while it was scored ({start} rows now, {audit.num_rows} before)")
 
 
 def score(cfg: ScoreConfig) -> dict:
@@ -138,31 +156,33 @@ def score(cfg: ScoreConfig) -> dict:
     if missing:
         raise FormatError(f"`{pairs_file}` lacks column(s) {', '.join(missing)}: "
                           "it is not a pairs table; run `shortcut-audit ingest` first")
-    # Only the id, status and summary columns are loaded whole (Arrow strings, no Python objects);
-    # the texts and image paths are read window by window (`audit.stream`).
-    meta_cols = ["status", "image_id", "sample_id", "prompt_id", "source"] + \
-        [c for c in ("cue_on_chosen",) if c in names]
-    table = pl.read_parquet(pairs_file, columns=meta_cols)
-    n = table.height
-    ok = (table["status"] == schema.OK).to_numpy()
+    # Only numbers per pair are held: the status column is read, then each id column in turn becomes
+    # integer codes; texts and image paths are read window by window (`audit.stream`).
+    status = pl.read_parquet(pairs_file, columns=["status"])["status"]
+    n = len(status)
+    ok = (status == schema.OK).to_numpy()
+    status_counts = dict(status.value_counts().sort("status").iter_rows())
+    del status
     idx = np.where(ok)[0]
     m = idx.size
     if m < 2 * cfg.folds:
         raise FormatError(f"only {m} scorable (`ok`) pairs in `{pairs_dir}`; cross-fitting with "
                           f"{cfg.folds} folds needs at least {2 * cfg.folds} (see the status column)")
-    sub = table[idx]
     rows = PairRows(pairs_file, idx)
 
+    def scored(name: str) -> pl.Series:
+        return pl.read_parquet(pairs_file, columns=[name])[name].gather(idx)
+
     # Groups and folds: no pair is scored by a head that saw it or a sibling (same image/row/prompt).
-    groups = group_ids(sub["image_id"], sub["sample_id"], sub["prompt_id"])
+    groups = group_ids(*(codes(scored(c)) for c in ("image_id", "sample_id", "prompt_id")))
     n_groups = int(groups.max()) + 1
     if n_groups < cfg.folds:
         raise FormatError(f"the {m} scorable pairs form only {n_groups} group(s) (pairs sharing an image, a source "
                           f"row or a specific prompt stay together); cross-fitting needs at least `--folds` "
                           f"{cfg.folds} groups: lower `--folds` or add data")
     folds = assign_folds(groups, cfg.folds, cfg.seed)
-    sub = sub.select([c for c in sub.columns if c in ("source", "cue_on_chosen")])   # what the summary reads
-    table = table.select("status")
+    sub = pl.DataFrame([scored("source").cast(pl.Categorical),
+                        *[scored(c) for c in ("cue_on_chosen",) if c in names]])   # what the summary reads
     t = lap("folds", t)
 
     # ---- encoding: texts, images and reward-model inputs into the on-disk cache -----------------
@@ -354,33 +374,16 @@ def score(cfg: ScoreConfig) -> dict:
     all_weights = {s: weights(s, ones, **scheme_kw) for s in SCHEMES}
     weight = all_weights[cfg.scheme]
 
-    def full(values: np.ndarray, fill=None, dtype=None):
-        out = np.full(n, np.nan if fill is None else fill, dtype=dtype or np.float64)
-        out[idx] = values
-        return out
-
-    cols = {
-        "text_margin": full(text_margin), "text_prob": full(text_prob), "text_loss": full(text_loss),
-        "mm_margin": full(mm_margin), "mm_prob": full(mm_prob), "mm_loss": full(mm_loss), "sfc": full(sfc),
-        "weight": full(weight, fill=0.0), "cue_margin": full(cue_margin),
-        **{k: full(v) for k, v in rm_cols.items()},
-    }
-    audit_df = pl.DataFrame({k: pl.Series(k, v).fill_nan(None) for k, v in cols.items()})
-    is_short = np.zeros(n, dtype=bool)
-    is_short[idx] = text_prob >= cfg.threshold
-    extra = []
+    # (name, values over the scored rows, value of the other rows: None = null); NaN is written as null.
+    spec = [("text_margin", text_margin, None), ("text_prob", text_prob, None), ("text_loss", text_loss, None),
+            ("mm_margin", mm_margin, None), ("mm_prob", mm_prob, None), ("mm_loss", mm_loss, None), ("sfc", sfc, None),
+            ("weight", weight, 0.0), ("cue_margin", cue_margin, None),
+            *[(k, v, None) for k, v in rm_cols.items()],
+            ("is_shortcut", text_prob >= cfg.threshold, False), ("fold", folds.astype(np.int64), -1)]
     if rm_cols:   # the preferred response changes when the image is blanked (null where not scored)
-        flip = np.zeros(n, dtype=bool)
-        flip[idx] = (rm_cols["rm_margin"] > 0) != (rm_cols["rm_blank_margin"] > 0)
-        extra.append(pl.Series("rm_flip", flip).scatter(np.where(~ok)[0], None) if (~ok).any()
-                     else pl.Series("rm_flip", flip))
-    fold_col = np.full(n, -1, dtype=np.int64)
-    fold_col[idx] = folds
-    cue_cols = {f"cue_{name}": full(cue_diff[:, j]) for j, name in enumerate(CUE_FUNCS)}
-    audit_df = audit_df.with_columns(
-        pl.Series("is_shortcut", is_short).fill_null(False), pl.Series("fold", fold_col), *extra,
-        *[pl.Series(k, v).fill_nan(None) for k, v in cue_cols.items()])
-    write_audited(pairs_file, audit_df, cfg.out / AUDITED_FILE)
+        spec.append(("rm_flip", (rm_cols["rm_margin"] > 0) != (rm_cols["rm_blank_margin"] > 0), None))
+    spec += [(f"cue_{name}", cue_diff[:, j], None) for j, name in enumerate(CUE_FUNCS)]
+    write_audited(pairs_file, spec, idx, cfg.out / AUDITED_FILE)
     t = lap("write", t)
 
     # ---- summary -------------------------------------------------------------------------------
@@ -392,13 +395,11 @@ def score(cfg: ScoreConfig) -> dict:
         cue_share = {s: round(float((w[known] * flag).sum() / w[known].sum()), 4) for s, w in all_weights.items()}
         cue_share["untouched"] = round(float(flag.mean()), 4)
     per_source = []
-    for src in sub["source"].drop_nulls().unique().sort().to_list():
+    for src in sorted(sub["source"].drop_nulls().unique().to_list()):
         sel = (sub["source"] == src).to_numpy()
         per_source.append({"source": src, "n": int(sel.sum()), "text_acc": metrics.accuracy(text_margin[sel]),
                            "mm_acc": metrics.accuracy(mm_margin[sel]), "cue_acc": metrics.accuracy(cue_margin[sel]),
                            "shortcut_rate": float((text_prob[sel] >= cfg.threshold).mean())})
-    status_counts = dict(table.group_by("status").len().sort("status").iter_rows())
-    del table
     summary = {
         "n_rows": n, "n_scored": m, "status_counts": status_counts,
         "text_acc": metrics.accuracy(text_margin), "mm_acc": metrics.accuracy(mm_margin),

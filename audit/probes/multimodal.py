@@ -31,10 +31,6 @@ def _pca(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return _pca_rows(len(x), lambda idx: x[idx], k, seed)
 
 
-def _standardise(x: np.ndarray) -> np.ndarray:
-    return x / (x.std(axis=0, keepdims=True) + 1e-6)
-
-
 def _chunks(n: int, size: int = SCORE_CHUNK):
     for s in range(0, n, size):
         yield np.arange(s, min(n, s + size))
@@ -54,16 +50,23 @@ def bilinear_projections(image_rows, chosen_rows, rejected_rows, n: int, dims: i
                 out[mask] = r
         return out
 
+    def project(rows, basis: np.ndarray, shift=0.0) -> np.ndarray:
+        """(n, k) float32 projections filled chunk by chunk, standardised in place (no extra copies)."""
+        out = np.empty((n, basis.shape[0]), dtype=np.float32)
+        for i in _chunks(n):
+            out[i] = (rows(i) - shift) @ basis.T
+        out /= out.std(axis=0, keepdims=True) + 1e-6
+        return out
+
     pt = _pca_rows(2 * n, responses, dims, seed)
-    t = np.concatenate([(chosen_rows(i) - rejected_rows(i)) @ pt.T for i in _chunks(n)])
+    t = project(lambda i: chosen_rows(i) - rejected_rows(i), pt)
     total = None
     for i in _chunks(n):
         s = image_rows(i).sum(0, dtype=np.float64)
         total = s if total is None else total + s
     mean = (total / max(n, 1)).astype(np.float32)
     pv = _pca_rows(n, image_rows, dims, seed)
-    v = np.concatenate([(image_rows(i) - mean) @ pv.T for i in _chunks(n)])
-    return _standardise(t), _standardise(v)
+    return t, project(image_rows, pv, mean)
 
 
 def bilinear_rows(t: np.ndarray, v: np.ndarray):
