@@ -225,6 +225,8 @@ class ScoreConfig:
                              "are cut at the end)")
     token_budget: int = opt(65536, help="`--rm` / finetune probe: max tokens per batch after padding (batch "
                             "size x longest sequence); bounds GPU memory; an out-of-memory batch is split and retried")
+    compile: bool = opt(False, help="`--rm`: torch.compile the reward model's language model (dynamic shapes): "
+                        "faster batches on a GPU after a one-time warm-up of a minute or two; for large datasets")
     workers: int = opt(2, help="`--rm`: DataLoader worker processes that decode images and tokenise ahead of the "
                        "GPU (0: in the main process)")
     text_probe: str = opt("embedding", choices=("embedding", "finetune"),

@@ -4,6 +4,12 @@ then writes SFC, weights, shortcut flags and one column per cue beside every pai
 Flow: pairs table -> groups and folds -> cue features and cue probe -> text embeddings (cached) ->
 text probe -> image features (cached) -> multimodal probe (or external scores) -> SFC, weights ->
 audited.parquet + summary.json, written atomically. Unique texts and images are encoded once.
+
+Memory: the table's texts are never all in memory. Ids become integer codes, texts and image paths
+are read in fixed windows (`audit.stream`) for their content keys, cue features and encoding, the
+heads gather embeddings chunk by chunk from the memory-mapped cache, and the audited table is written
+batch by batch beside the original rows. What stays per pair is numbers: about 0.8 KiB (margins,
+cue features, cache positions, the multimodal probe's two 32-wide projections).
 """
 
 from __future__ import annotations
@@ -255,7 +261,7 @@ def score(cfg: ScoreConfig) -> dict:
         from audit.probes.reward_model import RMEncoder, blank_refs, load_reward_model, window_items
 
         scorer = load_reward_model(cfg.rm, device=device, max_length=cfg.rm_max_length,
-                                   trust_remote_code=cfg.trust_remote_code)
+                                   trust_remote_code=cfg.trust_remote_code, compile=cfg.compile)
         rm_enc = RMEncoder(scorer, load_image, image_size, cfg.token_budget, cfg.workers)
         caches["rm"] = (EmbeddingCache(cache_root, scorer.fingerprint), rm_keys.ravel(), rm_enc.encode, rm_enc.size,
                         lambda pos, cols: window_items(cols, blank_refs(cols["image_path"], cfg.rm_blank, image_size)))
@@ -343,7 +349,8 @@ def score(cfg: ScoreConfig) -> dict:
         rm_cols = {"rm_margin": res["margin"], "rm_blank_margin": res["blank_margin"]}
         rm_info = {"model": cfg.rm, "head": scorer.head_source, "fingerprint": scorer.fingerprint,
                    "blank_image": "white 224x224 RGB" if cfg.rm_blank == "reference" else "white, each image's own size",
-                   "token_budget": cfg.token_budget, **res["stats"]}
+                   "token_budget": cfg.token_budget, **res["stats"],
+                   "compiled": bool(getattr(getattr(scorer, "rm", None), "compiled", False))}
         image_info = {"mm": "reward model", "rm": cfg.rm}
     elif cfg.mm_scores:
         from audit.probes.external import external_margins

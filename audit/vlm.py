@@ -108,7 +108,8 @@ class VLMRewardModel:
     """r(image, prompt, response) of a Hugging Face VLM with a scalar head at the last non-pad token."""
 
     def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 2048, head: dict | None = None,
-                 trust_remote_code: bool = False, attn_implementation: str | None = None, keep_full: bool = False) -> None:
+                 trust_remote_code: bool = False, attn_implementation: str | None = None, keep_full: bool = False,
+                 compile: bool = False) -> None:
         import torch
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
@@ -131,6 +132,13 @@ class VLMRewardModel:
         self.body = full.model          # the backbone without the language-model head
         self.full = full if keep_full else None   # `train` saves the whole model with save_pretrained
         self.body.to(device).eval()
+        self.compiled = False
+        if compile:   # the language model only (most of the FLOPs); the vision tower and merge stay eager
+            lm = getattr(self.body, "language_model", None)
+            if lm is None:
+                raise ConfigError(f"`--compile`: `{path}` has no `language_model` submodule to compile")
+            lm.compile(dynamic=True)   # in place: parameter names (and saved checkpoints) are unchanged
+            self.compiled = True
         self.config = full.config
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
         if self.tokenizer.pad_token_id is None:

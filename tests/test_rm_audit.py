@@ -193,3 +193,14 @@ def test_dataloader_workers_give_the_same_scores(models, pairs, tmp_path):
                           rm=str(models["llava"])))
     assert a["rm"]["batches"] == b["rm"]["batches"] > 4
     assert pl.read_parquet(tmp_path / "a" / "audited.parquet").equals(pl.read_parquet(tmp_path / "b" / "audited.parquet"))
+
+
+def test_compiled_rm_gives_the_eager_scores(models, pairs, tmp_path):
+    """`--compile`: torch.compile on the language model (inductor on CPU here) changes the speed, not
+    the rewards; the summary says it ran compiled."""
+    eager = _score(pairs, tmp_path / "eager", rm=str(models["llava"]))
+    comp = _score(pairs, tmp_path / "comp", rm=str(models["llava"]), compile=True)
+    assert comp["rm"]["compiled"] and not eager["rm"]["compiled"]
+    a, b = (pl.read_parquet(tmp_path / d / "audited.parquet").filter(pl.col("status") == "ok") for d in ("eager", "comp"))
+    for c in ("rm_margin", "rm_blank_margin"):
+        assert np.allclose(a[c].to_numpy(), b[c].to_numpy(), atol=1e-4), c

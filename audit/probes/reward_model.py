@@ -116,8 +116,10 @@ class VLMAdapter:
         return self.rm.forward(batch)
 
 
-def load_reward_model(path: str, device: str = "cpu", max_length: int = 2048, trust_remote_code: bool = False):
-    """A `train` run folder (our small RM) or a Hugging Face VLM reward-model folder / id."""
+def load_reward_model(path: str, device: str = "cpu", max_length: int = 2048, trust_remote_code: bool = False,
+                      compile: bool = False):
+    """A `train` run folder (our small RM) or a Hugging Face VLM reward-model folder / id. `compile`:
+    torch.compile the VLM's language model (dynamic shapes)."""
     from audit.vlm import VLMRewardModel
 
     p = Path(path)
@@ -127,7 +129,8 @@ def load_reward_model(path: str, device: str = "cpu", max_length: int = 2048, tr
 
     if (p / HF_CHECKPOINT / "config.json").is_file():     # a `train --model VLM` run folder
         p = path = p / HF_CHECKPOINT
-    return VLMAdapter(VLMRewardModel(path, device=device, max_length=max_length, trust_remote_code=trust_remote_code))
+    return VLMAdapter(VLMRewardModel(path, device=device, max_length=max_length, trust_remote_code=trust_remote_code,
+                                     compile=compile))
 
 
 def _is_small_run(p: Path) -> bool:
