@@ -31,7 +31,7 @@ from audit.probes.cues import CUE_FUNCS, cue_differences, fit_cue_probe
 from audit.probes.reward_model import rm_summary
 from audit.probes.text_embedding import text_feature_rows
 from audit.schemes import SCHEMES, weights
-from audit.stream import PairRows, read_rows
+from audit.stream import PairRows, read_batches
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,17 @@ def _pairs_dir(cfg: ScoreConfig, rank: int = 0) -> Path:
         ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root))
     barrier()
     return out
+
+
+def current_rss_mib() -> float | None:
+    """This process's resident memory now (MiB), from /proc (Linux); None where there is none."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    import os
+
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def _columns(path: Path) -> list[str]:
@@ -106,22 +117,20 @@ def write_audited(pairs_file: Path, spec: list, idx: np.ndarray, out: Path) -> N
     table's texts are never all in memory, nor a second copy of the audit columns. `spec`: (name,
     values over the scored rows `idx`, value of the other rows or None for null); NaN becomes null.
     Audit columns already in the table (re-scoring an audited table) are replaced."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     names = [name for name, _, _ in spec]
     start, writer = 0, None
-    with atomic_path(out) as tmp, pq.ParquetFile(pairs_file) as pf:
+    with atomic_path(out) as tmp:
         try:
-            for rb in pf.iter_batches(batch_size=read_rows()):
-                part = pa.Table.from_batches([rb])
+            for part in read_batches(pairs_file):
                 part = part.drop_columns([c for c in names if c in part.column_names])
-                for name, arr in _audit_columns(spec, idx, start, start + rb.num_rows):
+                for name, arr in _audit_columns(spec, idx, start, start + part.num_rows):
                     part = part.append_column(name, arr)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
                 writer.write_table(part)
-                start += rb.num_rows
+                start += part.num_rows
         finally:
             if writer is not None:
                 writer.close()
@@ -143,6 +152,7 @@ def score(cfg: ScoreConfig) -> dict:
     timings: dict[str, float] = {}
 
     peak_rss: dict[str, float] = {}
+    rss: dict[str, float | None] = {}
 
     def lap(name: str, t0: float) -> float:
         import resource
@@ -150,6 +160,7 @@ def score(cfg: ScoreConfig) -> dict:
         now = time.perf_counter()
         timings[name] = round(now - t0, 3)
         peak_rss[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # MiB so far
+        rss[name] = current_rss_mib()
         return now
 
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -244,6 +255,7 @@ def score(cfg: ScoreConfig) -> dict:
             blanks = blank_refs(cols["image_path"], cfg.rm_blank, image_size)
             rm_keys[pos] = item_keys(p, c, r, cols["image_id"], blanks).reshape(-1, 4)
 
+    log.info("pass 1 done (keys, cue features): RSS %s MiB", current_rss_mib())
     caches: dict[str, tuple] = {}    # name -> (cache, flat keys, encode, size, items of a window)
     if need_text_emb:
         enc = load_text_encoder(cfg.text_encoder, pooling=cfg.pooling, device=device, batch_size=cfg.batch_size,
@@ -300,6 +312,7 @@ def score(cfg: ScoreConfig) -> dict:
         if rank != 0:
             return {"rank": rank, "world_size": world}
     fill((0, 1))          # rank 0 (or a single process): everything is cached now
+    log.info("pass 2 done (caches filled): RSS %s MiB", current_rss_mib())
     encoded: dict = {}
     if need_text_emb:
         from audit.probes.text_embedding import PairEmbeddings
@@ -318,6 +331,7 @@ def score(cfg: ScoreConfig) -> dict:
 
         encoded["finetune"] = finetune_margins(cfg, rows, text_keys, folds, cache_root, device)
     del text_keys, image_keys, rm_keys
+    log.info("cache positions located: RSS %s MiB", current_rss_mib())
     t = lap("encode", t)
 
     # Cue probe: interpretable differences, cross-fitted BT logistic on standardised features.
@@ -426,6 +440,7 @@ def score(cfg: ScoreConfig) -> dict:
         "pairs_dir": str(pairs_dir), "world_size": world, "config": to_dict(cfg), "versions": versions(), "seeds": {"seed": cfg.seed},
         "timings": {**timings, "total": round(time.perf_counter() - t_start, 3)},
         "peak_rss_mib": peak_rss,   # the process's peak resident memory at the end of each stage
+        "rss_mib": rss,             # its resident memory at the end of each stage (Linux; null elsewhere)
     }
     write_json_atomic(cfg.out / "config.json", to_dict(cfg))
     write_json_atomic(cfg.out / SUMMARY_FILE, summary)
