@@ -80,6 +80,44 @@ def test_groups_link_images_rows_and_specific_prompts_not_templates():
     assert len(set(g)) == 10
 
 
+def _union_find_groups(image, sample, prompt, template_share=0.1):
+    """The plain reference: union-find over rows sharing a key (None and template prompts skipped),
+    groups numbered by their smallest row."""
+    from collections import Counter
+
+    n = len(image)
+    parent = list(range(n))
+
+    def find(a):
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    counts, cap = Counter(p for p in prompt if p is not None), max(2, int(template_share * n))
+    for keys, is_prompt in ((image, False), (sample, False), (prompt, True)):
+        first = {}
+        for i, key in enumerate(keys):
+            if key is None or (is_prompt and counts[key] > cap):
+                continue
+            ra, rb = find(first.setdefault(key, i)), find(i)
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = [find(i) for i in range(n)]
+    order = {r: g for g, r in enumerate(sorted(set(roots)))}
+    return [order[r] for r in roots]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 40)), st.integers(0, 60),
+                          st.one_of(st.none(), st.integers(0, 8))), min_size=1, max_size=200))
+def test_vectorised_groups_equal_union_find(rows):
+    """`group_ids` labels components by min-label propagation in numpy: the same groups, numbered the
+    same way, as a plain union-find (missing keys and template prompts link nothing)."""
+    image = [None if a is None else f"i{a}" for a, _, _ in rows]
+    sample = [f"s{b}" for _, b, _ in rows]
+    prompt = [None if c is None else f"p{c}" for _, _, c in rows]
+    assert group_ids(image, sample, prompt).tolist() == _union_find_groups(image, sample, prompt)
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 15), st.integers(0, 30), st.integers(0, 10)), min_size=4, max_size=120),
        st.integers(2, 6), st.integers(0, 3))
