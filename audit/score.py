@@ -8,7 +8,7 @@ audited.parquet + summary.json, written atomically. Unique texts and images are 
 Memory: the table's texts are never all in memory. Ids become integer codes, texts and image paths
 are read in fixed windows (`audit.stream`) for their content keys, cue features and encoding, the
 heads gather embeddings chunk by chunk from the memory-mapped cache, and the audited table is written
-batch by batch beside the original rows. What stays per pair is numbers: about 0.8 KiB (margins,
+batch by batch beside the original rows. What stays per pair is numbers: about 0.4 KiB (margins,
 cue features, cache positions, the multimodal probe's two 32-wide projections).
 """
 
@@ -102,10 +102,8 @@ def _audit_columns(spec: list, idx: np.ndarray, start: int, end: int) -> list:
     for name, values, fill in spec:
         col = np.full(end - start, 0 if fill is None else fill, dtype=values.dtype)
         col[at] = values[lo:hi]
-        null = np.zeros(end - start, dtype=bool)
-        if fill is None:
-            null[:] = True
-            null[at] = False
+        null = np.full(end - start, fill is None)      # rows that are not scored: null unless filled
+        null[at] = False
         if col.dtype.kind == "f":
             null |= np.isnan(col)
         out.append((name, pa.array(col, mask=null if null.any() else None)))
@@ -364,7 +362,7 @@ def score(cfg: ScoreConfig) -> dict:
         rm_info = {"model": cfg.rm, "head": scorer.head_source, "fingerprint": scorer.fingerprint,
                    "blank_image": "white 224x224 RGB" if cfg.rm_blank == "reference" else "white, each image's own size",
                    "token_budget": cfg.token_budget, **res["stats"],
-                   "compiled": bool(getattr(getattr(scorer, "rm", None), "compiled", False))}
+                   "compiled": scorer.compiled}
         image_info = {"mm": "reward model", "rm": cfg.rm}
     elif cfg.mm_scores:
         from audit.probes.external import external_margins

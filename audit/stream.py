@@ -17,10 +17,6 @@ WINDOW = 8192           # scorable rows per window
 READ_ROWS = 8192        # rows per Parquet read batch
 
 
-def read_rows() -> int:
-    return READ_ROWS
-
-
 def read_batches(path: Path, columns: Sequence[str] | None = None) -> Iterator:
     """The file's rows as pyarrow tables of at most `READ_ROWS` rows, a row group at a time (pairs
     tables are written in row groups of `ingest --batch-rows`), handing freed Arrow memory back after
@@ -30,7 +26,7 @@ def read_batches(path: Path, columns: Sequence[str] | None = None) -> Iterator:
     import pyarrow.parquet as pq
 
     pool = pa.default_memory_pool()
-    step = read_rows()
+    step = READ_ROWS
     with pq.ParquetFile(path) as pf:
         for g in range(pf.num_row_groups):
             tab = pf.read_row_group(g, columns=None if columns is None else list(columns))

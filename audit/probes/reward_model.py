@@ -73,6 +73,7 @@ class SmallRunRM:
         self.fingerprint = "rm-small-" + hashlib.blake2b(blob, digest_size=8).hexdigest()
         self.head_source = CHECKPOINT
         self.size, self.vocab = cfg["image_size"], cfg["vocab"]
+        self.compiled = False             # `--compile` applies to VLMs only
 
     def n_tokens(self, prompt: str, response: str, image_size: tuple[int, int]) -> int:
         return 96
@@ -103,6 +104,7 @@ class VLMAdapter:
         self.rm = rm
         self.device = rm.device           # pinned host memory for the loader when it is a GPU
         self.fingerprint, self.head_source = rm.fingerprint, rm.head_source
+        self.compiled = rm.compiled
 
     def n_tokens(self, prompt: str, response: str, image_size: tuple[int, int]) -> int:
         return self.rm.n_tokens(prompt, response, image_size)
