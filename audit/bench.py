@@ -1,18 +1,34 @@
-"""`bench`: the paper's cross-distribution experiment on the synthetic environments, in one command.
+"""`bench`: the cross-distribution experiment on the synthetic environments, built so that it can tell a
+reweighting that removes a shortcut from one that only throws data away.
 
-Each environment is a distribution with its own text shortcut (and `clean` has none: the upper
-reference). For every training environment and seed: synthesize a training set, audit it (`score`),
-and train one reward model per method: `standard`, `shortcut-aware` (the paper's dynamic loss),
-`weighted` with each static scheme (audit once, train once), and `oracle` (weights from the planted
-cue itself, cue share exactly 0.5: what reweighting alone can give). Evaluate every model on held-out
-test sets: i.i.d. = its own environment as trained, o.o.d. = each other environment with its cue on a
-random side (OOD_P) and the cue-free one.
+For every training environment (a cue at strength p on the chosen side, or `clean`), size and seed:
+synthesize a training set, audit it (`score`), and train one `small` reward model per method:
+`standard`; `shortcut-aware` (the paper's dynamic loss); `weighted-<scheme>` for each static scheme
+(audit once, train once); `oracle` (weights from the planted cue itself, weighted cue share exactly
+0.5: what reweighting alone can give); and two controls with the oracle's effective sample size but no
+knowledge of the cue, `ess-matched` (the oracle's weights shuffled across pairs) and `subsample` (a
+random subset of ESS pairs). Then evaluate each model on held-out shift sets (own seeds, never the
+training pairs):
+
+- i.i.d.: the training distribution; worst-group = the lower of its cue-aligned / cue-against accuracy;
+- reversed: the training cue on the rejected side (p = 0.1); neutral: on a random side (p = 0.5);
+- the other environments' cues at p = 0.5 (only the image counts) and at p = 0.9 (a shared
+  "extra text wins" shortcut would carry over); `clean`.
+
+Each method's paired difference to `standard` (same environment, size and seed) gets a bootstrap 95%
+interval over seeds. Training runs with a fixed thread count and deterministic algorithms, so the same
+seed gives the same numbers; `--jobs` trains (environment, seed) tasks in parallel processes, each of
+which writes its rows when done, so an interrupted bench resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -22,16 +38,55 @@ from audit.io import versions, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-TEST_ENVS = ("leadin", "closing", "verbose", "markdown", "clean")
-STATIC = ("sfc", "debias", "ipw", "jtt")
-# o.o.d. test sets place their environment's cue on a random side. At the training strength (0.9 on the
-# chosen side) every cue says "extra text on the better answer", and a model that learnt that on one
-# environment carries it to the others: measured with the small model trained on `leadin`, 89 / 90 / 85
-# on closing / verbose / markdown at p = 0.9 against 67 on `clean` (benchmarks/RESULTS.md). That is a
-# shared shortcut, not generalisation; at p = 0.5 only what the model reads from the image counts.
-OOD_P = 0.5
-METHODS = ("standard", "shortcut-aware", *(f"weighted-{s}" for s in STATIC), "oracle")
+CUES = ("leadin", "closing", "verbose", "markdown")   # the environments with a planted cue (their base names)
+STATIC = ("sfc-residual", "debias", "ipw", "jtt")
+CONTROLS = ("ess-matched", "subsample")
+METHODS = ("standard", "shortcut-aware", *(f"weighted-{s}" for s in STATIC), "oracle", *CONTROLS)
+NEEDS_CUE = ("oracle", *CONTROLS)     # defined by the planted cue: not trained on `clean`
+REVERSED_P, NEUTRAL_P, ALIGNED_P = 0.1, 0.5, 0.9
+BOOTSTRAP = 10_000
+# metrics reported per method: (key, label); the first two are the primary ones
+METRICS = (("reversed", "reversed cue"), ("worst_group", "worst-group"), ("iid", "i.i.d."), ("neutral", "neutral cue"),
+           ("other_neutral", "other cues p=0.5"), ("other_aligned", "other cues p=0.9"), ("clean", "clean"))
 
+
+# ---- the shift sets ---------------------------------------------------------------------------------
+
+def set_name(cue: str | None, p: float | None = None) -> str:
+    return "clean" if cue is None else f"{cue}@{p:g}"
+
+
+def shift_sets(env_name: str) -> dict[str, str]:
+    """role -> test-set name for a training environment: `iid`, `reversed`, `neutral`, `clean`,
+    `other@0.5:<cue>`, `other@0.9:<cue>` (roles of cue-free training leave out what needs a cue)."""
+    from audit.synth import get_env
+
+    env = get_env(env_name)
+    roles = {"iid": set_name(env.cue, env.p), "clean": "clean"}
+    if env.cue is not None:
+        roles.update(reversed=set_name(env.cue, REVERSED_P), neutral=set_name(env.cue, NEUTRAL_P))
+    for c in CUES:
+        if c != env.cue:
+            roles[f"other@0.5:{c}"] = set_name(c, NEUTRAL_P)
+            roles[f"other@0.9:{c}"] = set_name(c, ALIGNED_P)
+    return roles
+
+
+def _build_test_set(out: Path, name: str, n: int) -> Path:
+    """Write (once) the named held-out set: its seed comes from its name, so it never depends on which
+    other sets a bench builds, and it is far from every training seed."""
+    from audit.synth import synth
+
+    cue, _, p = name.partition("@")
+    folder = out / "data" / "test" / name
+    if not (folder / "pairs.parquet").is_file():
+        synth(SynthConfig(env="clean" if name == "clean" else cue, out=folder, n=n,
+                          seed=1_000_000 + zlib.crc32(name.encode()) % 1_000_000,
+                          p=None if name == "clean" else float(p), format="pairs"))
+    return folder
+
+
+# ---- weights of the oracle and its controls --------------------------------------------------------
 
 def oracle_weights(truth: list) -> np.ndarray:
     """w = 0.5 / (share of pairs with the cue on this side), mean 1: the weighted share of cue-aligned
@@ -44,109 +99,307 @@ def oracle_weights(truth: list) -> np.ndarray:
     return w / w.mean()
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    a = np.asarray(xs, dtype=float)
-    return float(a.mean()), float(a.std(ddof=0))
+def ess(w: np.ndarray) -> float:
+    """Effective sample size (sum w)^2 / sum w^2."""
+    w = np.asarray(w, dtype=np.float64)
+    return float(w.sum() ** 2 / (w * w).sum()) if (w * w).sum() > 0 else 0.0
 
 
-def bench(cfg: BenchConfig) -> dict:
+def ess_matched_weights(oracle: np.ndarray, seed: int) -> np.ndarray:
+    """The oracle's multiset of weights, assigned to pairs at random: its effective sample size, none of
+    its knowledge of the cue."""
+    return np.random.default_rng([seed, 0xE55]).permutation(np.asarray(oracle, dtype=np.float64))
+
+
+def subsample_weights(oracle: np.ndarray, seed: int) -> np.ndarray:
+    """A random subset of round(ESS(oracle)) pairs at equal weight (mean 1 over all pairs), 0 elsewhere."""
+    n = len(oracle)
+    k = max(1, min(n, int(round(ess(oracle)))))
+    w = np.zeros(n)
+    w[np.random.default_rng([seed, 0x5AB]).choice(n, size=k, replace=False)] = n / k
+    return w
+
+
+def method_weights(method: str, truth: list, seed: int) -> np.ndarray | None:
+    if method not in NEEDS_CUE:
+        return None
+    w = oracle_weights(truth)
+    return {"oracle": w, "ess-matched": ess_matched_weights(w, seed), "subsample": subsample_weights(w, seed)}[method]
+
+
+# ---- one task: (environment, size, seed), every method ----------------------------------------------
+
+def task_id(env: str, n: int, seed: int) -> str:
+    return f"{env}-n{n}-s{seed}"
+
+
+def _determinism(threads: int, device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def run_task(out: str, env: str, n: int, seed: int, small: dict, methods: list[str], threads: int,
+             device: str, roles: dict[str, str]) -> list[dict]:
+    """Train every method on one audited training set and evaluate on the shift sets: the bench's unit
+    of work (run in a worker process under `--jobs`). Returns its rows; also writes them to
+    `OUT/tasks/<task>.json`, which marks the task done for a resumed bench."""
     import polars as pl
 
-    from audit.score import score
-    from audit.synth import get_env, synth
     from audit.train.data import load_pairs
     from audit.train.loop import CHECKPOINT, load_model, margins, train
 
+    _determinism(threads, device)
+    out_p = Path(out)
+    tid = task_id(env, n, seed)
+    audit = out_p / "audit" / "train" / tid
+    table = pl.read_parquet(audit / "audited.parquet").filter(pl.col("status") == "ok")
+    summary = json.loads((audit / "summary.json").read_text())
+    truth = table["cue_on_chosen"].to_list() if "cue_on_chosen" in table.columns else [None] * table.height
+    has_cue = any(t is not None for t in truth)
+    data = load_pairs(audit, small["image_size"], small["vocab"])
+    tests = {name: load_pairs(out_p / "data" / "test" / name, small["image_size"], small["vocab"])
+             for name in dict.fromkeys(roles.values())}
+    iid_audit = out_p / "audit" / "test" / roles["iid"]
+    iid_text_margin = pl.read_parquet(iid_audit / "audited.parquet").filter(pl.col("status") == "ok")["text_margin"].to_numpy()
+
+    rows = []
+    for method in methods:
+        if method in NEEDS_CUE and not has_cue:
+            continue
+        run = out_p / "runs" / tid / method
+        kw = dict(data=audit, out=run, seed=seed, cache_dir=out_p / "cache", threads=threads, device=device, **small)
+        if method in ("standard", "shortcut-aware"):
+            tcfg = TrainConfig(method=method, **kw)
+        elif method.startswith("weighted-"):
+            tcfg = TrainConfig(method="weighted", scheme=method.split("-", 1)[1], **kw)
+        else:
+            tcfg = TrainConfig(method="weighted", **kw)
+        t0 = time.perf_counter()
+        ts = train(tcfg, weights=method_weights(method, truth, seed), pairs=data)
+        seconds = time.perf_counter() - t0
+        model = load_model(run / CHECKPOINT).to(device)
+        acc = {name: margins(model, d) for name, d in tests.items()}
+        rows.append(_row(env, n, seed, method, roles, acc, tests, iid_text_margin, ts, seconds, summary, threads, device))
+        log.info("%s %s: iid %.3f reversed %s worst-group %s", tid, method, rows[-1]["iid"],
+                 rows[-1]["reversed"], rows[-1]["worst_group"])
+    write_json_atomic(out_p / "tasks" / f"{tid}.json", {"rows": rows})
+    return rows
+
+
+def _row(env, n, seed, method, roles, margins_by_test, tests, iid_text_margin, ts, seconds, summary, threads, device):
+    acc = {name: metrics.accuracy(m) for name, m in margins_by_test.items()}
+    iid_name = roles["iid"]
+    m_iid = margins_by_test[iid_name]
+    truth = tests[iid_name].cue_on_chosen
+    aligned = against = worst = None
+    if truth is not None and any(t is not None for t in truth):
+        known = np.array([t is not None for t in truth])
+        flag = np.array([bool(t) for t in truth])
+        aligned, against = metrics.accuracy(m_iid[known & flag]), metrics.accuracy(m_iid[known & ~flag])
+        worst = worst_group(aligned, against)
+    mean_of = lambda prefix: float(np.mean([acc[v] for k, v in roles.items() if k.startswith(prefix)]))  # noqa: E731
+    ood = {name: a for name, a in acc.items() if name != iid_name}
+    hist = ts["history"]
+    return {"train_env": env, "n_train": n, "method": method, "seed": seed, "iid": acc[iid_name],
+            "worst_group": worst, "acc_cue_aligned": aligned, "acc_cue_against": against,
+            "reversed": acc.get(roles.get("reversed")), "neutral": acc.get(roles.get("neutral")),
+            "other_neutral": mean_of("other@0.5:"), "other_aligned": mean_of("other@0.9:"), "clean": acc["clean"],
+            "ood": ood, "mean_ood": float(np.mean(list(ood.values()))),
+            "sfd": metrics.sfd(iid_text_margin, m_iid), "cue_share": hist[-1].get("cue_share"),
+            "cue_share_per_epoch": [h.get("cue_share") for h in hist], "ess": hist[-1].get("ess"),
+            "seconds": round(seconds, 2), "train_seconds": ts["train_seconds"], "threads": threads, "device": device,
+            "text_acc_audit": summary["text_acc"]}
+
+
+def worst_group(aligned: float, against: float) -> float:
+    """Worst-group accuracy (GroupDRO, JTT, DFR): the lower of the cue-aligned and cue-against accuracy."""
+    return float(min(aligned, against))
+
+
+# ---- the bench --------------------------------------------------------------------------------------
+
+def _prepare(cfg: BenchConfig, small: dict) -> list[tuple[str, int, int, dict]]:
+    """Write and audit every training set and shift set (main process: audits share one embedding
+    cache), pretrain the scene encoder once; returns the training tasks."""
+    from audit.score import score
+    from audit.synth import synth
+    from audit.train.vision import pretrained_encoder
+
+    out = cfg.out
+    _determinism(cfg.threads, "cpu")
+    pretrained_encoder(small["image_size"], cache=out / "cache")
+    runs = [(env, cfg.n_train) for env in cfg.env_list()]
+    if cfg.scale_n:
+        runs.append((cfg.scale_env, cfg.scale_n))
+    tasks = []
+    for env, n in runs:
+        roles = shift_sets(env)
+        for name in dict.fromkeys(roles.values()):
+            folder = _build_test_set(out, name, cfg.n_test)
+            if name == roles["iid"] and not (out / "audit" / "test" / name / "summary.json").is_file():
+                score(ScoreConfig(source=folder, out=out / "audit" / "test" / name, seed=0, cache_dir=out / "cache",
+                                  device=cfg.device))
+        for seed in range(cfg.seeds):
+            tid = task_id(env, n, seed)
+            audit = out / "audit" / "train" / tid
+            if not (audit / "summary.json").is_file():
+                src = synth(SynthConfig(env=env, out=out / "data" / "train" / tid, n=n, seed=seed, format="pairs"))
+                score(ScoreConfig(source=src.parent, out=audit, seed=seed, cache_dir=out / "cache", device=cfg.device))
+            tasks.append((env, n, seed, roles))
+    return tasks
+
+
+def bench(cfg: BenchConfig) -> dict:
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     small = dict(epochs=cfg.epochs, batch_size=64, dim=64, image_size=64, vocab=4096)
+    t_start = time.perf_counter()
+    tasks = _prepare(cfg, small)
+    prep_s = time.perf_counter() - t_start
+    done: dict[str, list] = {}
+    for env, n, seed, _ in tasks:                 # resume: finished tasks keep their rows
+        f = out / "tasks" / f"{task_id(env, n, seed)}.json"
+        if f.is_file():
+            done[task_id(env, n, seed)] = json.loads(f.read_text())["rows"]
+    todo = [t for t in tasks if task_id(*t[:3]) not in done]
+    args = lambda t: (str(out), t[0], t[1], t[2], small, cfg.method_list(), cfg.threads, cfg.device, t[3])  # noqa: E731
 
-    # Held-out test sets, their own seeds. i.i.d.: the environment as trained (cue at its strength), with
-    # an audit (SFD needs the text probe's margins). o.o.d.: the environment's cue on a random side
-    # (p = 0.5), a distribution where no text cue predicts the label (see OOD_P).
-    tests, ood_tests = {}, {}
-    for k, env in enumerate(TEST_ENVS):
-        src = synth(SynthConfig(env=env, out=out / "data" / "test" / env, n=cfg.n_test, seed=10_000 + k, format="pairs"))
-        audit = out / "audit" / "test" / env
-        score(ScoreConfig(source=src.parent, out=audit, seed=0, cache_dir=out / "cache"))
-        tests[env] = (load_pairs(audit, small["image_size"], small["vocab"]),
-                      pl.read_parquet(audit / "audited.parquet").filter(pl.col("status") == "ok")["text_margin"].to_numpy())
-        if get_env(env).cue is None:
-            ood_tests[env] = tests[env][0]
-        else:
-            src = synth(SynthConfig(env=env, out=out / "data" / "test-ood" / env, n=cfg.n_test, seed=20_000 + k,
-                                    p=OOD_P, format="pairs"))
-            ood_tests[env] = load_pairs(src.parent, small["image_size"], small["vocab"])
+    def save() -> None:
+        rows = [r for t in tasks for r in done.get(task_id(*t[:3]), [])]
+        write_json_atomic(out / "results.json", {"rows": rows, "config": to_dict(cfg), "versions": versions()})
 
-    rows = []
-    for env in cfg.env_list():
-        for seed in range(cfg.seeds):
-            src = synth(SynthConfig(env=env, out=out / "data" / "train" / f"{env}-s{seed}", n=cfg.n_train, seed=seed,
-                                    format="pairs"))
-            audit = out / "audit" / "train" / f"{env}-s{seed}"
-            summary = score(ScoreConfig(source=src.parent, out=audit, seed=seed, cache_dir=out / "cache"))
-            table = pl.read_parquet(audit / "audited.parquet").filter(pl.col("status") == "ok")
-            for method in METHODS:
-                run = out / "runs" / f"{env}-s{seed}-{method}"
-                kw = dict(data=audit, out=run, seed=seed, cache_dir=out / "cache", **small)
-                override = None
-                if method in ("standard", "shortcut-aware"):
-                    tcfg = TrainConfig(method=method, **kw)
-                elif method == "oracle":
-                    tcfg = TrainConfig(method="weighted", **kw)
-                    override = oracle_weights(table["cue_on_chosen"].to_list())
-                else:
-                    tcfg = TrainConfig(method="weighted", scheme=method.split("-", 1)[1], **kw)
-                t0 = time.perf_counter()
-                ts = train(tcfg, weights=override)
-                seconds = time.perf_counter() - t0
-                model = load_model(run / CHECKPOINT)
-                data, text_margin = tests[env]
-                m = margins(model, data)
-                iid, sfd = metrics.accuracy(m), metrics.sfd(text_margin, m)
-                ood = {e: metrics.accuracy(margins(model, d)) for e, d in ood_tests.items() if e != env}
-                hist = ts["history"]
-                rows.append({"train_env": env, "method": method, "seed": seed, "iid": iid, "ood": ood,
-                             "mean_ood": float(np.mean(list(ood.values()))), "sfd": sfd,
-                             "cue_share": hist[-1].get("cue_share"),
-                             "cue_share_per_epoch": [h.get("cue_share") for h in hist],
-                             "seconds": round(seconds, 2), "train_seconds": ts["train_seconds"],
-                             "text_acc_audit": summary["text_acc"]})
-                log.info("%s %s seed %d: iid %.3f mean ood %.3f", env, method, seed, iid, rows[-1]["mean_ood"])
-                write_json_atomic(out / "results.json", {"rows": rows, "config": to_dict(cfg), "versions": versions()})
+    if cfg.jobs == 1 or len(todo) <= 1:
+        for t in todo:
+            done[task_id(*t[:3])] = run_task(*args(t))
+            save()
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    table_md = summarise(rows)
+        with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(run_task, *args(t)): task_id(*t[:3]) for t in todo}
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()   # a failed task stops the bench; finished ones are kept
+                log.info("task %s done (%d of %d)", futures[fut], len(done), len(tasks))
+                save()
+
+    rows = [r for t in tasks for r in done.get(task_id(*t[:3]), [])]
+    stats = statistics(rows)
+    table_md = summarise(rows, stats, cfg)
     (out / "results.md").write_text(table_md, encoding="utf-8")
-    result = {"rows": rows, "config": to_dict(cfg), "versions": versions(), "table": table_md}
+    result = {"rows": rows, "stats": stats, "config": to_dict(cfg), "versions": versions(), "table": table_md,
+              "wall_seconds": round(time.perf_counter() - t_start, 1), "prepare_seconds": round(prep_s, 1)}
     write_json_atomic(out / "results.json", result)
     return result
 
 
-def summarise(rows: list[dict]) -> str:
-    """One Markdown table per training environment: mean ± std over seeds, per method."""
-    lines = []
-    std_step = {}
+# ---- statistics -------------------------------------------------------------------------------------
+
+def bootstrap_ci(diffs: list[float], n_boot: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile 95% interval of the mean of paired differences, resampling the pairs (seeds) with
+    replacement; None with fewer than two pairs."""
+    d = np.asarray([x for x in diffs if x is not None and x == x], dtype=np.float64)
+    if d.size < 2:
+        return None
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
+    means = d[idx].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _group_key(r: dict) -> str:
+    return f"{r['train_env']} (n={r['n_train']})"
+
+
+def _strength_key(r: dict) -> str | None:
+    from audit.synth import get_env
+
+    env = get_env(r["train_env"])
+    return None if env.cue is None else f"all cues at p={env.p:g} (n={r['n_train']})"
+
+
+def statistics(rows: list[dict]) -> dict:
+    """Per group (one training environment and size, or all cue environments of one strength and size):
+    per method and metric, the mean, the std over seeds and the paired difference to `standard` matched
+    by (environment, size, seed), with its bootstrap 95% interval."""
+    by_key: dict[tuple, dict] = {(r["train_env"], r["n_train"], r["seed"], r["method"]): r for r in rows}
+    groups: dict[str, list[dict]] = {}
     for r in rows:
-        if r["method"] == "standard":
-            std_step.setdefault(r["train_env"], []).append(r["train_seconds"])
-    for env in dict.fromkeys(r["train_env"] for r in rows):
-        lines += [f"**trained on `{env}`**", "",
-                  "| method | i.i.d. | mean o.o.d. | " + " | ".join(f"o.o.d. {e}" for e in TEST_ENVS if e != env)
-                  + " | SFD | cue share | train s (x standard) |",
-                  "|---|---:|---:|" + "---:|" * (len(TEST_ENVS) - 1) + "---:|---:|---:|"]
-        for method in METHODS:
-            rs = [r for r in rows if r["train_env"] == env and r["method"] == method]
-            if not rs:
+        groups.setdefault(_group_key(r), []).append(r)
+    pooled: dict[str, list[dict]] = {}
+    for r in rows:
+        if _strength_key(r) is not None:
+            pooled.setdefault(_strength_key(r), []).append(r)
+    for g, rs in pooled.items():              # a pooled group only where it pools several environments
+        if len({r["train_env"] for r in rs}) > 1:
+            groups[g] = rs
+    keys = [k for k, _ in METRICS] + ["mean_ood", "sfd", "cue_share", "ess", "train_seconds"]
+    out = {}
+    for g, rs in groups.items():
+        out[g] = {}
+        for method in dict.fromkeys(r["method"] for r in rs):
+            mine = [r for r in rs if r["method"] == method]
+            entry = {"n_runs": len(mine)}
+            for k in keys:
+                vals = [r[k] for r in mine if r.get(k) is not None and r[k] == r[k]]
+                if not vals:
+                    continue
+                e = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+                base = [by_key.get((r["train_env"], r["n_train"], r["seed"], "standard")) for r in mine]
+                diffs = [r[k] - b[k] for r, b in zip(mine, base)
+                         if b is not None and r.get(k) is not None and b.get(k) is not None and r[k] == r[k] and b[k] == b[k]]
+                if method != "standard" and diffs:
+                    e["diff"] = float(np.mean(diffs))
+                    e["diff_ci"] = bootstrap_ci(diffs)
+                if k == "train_seconds" and method != "standard":
+                    ratios = [r[k] / b[k] for r, b in zip(mine, base) if b is not None and b.get(k)]
+                    e["ratio_to_standard"] = float(np.median(ratios)) if ratios else None
+                entry[k] = e
+            out[g][method] = entry
+    return out
+
+
+def verdict(e: dict) -> str:
+    """'+2.1 [+0.8, +3.5]' in points, or 'no difference' when the interval holds 0."""
+    ci = e.get("diff_ci")
+    d = 100 * e["diff"]
+    if ci is None:
+        return f"{d:+.1f} (1 seed)"
+    lo, hi = 100 * ci[0], 100 * ci[1]
+    text = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+    return text if lo > 0 or hi < 0 else f"{text} n.s."
+
+
+def summarise(rows: list[dict], stats: dict | None = None, cfg: BenchConfig | None = None) -> str:
+    """Markdown: per group, a table of means ± std over seeds, then the paired differences to standard."""
+    stats = stats if stats is not None else statistics(rows)
+    lines = []
+    fmt = lambda e, k: "–" if k not in e else f"{100 * e[k]['mean']:.1f} ± {100 * e[k]['std']:.1f}"  # noqa: E731
+    for g, methods in stats.items():
+        lines += [f"**{g}**, accuracy in % (mean ± std over {max(m['n_runs'] for m in methods.values())} runs)", "",
+                  "| method | " + " | ".join(label for _, label in METRICS) + " | SFD | cue share | ESS / n | step time |",
+                  "|---|" + "---:|" * (len(METRICS) + 4)]
+        for method, e in methods.items():
+            sfd = f"{e['sfd']['mean']:.1f}" if "sfd" in e else "–"
+            share = f"{e['cue_share']['mean']:.3f}" if "cue_share" in e else "–"
+            ess_ = f"{e['ess']['mean']:.2f}" if "ess" in e else "–"
+            ratio = e.get("train_seconds", {}).get("ratio_to_standard")
+            step = "1.00x" if method == "standard" else ("–" if ratio is None else f"{ratio:.2f}x")
+            lines.append(f"| {method} | " + " | ".join(fmt(e, k) for k, _ in METRICS) + f" | {sfd} | {share} | {ess_} | {step} |")
+        lines += ["", f"paired difference to standard, points [bootstrap 95% interval over seeds]; n.s. = the interval "
+                  "holds 0 (no difference)", "",
+                  "| method | " + " | ".join(f"Δ {label}" for _, label in METRICS) + " |",
+                  "|---|" + "---:|" * len(METRICS)]
+        for method, e in methods.items():
+            if method == "standard":
                 continue
-            iid, iid_s = _mean_std([r["iid"] for r in rs])
-            mo, mo_s = _mean_std([r["mean_ood"] for r in rs])
-            per = " | ".join(f"{100 * _mean_std([r['ood'][e] for r in rs])[0]:.1f}" for e in TEST_ENVS if e != env)
-            sfd = [r["sfd"] for r in rs if r["sfd"] is not None and r["sfd"] == r["sfd"]]
-            share = [r["cue_share"] for r in rs if r["cue_share"] is not None]
-            ts = _mean_std([r["train_seconds"] for r in rs])[0]
-            base = _mean_std(std_step.get(env, [ts]))[0] or ts
-            lines.append(f"| {method} | {100 * iid:.1f} ± {100 * iid_s:.1f} | {100 * mo:.1f} ± {100 * mo_s:.1f} | {per} | "
-                         f"{(_mean_std(sfd)[0] if sfd else float('nan')):.1f} | "
-                         f"{(_mean_std(share)[0] if share else float('nan')):.3f} | {ts:.1f} ({ts / base:.2f}x) |")
+            lines.append(f"| {method} | " + " | ".join(verdict(e[k]) if k in e and "diff" in e[k] else "–"
+                                                        for k, _ in METRICS) + " |")
         lines.append("")
-    return "\n".join(lines)
+    if cfg is not None:
+        lines.append(f"{cfg.seeds} seed(s), {cfg.n_train} training pairs, {cfg.epochs} epochs, {cfg.n_test} test pairs "
+                     f"per set, device {cfg.device}, {cfg.threads} thread(s) per training")
+    return "\n".join(lines) + "\n"

@@ -27,6 +27,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     cfg = from_args(SynthConfig, args)
     path = synth(cfg)
     print(f"wrote {cfg.n} pairs of `{cfg.env}` in format `{cfg.format}`: {path}")
+    if cfg.holdout:
+        print(f"wrote {cfg.holdout} held-out pairs of the same distribution: {cfg.out / 'heldout'}")
     return 0
 
 
@@ -151,8 +153,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     res = eval_run(cfg)
     for name, r in res["datasets"].items():
         extra = "".join(f"   {k} {100 * r[k]:.1f}%" for k in ("acc_cue_aligned", "acc_cue_against") if r.get(k) is not None)
-        split = "" if res["iid"] is None else (" (i.i.d.)" if name == res["iid"]["dataset"] else " (o.o.d.)")
-        print(f"{name}{split}: accuracy {100 * r['accuracy']:.1f}% on {r['n']} pairs{extra}")
+        split = f" ({r['split']})" if r.get("split") else ""
+        seen = (f"   ({r['seen_in_training']} pairs seen in training: not a held-out score)"
+                if r.get("seen_in_training") else "")
+        print(f"{name}{split}: accuracy {100 * r['accuracy']:.1f}% on {r['n']} pairs{extra}{seen}")
     if res.get("mean_ood") is not None:
         print(f"i.i.d. {100 * res['iid']['accuracy']:.1f}%, mean o.o.d. {100 * res['mean_ood']:.1f}%, "
               f"gap {100 * res['gap']:+.1f} points")

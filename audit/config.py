@@ -73,6 +73,13 @@ def from_args(cls: type, ns: argparse.Namespace) -> Any:
     return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
 
 
+def _check_device(device: str) -> None:
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device or ""):
+        raise ConfigError(f"`--device` must be `auto`, `cpu`, `cuda` or `cuda:N`, got {device!r}")
+
+
 def to_dict(cfg: Any) -> dict:
     """JSON-ready dict of a config (paths as strings)."""
     out = {}
@@ -100,6 +107,9 @@ class SynthConfig:
                           "planted cue sits on the chosen side (0.5 = noise, 1-p reverses it)")
     pairs_per_image: int = opt(1, help="pairs drawn about each image (VLFeedback-like sharing when > 1)")
     image_size: int = opt(64, help="side of the square RGB images in pixels")
+    holdout: int = opt(0, help="also write a held-out split of this many pairs of the same distribution: "
+                       "the training set goes to OUT/train, the held-out one to OUT/heldout (pass it to "
+                       "`eval --iid heldout`)")
 
     def __post_init__(self) -> None:
         if self.env is None:
@@ -113,6 +123,8 @@ class SynthConfig:
             raise ConfigError(f"`--p` must be a probability in [0, 1], got {self.p}")
         if self.pairs_per_image < 1:
             raise ConfigError(f"`--pairs-per-image` must be at least 1, got {self.pairs_per_image}")
+        if self.holdout < 0:
+            raise ConfigError(f"`--holdout` must be 0 or more, got {self.holdout}")
         if not 16 <= self.image_size <= 1024:
             raise ConfigError(f"`--image-size` must be in [16, 1024], got {self.image_size}")
         if self.container not in CONTAINERS:
@@ -258,10 +270,10 @@ class ScoreConfig:
     image_root: Path | None = opt(None, help="image root when SOURCE is not a pairs folder (see `ingest`)")
 
     def __post_init__(self) -> None:
-        from audit.schemes import SCHEMES
+        from audit.schemes import check_scheme
 
         self.source, self.out = Path(self.source), Path(self.out)
-        SCHEMES.get_or_raise(self.scheme)
+        check_scheme(self.scheme, "paper" if (self.rm or self.mm_scores) else "residual")
         if self.folds < 2:
             raise ConfigError(f"`--folds` must be at least 2, got {self.folds}")
         if not 0.5 <= self.threshold < 1.0:
@@ -311,8 +323,8 @@ class ExportConfig:
     format: str = opt("parquet", choices=EXPORT_FORMATS,
                       help="`parquet` (zstd, embedded images), `hf` (save_to_disk, Image feature), `alignrm` "
                       "(JSONL + images), `trl` (conversational + images), `source` (the source's own format)")
-    scheme: str | None = opt(None, help="re-choose the weight scheme without re-scoring (sfc, debias, ipw, jtt, "
-                             "none); default: the audit's weights")
+    scheme: str | None = opt(None, help="re-choose the weight scheme without re-scoring (sfc or sfc-residual, "
+                             "debias, ipw, jtt, none); default: the audit's weights")
     clip: float | None = opt(None, help="cap on the normalised weight when re-weighting")
     ipw_floor: float = opt(0.05, help="`ipw` text_prob floor when re-weighting")
     jtt_factor: float = opt(5.0, help="`jtt` factor when re-weighting")
@@ -415,9 +427,14 @@ class TrainConfig:
     image_size: int = opt(64, help="`small` model image side")
     vocab: int = opt(4096, help="`small` model hashed vocabulary")
     seed: int = opt(0, help="seed of initialisation and batch order")
+    device: str = opt("auto", help="`small` model: `auto` (CUDA when present, else CPU), `cpu`, `cuda`, `cuda:1`")
+    threads: int | None = opt(None, help="CPU threads torch uses (results depend on it; default: torch's choice)")
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
+        _check_device(self.device)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"`--threads` must be at least 1, got {self.threads}")
         if self.cache_dir is not None:
             self.cache_dir = Path(self.cache_dir)
         if self.vision not in ("pretrained", "scratch"):
@@ -452,8 +469,9 @@ class EvalConfig:
     scores: str | None = opt(None, metavar="CHOSEN_COL,REJECTED_COL",
                              help="evaluate an external reward model's rewards found in each dataset's columns "
                              "(or one MARGIN_COL) instead of a run; every positional is then a dataset")
-    iid: str | None = opt(None, metavar="NAME", help="the dataset that is i.i.d. with the training data (its folder "
-                          "name); default: the run's own training data when it is among DATA")
+    iid: str | None = opt(None, metavar="NAME", help="the dataset that is a held-out split of the training "
+                          "distribution (its folder name; `synth --holdout` writes one); the others are o.o.d. The "
+                          "run's own training data is never i.i.d.: it is reported as `train`")
 
     def __post_init__(self) -> None:
         self.run = Path(self.run) if self.run is not None else None
@@ -475,30 +493,65 @@ class EvalConfig:
 
 @dataclass
 class BenchConfig:
-    """`shortcut-audit bench`: the paper's cross-distribution experiment on the synthetic environments."""
+    """`shortcut-audit bench`: the cross-distribution experiment on the synthetic environments, with shift
+    sets that reverse the training cue, worst-group accuracy, data-matched controls and paired statistics."""
 
-    out: Path = opt(Path("bench-results"), short="-o", help="output folder: results.json, results.md, runs/")
-    quick: bool = opt(False, help="a CI-sized run (two training environments, one seed, small sets): a few minutes")
-    seeds: int | None = opt(None, help="seeds per (environment, method) (default 3; quick 1)")
+    out: Path = opt(Path("bench-results"), short="-o", help="output folder: results.json, results.md, tasks/, runs/")
+    quick: bool = opt(False, help="a CI-sized run (`leadin`, one seed, small sets): about 2 minutes on 2 cores")
+    seeds: int | None = opt(None, help="seeds per (environment, method) (default 5; quick 1)")
     n_train: int | None = opt(None, help="training pairs per environment (default 4000; quick 1500)")
-    n_test: int | None = opt(None, help="test pairs per environment (default 1000; quick 300)")
+    n_test: int | None = opt(None, help="test pairs per shift set (default 1000; quick 300)")
     epochs: int | None = opt(None, help="training epochs (default 12; quick 8)")
     train_envs: str | None = opt(None, help="comma-separated training environments (default: leadin, closing, "
-                                 "verbose, markdown, clean; quick: leadin, clean)")
+                                 "verbose, markdown at p = 0.9 and 0.7, and clean; quick: leadin)")
+    methods: str | None = opt(None, help="comma-separated methods (default all: standard, shortcut-aware, "
+                              "weighted-sfc-residual, weighted-debias, weighted-ipw, weighted-jtt, oracle, "
+                              "ess-matched, subsample)")
+    scale_env: str = opt("leadin", help="environment of the scaling row (trained again at `--scale-n` pairs)")
+    scale_n: int | None = opt(None, help="training pairs of the scaling row (default 16000; quick: none; 0 = none)")
+    jobs: int = opt(1, help="training tasks (one environment and seed, all methods) run in parallel processes")
+    threads: int = opt(1, help="torch CPU threads per training: fixed and recorded, so the same seed gives the "
+                       "same numbers; jobs x threads should not exceed the cores")
+    device: str = opt("cpu", help="device of the audits and trainings: `cpu` or `cuda` (a GPU runs 16k-pair "
+                      "sets x 5 seeds in minutes; several `--jobs` share it)")
 
     def __post_init__(self) -> None:
+        from audit.bench import METHODS
+
         self.out = Path(self.out)
         q = self.quick
-        self.seeds = self.seeds or (1 if q else 3)
+        self.seeds = self.seeds or (1 if q else 5)
         self.n_train = self.n_train or (1500 if q else 4000)
         self.n_test = self.n_test or (300 if q else 1000)
         self.epochs = self.epochs or (8 if q else 12)
+        if self.scale_n is None:
+            self.scale_n = 0 if q else 16000
         if self.train_envs is None:
-            self.train_envs = "leadin,clean" if q else "leadin,closing,verbose,markdown,clean"
+            self.train_envs = "leadin" if q else ("leadin,closing,verbose,markdown,leadin-0.7,closing-0.7,"
+                                                  "verbose-0.7,markdown-0.7,clean")
+        if self.methods is None:
+            self.methods = ",".join(METHODS)
+        for name, v, lo in (("--seeds", self.seeds, 1), ("--n-train", self.n_train, 20), ("--n-test", self.n_test, 20),
+                            ("--epochs", self.epochs, 1), ("--jobs", self.jobs, 1), ("--threads", self.threads, 1),
+                            ("--scale-n", self.scale_n, 0)):
+            if v < lo:
+                raise ConfigError(f"`{name}` must be at least {lo}, got {v}")
+        if 0 < self.scale_n < 20:
+            raise ConfigError(f"`--scale-n` must be 0 (no scaling row) or at least 20, got {self.scale_n}")
+        _check_device(self.device)
+        if self.device == "auto":
+            raise ConfigError("`bench --device` must be named (`cpu` or `cuda`): the results depend on it")
+        bad = [m for m in self.method_list() if m not in METHODS]
+        if bad or "standard" not in self.method_list():
+            raise ConfigError(f"`--methods` must include `standard` (every difference is taken against it) and name "
+                              f"only {', '.join(METHODS)}; got {self.methods!r}")
         from audit.synth import get_env
 
-        for e in self.env_list():
+        for e in [*self.env_list(), self.scale_env]:
             get_env(e)
+
+    def method_list(self) -> list[str]:
+        return [m.strip() for m in self.methods.split(",") if m.strip()]
 
     def env_list(self) -> list[str]:
         return [e.strip() for e in self.train_envs.split(",") if e.strip()]

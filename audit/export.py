@@ -20,7 +20,7 @@ from audit.config import ExportConfig, to_dict
 from audit.errors import FormatError, SourceError
 from audit.images import image_roots, resolve_image
 from audit.io import versions, write_json_atomic
-from audit.schemes import weights
+from audit.schemes import check_scheme, sfc_kind_of, weights
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
         raise FormatError(f"`{cfg.audit}` has no scored (`ok`) pairs to export")
     weight = ok["weight"].to_numpy().astype(np.float64)
     if cfg.scheme is not None:
+        check_scheme(cfg.scheme, sfc_kind_of(summary))
         weight = weights(cfg.scheme, np.ones(ok.height, bool), text_prob=ok["text_prob"].to_numpy(),
                          sfc=ok["sfc"].to_numpy(), clip=cfg.clip, ipw_floor=cfg.ipw_floor, jtt_factor=cfg.jtt_factor)
     idx = select(weight, ok["is_shortcut"].to_numpy(), ok["pair_id"].to_list(), cfg)

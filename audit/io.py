@@ -18,6 +18,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    mask = os.umask(0)      # mkstemp makes the file 0600; an output gets the mode any new file would
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

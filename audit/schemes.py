@@ -2,6 +2,12 @@
 
 Every scheme returns raw weights for the scored (`ok`) rows; `weights` clips them (optional) and
 normalises to mean 1 over those rows. Rows that are not scored get weight 0.
+
+Two schemes read the `sfc` column, and which one applies depends on what its multimodal loss is:
+`sfc` is the paper's coefficient, where L_mm is the loss of a full multimodal model (`score --rm` or
+`--mm-scores`); `sfc-residual` is the same formula where L_mm is the loss of the offline probe's
+margin (text margin plus the image-only residual the bilinear head adds): a different quantity, named
+for what it is. An audit records which in `summary.json` (`sfc_kind`: `paper` or `residual`).
 """
 
 from __future__ import annotations
@@ -15,9 +21,48 @@ SCHEME_HELP = SCHEMES.help
 register = SCHEMES.register
 
 
-@register("sfc", "the paper's Shortcut-Failure Coefficient L_text / (L_mm + L_text)")
+@register("sfc", "the paper's Shortcut-Failure Coefficient L_text / (L_mm + L_text), L_mm from a full "
+                 "multimodal model (`--rm` or `--mm-scores`)")
 def sfc_scheme(*, sfc: np.ndarray, **_) -> np.ndarray:
     return sfc
+
+
+@register("sfc-residual", "the same formula with the offline probe's L_mm (text margin + image-only residual): "
+                          "what `sfc` becomes without a full multimodal model")
+def sfc_residual_scheme(*, sfc: np.ndarray, **_) -> np.ndarray:
+    return sfc
+
+
+SFC_SCHEME = {"paper": "sfc", "residual": "sfc-residual"}   # sfc_kind -> the scheme that reads that column
+
+
+def sfc_kind_of(summary: dict) -> str:
+    """`paper` or `residual`: what the audit's `sfc` column is (audits written before `sfc_kind` existed
+    are told by their multimodal side)."""
+    if summary.get("sfc_kind") in SFC_SCHEME:
+        return summary["sfc_kind"]
+    mm = ((summary.get("encoders") or {}).get("mm") or "")
+    return "paper" if mm in ("reward model", "external") else "residual"
+
+
+def schemes_for(kind: str) -> list[str]:
+    """The schemes that apply to an audit whose `sfc` column is of this kind."""
+    other = SFC_SCHEME["residual" if kind == "paper" else "paper"]
+    return [s for s in SCHEMES if s != other]
+
+
+def check_scheme(scheme: str, kind: str) -> None:
+    """Refuse the `sfc` variant that does not match what the audit's multimodal loss is."""
+    SCHEMES.get_or_raise(scheme)
+    if scheme in SFC_SCHEME.values() and scheme != SFC_SCHEME[kind]:
+        from audit.errors import ConfigError
+
+        if kind == "residual":
+            raise ConfigError("`--scheme sfc` is the paper's coefficient and needs a full multimodal model's loss "
+                              "(`score --rm MODEL` or `--mm-scores C,R`); with the offline probe use `--scheme "
+                              "sfc-residual` (the probe's image-only residual loss), or another scheme")
+        raise ConfigError("`--scheme sfc-residual` is for audits made with the offline probe; this one has a full "
+                          "multimodal model, so use `--scheme sfc`")
 
 
 @register("debias", "1 - text_prob: the classic bias-only-model example reweighting")

@@ -30,7 +30,7 @@ from audit.io import atomic_path, versions, write_json_atomic
 from audit.probes.cues import CUE_FUNCS, cue_differences, fit_cue_probe
 from audit.probes.reward_model import rm_summary
 from audit.probes.text_embedding import text_feature_rows
-from audit.schemes import SCHEMES, weights
+from audit.schemes import schemes_for, weights
 from audit.stream import PairRows, read_batches
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,8 @@ def score(cfg: ScoreConfig) -> dict:
     sfc = metrics.sfc(text_loss, mm_loss)
     ones = np.ones(m, dtype=bool)
     scheme_kw = dict(text_prob=text_prob, sfc=sfc, clip=cfg.clip, ipw_floor=cfg.ipw_floor, jtt_factor=cfg.jtt_factor)
-    all_weights = {s: weights(s, ones, **scheme_kw) for s in SCHEMES}
+    sfc_kind = "paper" if (cfg.rm or cfg.mm_scores) else "residual"
+    all_weights = {s: weights(s, ones, **scheme_kw) for s in schemes_for(sfc_kind)}
     weight = all_weights[cfg.scheme]
 
     # (name, values over the scored rows, value of the other rows: None = null); NaN is written as null.
@@ -423,7 +424,7 @@ def score(cfg: ScoreConfig) -> dict:
         "n_rows": n, "n_scored": m, "status_counts": status_counts,
         "text_acc": metrics.accuracy(text_margin), "mm_acc": metrics.accuracy(mm_margin),
         "cue_acc": metrics.accuracy(cue_margin), "shortcut_rate": float((text_prob >= cfg.threshold).mean()),
-        "sfd": metrics.sfd(text_margin, mm_margin), "sfc_mean": float(sfc.mean()),
+        "sfd": metrics.sfd(text_margin, mm_margin), "sfc_mean": float(sfc.mean()), "sfc_kind": sfc_kind,
         "scheme": cfg.scheme, "threshold": cfg.threshold,
         "weights": {"min": float(weight.min()), "max": float(weight.max()),
                     "quantiles": {q: float(np.quantile(weight, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")}},

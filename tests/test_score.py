@@ -60,8 +60,10 @@ def test_summary_names_the_planted_cue_and_the_schemes_move_the_cue_share(audits
     assert share["none"] == share["untouched"] and abs(share["untouched"] - 0.9) < 0.02
     # The multimodal probe does not ride the cue, so SFC differs between cue-aligned and cue-against
     # pairs and every reweighting scheme moves the share towards 0.5 (no weighting: 0.9).
-    for scheme in ("sfc", "debias", "ipw", "jtt"):
+    for scheme in ("sfc-residual", "debias", "ipw", "jtt"):
         assert share[scheme] < 0.75, (scheme, share)
+    # the offline probe's L_mm is its image-only residual: `sfc-residual`, never the paper's `sfc`
+    assert summary["sfc_kind"] == "residual" and "sfc" not in share
     assert abs(share["ipw"] - 0.5) < 0.1
 
 

@@ -83,7 +83,16 @@ def synth(cfg: SynthConfig) -> Path:
     env = get_env(cfg.env)
     fmt = get_format(cfg.format)
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.holdout:
+        # The held-out split continues the same stream past the training rows (from the next image, so
+        # no picture is shared): the same distribution, never the same pairs.
+        start = -(-cfg.n // cfg.pairs_per_image) * cfg.pairs_per_image
+        held = generate(env, start + cfg.holdout, cfg.seed, cfg.p, cfg.pairs_per_image, cfg.image_size, start=start)
+        hpath = fmt.write(held, cfg.out / "heldout", container=cfg.container, seed=cfg.seed)
+        log.info("wrote %d held-out pairs of `%s` as %s to %s", cfg.holdout, env.name, fmt.name, hpath)
+    out = cfg.out / "train" if cfg.holdout else cfg.out
+    out.mkdir(parents=True, exist_ok=True)
     pairs = generate(env, cfg.n, cfg.seed, cfg.p, cfg.pairs_per_image, cfg.image_size)
-    path = fmt.write(pairs, cfg.out, container=cfg.container, seed=cfg.seed)
+    path = fmt.write(pairs, out, container=cfg.container, seed=cfg.seed)
     log.info("wrote %d pairs of `%s` as %s to %s", cfg.n, env.name, fmt.name, path)
     return path

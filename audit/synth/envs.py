@@ -25,10 +25,12 @@ def _add(name: str, cue: str | None, p: float) -> None:
 
 
 _add("clean", None, 0.5)
-for _cue in ("leadin", "closing", "verbose", "markdown"):
+CUE_ENVS = ("leadin", "closing", "verbose", "markdown")
+for _cue in CUE_ENVS:
     _add(_cue, _cue, 0.9)
     _add(f"{_cue}-0.7", _cue, 0.7)
-_add("leadin-reversed", "leadin", 0.1)
+for _cue in CUE_ENVS:   # the cue on the rejected side: where a model that learnt it fails
+    _add(f"{_cue}-reversed", _cue, 0.1)
 
 
 def get_env(name: str) -> Environment:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class PairData:
     weight: torch.Tensor | None
     cue_on_chosen: np.ndarray | None
     table: object             # the polars rows used (ok only)
+    features: dict = field(default_factory=dict)   # frozen scene-encoder features, see loop.vision_features
 
     def __len__(self) -> int:
         return self.prompt.shape[0]

@@ -81,8 +81,42 @@ def _images(data: PairData, idx: torch.Tensor) -> torch.Tensor:
     return data.images[idx].float() / 255.0
 
 
-def rewards(model, data: PairData, idx: torch.Tensor, blank: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen, r_rejected) for the pairs `idx`; `blank` feeds the white image instead of the real one."""
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def vision_fingerprint(model) -> str:
+    """Hash of the `small` model's scene-encoder weights: cached image features are reused only by a
+    model whose encoder is the one that computed them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(model.vision.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def vision_features(model, data: PairData, chunk: int = 512) -> torch.Tensor:
+    """The scene encoder's features (N, 4, 64) of every image in `data`, on the model's device,
+    computed once per (encoder weights, device) and kept on `data`. Only valid where the encoder does
+    not train (frozen, or at evaluation): then each step runs the slots and the text side alone, and the
+    values equal those of `encode_image` on the raw images."""
+    dev = model_device(model)
+    key = (vision_fingerprint(model), str(dev))
+    if key not in data.features:
+        out = [model.vision(_images(data, torch.arange(s, min(s + chunk, len(data)))).to(dev))
+               for s in range(0, len(data), chunk)]
+        data.features.clear()                  # one encoder's features at a time
+        data.features[key] = torch.cat(out) if out else torch.zeros(0, 4, 64, device=dev)
+    return data.features[key]
+
+
+def rewards(model, data: PairData, idx: torch.Tensor, blank: bool = False,
+            feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen, r_rejected) for the pairs `idx`; `blank` feeds the white image instead of the real one;
+    `feats` are the frozen scene encoder's features of all of `data` (`vision_features`)."""
     if hasattr(model, "pair_rewards"):                            # a VLM backbone
         from audit.train.vlm_rm import to_pil
         from audit.vlm import blank_image as white
@@ -91,11 +125,15 @@ def rewards(model, data: PairData, idx: torch.Tensor, blank: bool = False) -> tu
         texts = [data.table[c].gather(rows).to_list() for c in ("prompt", "chosen", "rejected")]
         images = [white() for _ in rows] if blank else to_pil(data.images[idx])
         return model.pair_rewards(*texts, images)
+    dev = model_device(model)
     if blank:   # every pair gets the same white picture: encode it once (same values and gradients)
-        v = model.encode_image(blank_image(1, data.images.shape[-1])).expand(len(idx), -1, -1)
+        v = model.encode_image(blank_image(1, data.images.shape[-1]).to(dev)).expand(len(idx), -1, -1)
+    elif feats is not None:
+        v = model.slots(feats[idx.to(feats.device)])
     else:
-        v = model.encode_image(_images(data, idx))                # one image pass for both responses
-    return model.score(v, data.prompt[idx], data.chosen[idx]), model.score(v, data.prompt[idx], data.rejected[idx])
+        v = model.encode_image(_images(data, idx).to(dev))        # one image pass for both responses
+    p, c, r = (t[idx].to(dev) for t in (data.prompt, data.chosen, data.rejected))
+    return model.score(v, p, c), model.score(v, p, r)
 
 
 @torch.no_grad()
@@ -103,10 +141,11 @@ def margins(model, data: PairData, batch: int = 512) -> np.ndarray:
     if hasattr(model, "pair_rewards"):      # a VLM: 2 sequences of hundreds of tokens per pair
         batch = min(batch, 16)
     model.eval()
+    feats = None if hasattr(model, "pair_rewards") else vision_features(model, data)
     out = []
     for s in range(0, len(data), batch):
         idx = torch.arange(s, min(s + batch, len(data)))
-        rc, rr = rewards(model, data, idx)
+        rc, rr = rewards(model, data, idx, feats=feats)
         out.append((rc - rr).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
@@ -134,11 +173,13 @@ def train_weights(cfg: TrainConfig, data: PairData, override: np.ndarray | None 
     if override is not None:
         return torch.tensor(override, dtype=torch.float32)
     if cfg.scheme is not None:
-        from audit.schemes import weights
+        from audit.schemes import check_scheme, sfc_kind_of, weights
 
         t = data.table
         if "text_prob" not in t.columns:
             raise FormatError("`--scheme` needs an audit folder (text_prob, sfc columns); pass `score`'s output")
+        summary = Path(cfg.data) / "summary.json"
+        check_scheme(cfg.scheme, sfc_kind_of(json.loads(summary.read_text()) if summary.is_file() else {}))
         w = weights(cfg.scheme, np.ones(len(data), bool), text_prob=t["text_prob"].to_numpy(), sfc=t["sfc"].to_numpy())
         return torch.tensor(w, dtype=torch.float32)
     if data.weight is None:
@@ -147,9 +188,11 @@ def train_weights(cfg: TrainConfig, data: PairData, override: np.ndarray | None 
     return data.weight
 
 
-def loss_terms(method: str, model, bias, data: PairData, idx: torch.Tensor, weight: torch.Tensor | None):
-    """Per-pair loss terms of one (share of a) batch: (terms, weights w, r_chosen, r_rejected)."""
-    rc, rr = rewards(model, data, idx)                              # (b,), (b,)
+def loss_terms(method: str, model, bias, data: PairData, idx: torch.Tensor, weight: torch.Tensor | None,
+               feats: torch.Tensor | None = None):
+    """Per-pair loss terms of one (share of a) batch: (terms, weights w, r_chosen, r_rejected);
+    `feats`: the frozen scene encoder's features of `data` (see `vision_features`)."""
+    rc, rr = rewards(model, data, idx, feats=feats)                 # (b,), (b,)
     if method == "standard":
         return bt_loss(rc, rr), torch.ones(len(idx), device=rc.device), rc, rr
     if method == "weighted":
@@ -160,23 +203,47 @@ def loss_terms(method: str, model, bias, data: PairData, idx: torch.Tensor, weig
     return per_pair, w, rc, rr
 
 
-def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
+def train_device(cfg: TrainConfig) -> torch.device:
+    from audit.dist import local_device
+
+    dev = cfg.device
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda") and not torch.cuda.is_available():
+        raise FormatError(f"`--device {cfg.device}`: no CUDA device is visible to torch here; pass `--device cpu`")
+    return torch.device(local_device(dev))
+
+
+def _load_state(path: Path) -> dict:
+    """The resume state, loaded without unpickling code (`weights_only=True`): tensors, numbers, lists
+    and dicts only. A file that is not such a state is a clear error, never executed."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any failure to read it means the same thing to the user
+        raise FormatError(f"`{path}` is not a resumable training state written by `train` ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); delete it to start the run afresh") from None
+
+
+def train(cfg: TrainConfig, weights: np.ndarray | None = None, pairs: PairData | None = None) -> dict:
     """Train; `weights` (Python API only) gives `weighted` per-pair weights directly, in data order
-    (the benchmark's oracle uses it)."""
+    (the benchmark's oracle and its controls use it); `pairs`: `cfg.data` already loaded (the benchmark
+    trains several methods on one set)."""
     t0 = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)        # results depend on it: fixed and recorded
     rank, world = distributed()
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)                   # same initial weights on every rank
-    data = load_pairs(cfg.data, cfg.image_size, cfg.vocab, workdir=cfg.out / f"rank{rank}" if world > 1 else cfg.out)
+    data = pairs if pairs is not None else load_pairs(cfg.data, cfg.image_size, cfg.vocab,
+                                                      workdir=cfg.out / f"rank{rank}" if world > 1 else cfg.out)
     weight = train_weights(cfg, data, weights)
     n = len(data)
 
     two = cfg.method == "shortcut-aware"
+    device = train_device(cfg)
     if cfg.model != "small":                      # a Hugging Face VLM backbone, vision tower frozen by default
-        from audit.dist import local_device
         from audit.train.vlm_rm import VLMTrainRM
 
-        device = local_device("cuda" if torch.cuda.is_available() else "cpu")
         model = VLMTrainRM(cfg.model, device, freeze_vision=not cfg.train_vision, seed=cfg.seed)
         bias = VLMTrainRM(cfg.model, device, freeze_vision=not cfg.train_vision, seed=cfg.seed) if two else None
     else:
@@ -191,19 +258,34 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
             if m is not None:
                 m.vision.load_state_dict(state)
                 m.vision.requires_grad_(cfg.train_vision)
+    if cfg.model == "small":
+        model.to(device)
+        if bias is not None:
+            bias.to(device)
+    if weight is not None:
+        weight = weight.to(device)
     params = [p for m in (model, bias) if m is not None for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused AdamW on a GPU: one kernel per step instead of several per tensor (the small model is launch-bound)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            **({"fused": True} if device.type == "cuda" else {}))
     steps_per_epoch = -(-n // cfg.batch_size)
+    # A frozen scene encoder gives every image the same features in every epoch: compute them once.
+    frozen = cfg.model == "small" and not any(p.requires_grad for p in model.vision.parameters())
+    feats = vision_features(model, data) if frozen else None
 
     start_epoch, history = 0, []
     state_file = cfg.out / STATE
     if state_file.is_file():                      # resume after a crash: same run, same result
-        state = torch.load(state_file, weights_only=False)
-        model.load_state_dict(state["model"])
-        if bias is not None:
-            bias.load_state_dict(state["bias"])
-        opt.load_state_dict(state["opt"])
-        start_epoch, history = state["epoch"], state["history"]
+        state = _load_state(state_file)
+        try:
+            model.load_state_dict(state["model"])
+            if bias is not None:
+                bias.load_state_dict(state["bias"])
+            opt.load_state_dict(state["opt"])
+            start_epoch, history = int(state["epoch"]), list(state["history"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as e:
+            raise FormatError(f"`{state_file}` does not match this run's model or method ({type(e).__name__}); "
+                              "delete it to start the run afresh, or use another `-o`") from None
         log.info("resuming %s at epoch %d", cfg.out, start_epoch)
 
     train_s = 0.0
@@ -216,14 +298,14 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
         t_epoch = time.perf_counter()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)   # batch order: a function of (seed, epoch)
         perm = torch.randperm(n, generator=g)
-        tot_loss, tot_w, cue_w, right = 0.0, 0.0, 0.0, 0.0
+        tot_loss, tot_w, tot_w2, cue_w, right = 0.0, 0.0, 0.0, 0.0, 0.0
         for j, s in enumerate(range(0, n, cfg.batch_size)):
             step = epoch * steps_per_epoch + j                      # warm-up from the global step: resume-exact
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
             batch = perm[s:s + cfg.batch_size]                      # the global batch, same on every rank
             idx = batch[rank::world]                                # this rank's share of it
-            per_pair, w, rc, rr = loss_terms(cfg.method, model, bias, data, idx, weight)
+            per_pair, w, rc, rr = loss_terms(cfg.method, model, bias, data, idx, weight, feats=feats)
             loss = per_pair.sum() / len(batch)                      # = mean over the global batch
             opt.zero_grad(set_to_none=False)
             loss.backward()
@@ -233,17 +315,19 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
                         prm.grad = torch.zeros_like(prm)
                     _all_sum(prm.grad, world)
             opt.step()
-            tot_loss += float(per_pair.detach().sum())
-            w = w.detach().float().cpu()
-            tot_w += float(w.sum())
-            if truth is not None:
-                cue_w += float((w * truth[idx]).sum())
-            right += float(((rc - rr).detach() > 0).sum())
+            # one host transfer per step: loss, sum w, sum w^2, cue-aligned w, right
+            w = w.detach().float()
+            cue = truth[idx].to(w.device) if truth is not None else torch.zeros_like(w)
+            stats = torch.stack([per_pair.detach().sum().float(), w.sum(), (w * w).sum(), (w * cue).sum(),
+                                 ((rc - rr).detach() > 0).float().sum()]).cpu().tolist()
+            tot_loss, tot_w, tot_w2, cue_w, right = (a + b for a, b in zip((tot_loss, tot_w, tot_w2, cue_w, right), stats))
         train_s += time.perf_counter() - t_epoch
-        tot_loss, tot_w, cue_w, right = _all_sum(torch.tensor([tot_loss, tot_w, cue_w, right], dtype=torch.float64),
-                                                 world).tolist()
-        # train_acc: on each batch before its update (free; the final model's accuracy is `eval`'s job)
-        entry = {"epoch": epoch + 1, "loss": tot_loss / n, "mean_weight": tot_w / n, "train_acc": right / n}
+        tot_loss, tot_w, tot_w2, cue_w, right = _all_sum(
+            torch.tensor([tot_loss, tot_w, tot_w2, cue_w, right], dtype=torch.float64), world).tolist()
+        # train_acc: on each batch before its update (free; the final model's accuracy is `eval`'s job).
+        # ess: effective sample size of this epoch's pair weights, (sum w)^2 / sum w^2, as a share of n.
+        entry = {"epoch": epoch + 1, "loss": tot_loss / n, "mean_weight": tot_w / n, "train_acc": right / n,
+                 "ess": (tot_w * tot_w / tot_w2 / n) if tot_w2 > 0 else 0.0}
         if truth is not None and data.cue_on_chosen is not None and any(x is not None for x in data.cue_on_chosen):
             entry["cue_share"] = cue_w / max(tot_w, 1e-12)       # share of effective weight on cue-aligned pairs
         history.append(entry)
@@ -251,8 +335,11 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
             with open(cfg.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
             log.info("epoch %d: %s", epoch + 1, entry)
-            torch.save({"model": model.state_dict(), "bias": None if bias is None else bias.state_dict(),
-                        "opt": opt.state_dict(), "epoch": epoch + 1, "history": history}, state_file)
+            from audit.io import atomic_path
+
+            with atomic_path(state_file) as tmp:
+                torch.save({"model": model.state_dict(), "bias": None if bias is None else bias.state_dict(),
+                            "opt": opt.state_dict(), "epoch": epoch + 1, "history": history}, tmp)
 
     if rank == 0:
         hf = cfg.model != "small"
@@ -261,6 +348,7 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
             save_model(bias, cfg.out / (HF_BIAS_CHECKPOINT if hf else BIAS_CHECKPOINT))
     summary = {"method": cfg.method, "n_pairs": n, "vision": vision_report, "epochs": cfg.epochs, "world_size": world, "history": history,
                "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 3),
+               "device": str(device), "threads": torch.get_num_threads(),
                "config": to_dict(cfg), "versions": versions()}
     if rank == 0:
         write_json_atomic(cfg.out / "config.json", to_dict(cfg))

@@ -67,7 +67,11 @@ class SmallMMRM(nn.Module):
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) in [0, 1] -> (B, 4, dim) slots; computed once per pair, shared by both responses."""
-        f = self.vision(image)
+        return self.slots(self.vision(image))
+
+    def slots(self, f: torch.Tensor) -> torch.Tensor:
+        """Scene-encoder features (B, 4, 64) -> (B, 4, dim) slots. With a frozen encoder the features
+        of a dataset are computed once (`audit.train.loop.vision_features`) and only this part runs per step."""
         where = torch.eye(SLOTS, dtype=f.dtype, device=f.device).expand(f.shape[0], -1, -1)
         return self.slot(torch.cat([f, where], dim=-1))
 
