@@ -142,10 +142,23 @@ def _determinism(threads: int, device: str) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def _audit_training_set(out: Path, env: str, n: int, seed: int, cache_dir: Path, device: str) -> Path:
+    from audit.score import score
+    from audit.synth import synth
+
+    tid = task_id(env, n, seed)
+    audit = out / "audit" / "train" / tid
+    if not (audit / "summary.json").is_file():
+        src = synth(SynthConfig(env=env, out=out / "data" / "train" / tid, n=n, seed=seed, format="pairs"))
+        score(ScoreConfig(source=src.parent, out=audit, seed=seed, cache_dir=cache_dir, device=device))
+    return audit
+
+
 def run_task(out: str, env: str, n: int, seed: int, small: dict, methods: list[str], threads: int,
-             device: str, roles: dict[str, str]) -> list[dict]:
+             device: str, roles: dict[str, str], cache_dir: str, worker_audit: bool = False) -> list[dict]:
     """Train every method on one audited training set and evaluate on the shift sets: the bench's unit
-    of work (run in a worker process under `--jobs`). Returns its rows; also writes them to
+    of work (run in a worker process under `--jobs`; with `worker_audit` it also writes and audits its
+    training set, with an embedding cache of its own). Returns its rows; also writes them to
     `OUT/tasks/<task>.json`, which marks the task done for a resumed bench."""
     import polars as pl
 
@@ -155,6 +168,8 @@ def run_task(out: str, env: str, n: int, seed: int, small: dict, methods: list[s
     _determinism(threads, device)
     out_p = Path(out)
     tid = task_id(env, n, seed)
+    if worker_audit:
+        _audit_training_set(out_p, env, n, seed, Path(cache_dir) / f"task-{tid}", device)
     audit = out_p / "audit" / "train" / tid
     table = pl.read_parquet(audit / "audited.parquet").filter(pl.col("status") == "ok")
     summary = json.loads((audit / "summary.json").read_text())
@@ -171,7 +186,7 @@ def run_task(out: str, env: str, n: int, seed: int, small: dict, methods: list[s
         if method in NEEDS_CUE and not has_cue:
             continue
         run = out_p / "runs" / tid / method
-        kw = dict(data=audit, out=run, seed=seed, cache_dir=out_p / "cache", threads=threads, device=device, **small)
+        kw = dict(data=audit, out=run, seed=seed, cache_dir=Path(cache_dir), threads=threads, device=device, **small)
         if method in ("standard", "shortcut-aware"):
             tcfg = TrainConfig(method=method, **kw)
         elif method.startswith("weighted-"):
@@ -222,77 +237,88 @@ def worst_group(aligned: float, against: float) -> float:
 
 # ---- the bench --------------------------------------------------------------------------------------
 
-def _prepare(cfg: BenchConfig, small: dict) -> list[tuple[str, int, int, dict]]:
-    """Write and audit every training set and shift set (main process: audits share one embedding
-    cache), pretrain the scene encoder once; returns the training tasks."""
+def _prepare(cfg: BenchConfig, small: dict):
+    """Yield the training tasks (environment, size, seed, roles), each once its training set and shift
+    sets are written and audited. This runs in the main process (the audits share one embedding cache)
+    while earlier tasks train in the workers; with `--worker-audits` the workers audit their own sets)."""
     from audit.score import score
-    from audit.synth import synth
-    from audit.train.vision import pretrained_encoder
 
     out = cfg.out
-    _determinism(cfg.threads, "cpu")
-    pretrained_encoder(small["image_size"], cache=out / "cache")
     runs = [(env, cfg.n_train) for env in cfg.env_list()]
     if cfg.scale_n:
         runs.append((cfg.scale_env, cfg.scale_n))
-    tasks = []
     for env, n in runs:
         roles = shift_sets(env)
         for name in dict.fromkeys(roles.values()):
             folder = _build_test_set(out, name, cfg.n_test)
             if name == roles["iid"] and not (out / "audit" / "test" / name / "summary.json").is_file():
-                score(ScoreConfig(source=folder, out=out / "audit" / "test" / name, seed=0, cache_dir=out / "cache",
+                score(ScoreConfig(source=folder, out=out / "audit" / "test" / name, seed=0, cache_dir=cfg.cache_dir,
                                   device=cfg.device))
         for seed in range(cfg.seeds):
-            tid = task_id(env, n, seed)
-            audit = out / "audit" / "train" / tid
-            if not (audit / "summary.json").is_file():
-                src = synth(SynthConfig(env=env, out=out / "data" / "train" / tid, n=n, seed=seed, format="pairs"))
-                score(ScoreConfig(source=src.parent, out=audit, seed=seed, cache_dir=out / "cache", device=cfg.device))
-            tasks.append((env, n, seed, roles))
-    return tasks
+            if not cfg.worker_audits and not (out / "tasks" / f"{task_id(env, n, seed)}.json").is_file():
+                _audit_training_set(out, env, n, seed, cfg.cache_dir, cfg.device)
+            yield env, n, seed, roles
 
 
 def bench(cfg: BenchConfig) -> dict:
+    from audit.train.vision import pretrained_encoder
+
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     small = dict(epochs=cfg.epochs, batch_size=64, dim=64, image_size=64, vocab=4096)
     t_start = time.perf_counter()
-    tasks = _prepare(cfg, small)
-    prep_s = time.perf_counter() - t_start
+    _determinism(cfg.threads, "cpu")
+    pretrained_encoder(small["image_size"], cache=cfg.cache_dir)    # once, before any worker needs it
+    tasks: list[tuple] = []
     done: dict[str, list] = {}
-    for env, n, seed, _ in tasks:                 # resume: finished tasks keep their rows
-        f = out / "tasks" / f"{task_id(env, n, seed)}.json"
-        if f.is_file():
-            done[task_id(env, n, seed)] = json.loads(f.read_text())["rows"]
-    todo = [t for t in tasks if task_id(*t[:3]) not in done]
-    args = lambda t: (str(out), t[0], t[1], t[2], small, cfg.method_list(), cfg.threads, cfg.device, t[3])  # noqa: E731
+
+    def finished(t: tuple) -> list | None:       # resume: a finished task keeps its rows
+        f = out / "tasks" / f"{task_id(*t[:3])}.json"
+        return json.loads(f.read_text())["rows"] if f.is_file() else None
+
+    def args(t: tuple) -> tuple:
+        return (str(out), t[0], t[1], t[2], small, cfg.method_list(), cfg.threads, cfg.device, t[3], str(cfg.cache_dir),
+                cfg.worker_audits)
 
     def save() -> None:
         rows = [r for t in tasks for r in done.get(task_id(*t[:3]), [])]
         write_json_atomic(out / "results.json", {"rows": rows, "config": to_dict(cfg), "versions": versions()})
 
-    if cfg.jobs == 1 or len(todo) <= 1:
-        for t in todo:
-            done[task_id(*t[:3])] = run_task(*args(t))
+    if cfg.jobs == 1:
+        for t in _prepare(cfg, small):
+            tasks.append(t)
+            done[task_id(*t[:3])] = finished(t) or run_task(*args(t))
             save()
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=min(cfg.jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(run_task, *args(t)): task_id(*t[:3]) for t in todo}
-            for fut in as_completed(futures):
+        with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {}
+
+            def collect(fut) -> None:
                 done[futures[fut]] = fut.result()   # a failed task stops the bench; finished ones are kept
                 log.info("task %s done (%d of %d)", futures[fut], len(done), len(tasks))
                 save()
+
+            for t in _prepare(cfg, small):          # tasks start training as soon as their data is audited
+                tasks.append(t)
+                rows = finished(t)
+                if rows is not None:
+                    done[task_id(*t[:3])] = rows
+                else:
+                    futures[pool.submit(run_task, *args(t))] = task_id(*t[:3])
+                for fut in [f for f in futures if f.done() and futures[f] not in done]:
+                    collect(fut)
+            for fut in as_completed([f for f in futures if futures[f] not in done]):
+                collect(fut)
 
     rows = [r for t in tasks for r in done.get(task_id(*t[:3]), [])]
     stats = statistics(rows)
     table_md = summarise(rows, stats, cfg)
     (out / "results.md").write_text(table_md, encoding="utf-8")
     result = {"rows": rows, "stats": stats, "config": to_dict(cfg), "versions": versions(), "table": table_md,
-              "wall_seconds": round(time.perf_counter() - t_start, 1), "prepare_seconds": round(prep_s, 1)}
+              "wall_seconds": round(time.perf_counter() - t_start, 1)}
     write_json_atomic(out / "results.json", result)
     return result
 

@@ -512,13 +512,18 @@ class BenchConfig:
     jobs: int = opt(1, help="training tasks (one environment and seed, all methods) run in parallel processes")
     threads: int = opt(1, help="torch CPU threads per training: fixed and recorded, so the same seed gives the "
                        "same numbers; jobs x threads should not exceed the cores")
-    device: str = opt("cpu", help="device of the audits and trainings: `cpu` or `cuda` (a GPU runs 16k-pair "
-                      "sets x 5 seeds in minutes; several `--jobs` share it)")
+    device: str = opt("cpu", help="device of the audits and trainings: `cpu` or `cuda` (several `--jobs` share "
+                      "one GPU)")
+    cache_dir: Path | None = opt(None, help="the pretrained scene encoder and the embedding cache (default OUT/cache); "
+                                 "share it across benches to pretrain and encode once")
+    worker_audits: bool = opt(False, help="each training task audits its own training set in its worker, with its "
+                              "own embedding cache (fast with a GPU; on CPU the main process's shared cache is faster)")
 
     def __post_init__(self) -> None:
         from audit.bench import METHODS
 
         self.out = Path(self.out)
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else self.out / "cache"
         q = self.quick
         self.seeds = self.seeds or (1 if q else 5)
         self.n_train = self.n_train or (1500 if q else 4000)

@@ -81,7 +81,8 @@ def test_shift_sets_carry_the_cue_at_the_stated_side_and_rate(tmp_path):
 
 
 def test_bench_rows_follow_the_contract_and_repeat_exactly(tmp_path):
-    cfg = dict(quick=True, train_envs="leadin", methods="standard,oracle,ess-matched,subsample", **TINY)
+    cfg = dict(quick=True, train_envs="leadin", methods="standard,oracle,ess-matched,subsample",
+               cache_dir=tmp_path / "cache", **TINY)
     res = bench(BenchConfig(out=tmp_path / "a", jobs=1, **cfg))
     rows = json.loads((tmp_path / "a" / "results.json").read_text())["rows"]
     assert [(r["seed"], r["method"]) for r in rows] == [(s, m) for s in (0, 1)
