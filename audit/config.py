@@ -18,10 +18,14 @@ from audit.errors import ConfigError
 
 def opt(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = None,
         short: str | None = None, positional: bool = False, choices: tuple | None = None,
-        metavar: str | None = None, nargs: str | None = None) -> Any:
-    """A dataclass field that is also a CLI option (`--name`, or positional)."""
+        metavar: str | None = None, nargs: str | None = None, ge: float | None = None, gt: float | None = None,
+        le: float | None = None, lt: float | None = None, what: str | None = None) -> Any:
+    """A dataclass field that is also a CLI option (`--name`, or positional). A numeric option declares
+    its valid range (`ge`/`gt`/`le`/`lt`); `check_bounds` enforces it for every config in one place."""
     meta = {"help": help, "flag": flag, "short": short, "positional": positional,
-            "choices": choices, "metavar": metavar, "nargs": nargs}
+            "choices": choices, "metavar": metavar, "nargs": nargs,
+            "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None},
+            "what": what}
     if default is dataclasses.MISSING:
         return field(metadata=meta)
     return field(default=default, metadata=meta)
@@ -69,6 +73,38 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(*names, dest=f.name, **kwargs)
 
 
+def _range_text(b: dict) -> str:
+    lo = ("[", b["ge"]) if "ge" in b else (("(", b["gt"]) if "gt" in b else None)
+    hi = ("]", b["le"]) if "le" in b else (("(", b["lt"]) if "lt" in b else None)
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{')' if hi[0] == '(' else ']'}"
+    if lo:
+        return f"at least {lo[1]:g}" if lo[0] == "[" else f"above {lo[1]:g}"
+    return f"at most {hi[1]:g}" if hi[0] == "]" else f"below {hi[1]:g}"
+
+
+def check_bounds(cfg: Any) -> None:
+    """Every numeric option of a config within its declared range, finite, and of its type (a bool is
+    not a number here): the one place where `--batch-size -5` or `--lr nan` is refused, for every
+    command and every caller of the Python API."""
+    import math
+
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        tp, v = _base_type(hints[f.name]), getattr(cfg, f.name)
+        if tp not in (int, float) or v is None:
+            continue
+        name = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        ok_type = (isinstance(v, int) if tp is int else isinstance(v, (int, float))) and not isinstance(v, bool)
+        if not ok_type or (isinstance(v, float) and not math.isfinite(v)):
+            raise ConfigError(f"`{name}` must be a finite {'integer' if tp is int else 'number'}, got {v!r}")
+        b = f.metadata.get("bounds") or {}
+        if (("ge" in b and v < b["ge"]) or ("gt" in b and v <= b["gt"]) or ("le" in b and v > b["le"])
+                or ("lt" in b and v >= b["lt"])):
+            what = f.metadata.get("what")
+            raise ConfigError(f"`{name}` must be {what + ' ' if what else ''}{_range_text(b)}, got {v!r}")
+
+
 def from_args(cls: type, ns: argparse.Namespace) -> Any:
     return cls(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)})
 
@@ -97,21 +133,22 @@ class SynthConfig:
 
     env: str | None = opt(None, help="built-in environment name (`shortcut-audit synth --list` shows them)")
     out: Path | None = opt(None, short="-o", help="output folder; the data file(s) and images are written inside it")
-    n: int = opt(1000, help="number of preference pairs")
-    seed: int = opt(0, help="random seed; the same seed gives the same bytes")
+    n: int = opt(1000, ge=1, help="number of preference pairs")
+    seed: int = opt(0, ge=0, help="random seed; the same seed gives the same bytes")
     format: str = opt("pairs", help="source format to write: pairs, vlfeedback, rlaif-v, rlhf-v, povid, "
                       "trl, vl-rewardbench, alignrm")
     container: str = opt("parquet", choices=CONTAINERS,
                          help="container of the generic `pairs` format (other formats use their own)")
-    p: float | None = opt(None, help="override the environment's cue strength: probability that the "
+    p: float | None = opt(None, ge=0, le=1, what="a probability", help="override the environment's cue strength: probability that the "
                           "planted cue sits on the chosen side (0.5 = noise, 1-p reverses it)")
-    pairs_per_image: int = opt(1, help="pairs drawn about each image (VLFeedback-like sharing when > 1)")
-    image_size: int = opt(64, help="side of the square RGB images in pixels")
-    holdout: int = opt(0, help="also write a held-out split of this many pairs of the same distribution: "
+    pairs_per_image: int = opt(1, ge=1, help="pairs drawn about each image (VLFeedback-like sharing when > 1)")
+    image_size: int = opt(64, ge=16, le=1024, help="side of the square RGB images in pixels")
+    holdout: int = opt(0, ge=0, help="also write a held-out split of this many pairs of the same distribution: "
                        "the training set goes to OUT/train, the held-out one to OUT/heldout (pass it to "
                        "`eval --iid heldout`)")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if self.env is None:
             raise ConfigError("`--env` is required; `shortcut-audit synth --list` shows the environments")
         if self.out is None:
@@ -149,15 +186,16 @@ class IngestConfig:
     columns: str | None = opt(None, metavar="CANON=SRC,...",
                               help="map source column names onto the canonical ones, e.g. "
                               "`prompt=question,chosen=good,rejected=bad,image=img`")
-    max_pixels: int = opt(64_000_000, help="refuse images whose declared width x height exceeds this "
+    max_pixels: int = opt(64_000_000, ge=1, help="refuse images whose declared width x height exceeds this "
                           "(decompression bombs)")
     verify_images: str = opt("full", choices=VERIFY_MODES,
                              help="`full` decodes each unique image once (catches truncated files); "
                              "`header` reads only its header (faster, misses truncation)")
-    limit: int | None = opt(None, help="read only the first N source records")
-    batch_rows: int = opt(8192, help="rows per written batch (memory stays bounded by it)")
+    limit: int | None = opt(None, ge=1, help="read only the first N source records")
+    batch_rows: int = opt(8192, ge=1, help="rows per written batch (memory stays bounded by it)")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         self.source = Path(self.source)
         self.out = Path(self.out)
         if self.image_root is not None:
@@ -196,10 +234,11 @@ class DemoConfig:
     """`shortcut-audit demo`: the pipeline on built-in synthetic data, offline."""
 
     out: Path = opt(Path("shortcut-audit-demo"), short="-o", help="folder for every output of the demo")
-    n: int = opt(600, help="pairs per synthetic environment")
-    seed: int = opt(0, help="random seed")
+    n: int = opt(600, ge=10, help="pairs per synthetic environment")
+    seed: int = opt(0, ge=0, help="random seed")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         self.out = Path(self.out)
         if self.n < 10:
             raise ConfigError(f"`--n` must be at least 10, got {self.n}")
@@ -213,8 +252,8 @@ class ScoreConfig:
                        help="a pairs folder from `ingest`, or any source `ingest` reads (ingested on the way)")
     out: Path = opt(short="-o", help="audit folder: audited.parquet, summary.json, config.json, cache/")
     scheme: str = opt("debias", help="weight scheme: sfc, debias, ipw, jtt, none (README: why debias)")
-    folds: int = opt(5, help="cross-fitting folds K (grouped by image, source row and specific prompt)")
-    seed: int = opt(0, help="random seed (fold order, inner splits, head initialisation)")
+    folds: int = opt(5, ge=2, help="cross-fitting folds K (grouped by image, source row and specific prompt)")
+    seed: int = opt(0, ge=0, help="random seed (fold order, inner splits, head initialisation)")
     text_encoder: str = opt("minilm", help="text encoder: `minilm` (all-MiniLM-L6-v2, offline) or any HF "
                             "encoder / sentence-transformers folder by id or local path")
     pooling: str = opt("auto", choices=("auto", "mean", "cls", "last"),
@@ -233,43 +272,44 @@ class ScoreConfig:
                         help="`--rm`: the blank image: `reference` (white 224x224, as the paper's code) or `match` "
                         "(white at each image's own size, so models whose vision-token count follows the image "
                         "size, like Qwen2-VL, see as many image tokens as with the real image)")
-    rm_max_length: int = opt(2048, help="`--rm`: max tokens per sequence, image tokens included (longer texts "
+    rm_max_length: int = opt(2048, ge=16, help="`--rm`: max tokens per sequence, image tokens included (longer texts "
                              "are cut at the end)")
-    token_budget: int = opt(65536, help="`--rm` / finetune probe: max tokens per batch after padding (batch "
+    token_budget: int = opt(65536, ge=64, help="`--rm` / finetune probe: max tokens per batch after padding (batch "
                             "size x longest sequence); bounds GPU memory; an out-of-memory batch is split and retried")
     compile: bool = opt(False, help="`--rm`: torch.compile the reward model's language model (dynamic shapes): "
                         "faster batches on a GPU after a one-time warm-up of a minute or two; for large datasets")
-    workers: int = opt(2, help="`--rm`: DataLoader worker processes that decode images and tokenise ahead of the "
+    workers: int = opt(2, ge=0, help="`--rm`: DataLoader worker processes that decode images and tokenise ahead of the "
                        "GPU (0: in the main process)")
     text_probe: str = opt("embedding", choices=("embedding", "finetune"),
                           help="text-only shortcut model: `embedding` (BT head on frozen text embeddings) or "
                           "`finetune` (fine-tune a sequence-classification text RM per fold; for GPUs)")
     finetune_model: str = opt("minilm", help="`--text-probe finetune`: the text model to fine-tune (`minilm` "
                               "or any HF model by id or local path; a reward head is added)")
-    finetune_epochs: int = opt(2, help="`--text-probe finetune`: epochs per fold")
-    finetune_lr: float = opt(5e-5, help="`--text-probe finetune`: AdamW learning rate (linear decay)")
-    finetune_batch: int = opt(16, help="`--text-probe finetune`: pairs per optimiser step")
+    finetune_epochs: int = opt(2, ge=1, help="`--text-probe finetune`: epochs per fold")
+    finetune_lr: float = opt(5e-5, gt=0, help="`--text-probe finetune`: AdamW learning rate (linear decay)")
+    finetune_batch: int = opt(16, ge=1, help="`--text-probe finetune`: pairs per optimiser step")
     device: str = opt("auto", help="`auto` (CUDA with bf16 when present, else CPU), `cpu`, `cuda`, `cuda:1`; "
                       "under torchrun `cuda` is each rank's own GPU")
-    threshold: float = opt(0.8, help="`is_shortcut` = text_prob >= threshold")
-    clip: float | None = opt(None, help="cap on the normalised weight (re-normalised after capping)")
-    ipw_floor: float = opt(0.05, help="`ipw`: text_prob is floored here before 1/text_prob")
-    jtt_factor: float = opt(5.0, help="`jtt`: weight of pairs the text model gets wrong")
-    fit_pairs: int = opt(100_000, help="each probe head is fitted on at most this many pairs (a seeded sample of "
+    threshold: float = opt(0.8, ge=0.5, lt=1, help="`is_shortcut` = text_prob >= threshold")
+    clip: float | None = opt(None, gt=1, help="cap on the normalised weight (re-normalised after capping)")
+    ipw_floor: float = opt(0.05, gt=0, lt=0.5, help="`ipw`: text_prob is floored here before 1/text_prob")
+    jtt_factor: float = opt(5.0, gt=0, help="`jtt`: weight of pairs the text model gets wrong")
+    fit_pairs: int = opt(100_000, ge=100, help="each probe head is fitted on at most this many pairs (a seeded sample of "
                          "its training folds) and scores the rest in chunks: bounds the fitting memory")
-    mm_dims: int = opt(32, help="PCA components of the text difference and of the image features whose outer "
+    mm_dims: int = opt(32, ge=2, le=128, help="PCA components of the text difference and of the image features whose outer "
                        "product feeds the bilinear multimodal head")
     cache_dir: Path | None = opt(None, help="embedding cache (default: AUDIT_DIR/cache); share it across "
                                  "runs to never encode the same text or image twice")
-    chunk: int = opt(2048, help="items per cache chunk: the unit that is saved, resumed and (under torchrun) "
+    chunk: int = opt(2048, ge=1, help="items per cache chunk: the unit that is saved, resumed and (under torchrun) "
                      "given to one rank")
-    batch_size: int = opt(64, help="encoder batch size")
-    max_length: int = opt(256, help="encoder max tokens per text")
+    batch_size: int = opt(64, ge=1, help="encoder batch size")
+    max_length: int = opt(256, ge=8, help="encoder max tokens per text")
     trust_remote_code: bool = opt(False, help="allow custom model code from the model folder (off by default)")
     format: str | None = opt(None, help="source format when SOURCE is not a pairs folder (see `ingest`)")
     image_root: Path | None = opt(None, help="image root when SOURCE is not a pairs folder (see `ingest`)")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         from audit.schemes import check_scheme
 
         self.source, self.out = Path(self.source), Path(self.out)
@@ -325,16 +365,17 @@ class ExportConfig:
                       "(JSONL + images), `trl` (conversational + images), `source` (the source's own format)")
     scheme: str | None = opt(None, help="re-choose the weight scheme without re-scoring (sfc or sfc-residual, "
                              "debias, ipw, jtt, none); default: the audit's weights")
-    clip: float | None = opt(None, help="cap on the normalised weight when re-weighting")
-    ipw_floor: float = opt(0.05, help="`ipw` text_prob floor when re-weighting")
-    jtt_factor: float = opt(5.0, help="`jtt` factor when re-weighting")
-    prune_fraction: float | None = opt(None, help="`prune`: drop this fraction of pairs with the lowest weight "
+    clip: float | None = opt(None, gt=1, help="cap on the normalised weight when re-weighting")
+    ipw_floor: float = opt(0.05, gt=0, lt=0.5, help="`ipw` text_prob floor when re-weighting")
+    jtt_factor: float = opt(5.0, gt=0, help="`jtt` factor when re-weighting")
+    prune_fraction: float | None = opt(None, ge=0, lt=1, help="`prune`: drop this fraction of pairs with the lowest weight "
                                        "instead of the `is_shortcut` pairs")
-    size: int | None = opt(None, help="`resample`: number of pairs to draw (default: the number of scored pairs)")
-    seed: int = opt(0, help="`resample` seed: the same seed draws the same dataset")
+    size: int | None = opt(None, ge=1, help="`resample`: number of pairs to draw (default: the number of scored pairs)")
+    seed: int = opt(0, ge=0, help="`resample` seed: the same seed draws the same dataset")
     container: str = opt("parquet", choices=("parquet", "hf"), help="`trl` format container")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         from audit.schemes import SCHEMES
 
         self.audit, self.out = Path(self.audit), Path(self.out)
@@ -364,9 +405,10 @@ class CardConfig:
     export: Path | None = opt(None, help="an export folder to describe (its export_report.json)")
     figures: str = opt("auto", choices=("auto", "png", "html"),
                        help="`png` needs kaleido and a Chrome/Chromium; `auto` falls back to labelled HTML charts")
-    examples: int = opt(1, help="example pairs shown per top cue")
+    examples: int = opt(1, ge=0, help="example pairs shown per top cue")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         self.audit, self.out = Path(self.audit), Path(self.out)
         if self.export is not None:
             self.export = Path(self.export)
@@ -380,11 +422,12 @@ class AppConfig:
 
     audit: Path = opt(positional=True, metavar="AUDIT_DIR", help="audit folder written by `score`")
     host: str = opt("127.0.0.1", help="address to bind; the default serves this machine only")
-    port: int = opt(8501, help="port to serve on")
+    port: int = opt(8501, ge=1, le=65535, help="port to serve on")
     compare: Path | None = opt(None, help="a second audit folder for the Compare page")
     headless: bool = opt(False, help="do not open a browser window")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         self.audit = Path(self.audit)
         if self.compare is not None:
             self.compare = Path(self.compare)
@@ -414,23 +457,24 @@ class TrainConfig:
                       "for a VLM's frozen vision tower), or `scratch`: trained with the reward")
     train_vision: bool = opt(False, help="train the image encoder too: the pretrained `small` encoder, or a VLM's "
                              "vision tower (frozen by default)")
-    vision_scenes: int = opt(6000, help="scenes the encoder is pretrained on (cached per setting)")
-    warmup: int = opt(100, help="linear learning-rate warm-up steps (then constant)")
+    vision_scenes: int = opt(6000, ge=100, help="scenes the encoder is pretrained on (cached per setting)")
+    warmup: int = opt(100, ge=0, help="linear learning-rate warm-up steps (then constant)")
     cache_dir: Path | None = opt(None, help="where the pretrained encoder is cached "
                                  "(default: $XDG_CACHE_HOME/shortcut-audit or ~/.cache/shortcut-audit)")
     scheme: str | None = opt(None, help="`weighted`: recompute weights from an audit's columns with this scheme")
-    epochs: int = opt(8, help="passes over the data")
-    batch_size: int = opt(64, help="pairs per step")
-    lr: float = opt(2e-3, help="AdamW learning rate")
-    weight_decay: float = opt(1e-4, help="AdamW weight decay")
-    dim: int = opt(64, help="`small` model width")
-    image_size: int = opt(64, help="`small` model image side")
-    vocab: int = opt(4096, help="`small` model hashed vocabulary")
-    seed: int = opt(0, help="seed of initialisation and batch order")
+    epochs: int = opt(8, ge=1, help="passes over the data")
+    batch_size: int = opt(64, ge=1, help="pairs per step")
+    lr: float = opt(2e-3, gt=0, help="AdamW learning rate")
+    weight_decay: float = opt(1e-4, ge=0, help="AdamW weight decay")
+    dim: int = opt(64, ge=4, help="`small` model width")
+    image_size: int = opt(64, ge=16, le=1024, help="`small` model image side")
+    vocab: int = opt(4096, ge=16, help="`small` model hashed vocabulary")
+    seed: int = opt(0, ge=0, help="seed of initialisation and batch order")
     device: str = opt("auto", help="`small` model: `auto` (CUDA when present, else CPU), `cpu`, `cuda`, `cuda:1`")
-    threads: int | None = opt(None, help="CPU threads torch uses (results depend on it; default: torch's choice)")
+    threads: int | None = opt(None, ge=1, help="CPU threads torch uses (results depend on it; default: torch's choice)")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         self.data, self.out = Path(self.data), Path(self.out)
         _check_device(self.device)
         if self.threads is not None and self.threads < 1:
@@ -474,6 +518,7 @@ class EvalConfig:
                           "run's own training data is never i.i.d.: it is reported as `train`")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         self.run = Path(self.run) if self.run is not None else None
         self.data = [Path(d) for d in (self.data if isinstance(self.data, list) else [self.data])]
         if self.out is not None:
@@ -498,19 +543,19 @@ class BenchConfig:
 
     out: Path = opt(Path("bench-results"), short="-o", help="output folder: results.json, results.md, tasks/, runs/")
     quick: bool = opt(False, help="a CI-sized run (`leadin`, one seed, small sets): about 2 minutes on 2 cores")
-    seeds: int | None = opt(None, help="seeds per (environment, method) (default 5; quick 1)")
-    n_train: int | None = opt(None, help="training pairs per environment (default 4000; quick 1500)")
-    n_test: int | None = opt(None, help="test pairs per shift set (default 1000; quick 300)")
-    epochs: int | None = opt(None, help="training epochs (default 12; quick 8)")
+    seeds: int | None = opt(None, ge=1, help="seeds per (environment, method) (default 5; quick 1)")
+    n_train: int | None = opt(None, ge=20, help="training pairs per environment (default 4000; quick 1500)")
+    n_test: int | None = opt(None, ge=20, help="test pairs per shift set (default 1000; quick 300)")
+    epochs: int | None = opt(None, ge=1, help="training epochs (default 12; quick 8)")
     train_envs: str | None = opt(None, help="comma-separated training environments (default: leadin, closing, "
                                  "verbose, markdown at p = 0.9 and 0.7, and clean; quick: leadin)")
     methods: str | None = opt(None, help="comma-separated methods (default all: standard, shortcut-aware, "
                               "weighted-sfc-residual, weighted-debias, weighted-ipw, weighted-jtt, oracle, "
                               "ess-matched, subsample)")
     scale_env: str = opt("leadin", help="environment of the scaling row (trained again at `--scale-n` pairs)")
-    scale_n: int | None = opt(None, help="training pairs of the scaling row (default 16000; quick: none; 0 = none)")
-    jobs: int = opt(1, help="training tasks (one environment and seed, all methods) run in parallel processes")
-    threads: int = opt(1, help="torch CPU threads per training: fixed and recorded, so the same seed gives the "
+    scale_n: int | None = opt(None, ge=0, help="training pairs of the scaling row (default 16000; quick: none; 0 = none)")
+    jobs: int = opt(1, ge=1, help="training tasks (one environment and seed, all methods) run in parallel processes")
+    threads: int = opt(1, ge=1, help="torch CPU threads per training: fixed and recorded, so the same seed gives the "
                        "same numbers; jobs x threads should not exceed the cores")
     device: str = opt("cpu", help="device of the audits and trainings: `cpu` or `cuda` (several `--jobs` share "
                       "one GPU)")
@@ -520,6 +565,7 @@ class BenchConfig:
                               "own embedding cache (fast with a GPU; on CPU the main process's shared cache is faster)")
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         from audit.bench import METHODS
 
         self.out = Path(self.out)
@@ -536,11 +582,7 @@ class BenchConfig:
                                                   "verbose-0.7,markdown-0.7,clean")
         if self.methods is None:
             self.methods = ",".join(METHODS)
-        for name, v, lo in (("--seeds", self.seeds, 1), ("--n-train", self.n_train, 20), ("--n-test", self.n_test, 20),
-                            ("--epochs", self.epochs, 1), ("--jobs", self.jobs, 1), ("--threads", self.threads, 1),
-                            ("--scale-n", self.scale_n, 0)):
-            if v < lo:
-                raise ConfigError(f"`{name}` must be at least {lo}, got {v}")
+        check_bounds(self)                       # again, now that the defaults are filled in
         if 0 < self.scale_n < 20:
             raise ConfigError(f"`--scale-n` must be 0 (no scaling row) or at least 20, got {self.scale_n}")
         _check_device(self.device)

@@ -19,3 +19,7 @@ class FormatError(AuditError):
 
 class ConfigError(AuditError):
     """An option has an invalid value."""
+
+
+class EncodeError(AuditError):
+    """A model returned unusable outputs (non-finite or all-zero embeddings); nothing of it is cached."""

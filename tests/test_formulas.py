@@ -66,7 +66,7 @@ def test_ipw_floor_and_clip():
     assert w == pytest.approx([10 / 6, 2 / 6])          # raw 1/0.1 = 10 and 2, mean 6
     w = weights("ipw", np.ones(3, bool), text_prob=np.array([0.05, 0.5, 0.5]), sfc=np.zeros(3), clip=1.5)
     assert w.max() <= 1.5 + 1e-9 and w.mean() == pytest.approx(1.0)
-    with pytest.raises(ConfigError, match="unknown scheme `x`; valid: sfc, debias, ipw, jtt, none"):
+    with pytest.raises(ConfigError, match="unknown scheme `x`; valid: sfc, sfc-residual, debias, ipw, jtt, none"):
         weights("x", OK, text_prob=TEXT_PROB, sfc=SFC)
 
 
@@ -135,3 +135,21 @@ def test_grouped_folds_never_split_a_group(rows, k, seed):
         assert len(set(folds[groups == gid].tolist())) == 1
     assert set(folds.tolist()) <= set(range(k))
     assert (assign_folds(groups, k, seed) == folds).all()     # seeded: same input, same folds
+
+
+def test_sfc_schemes_are_named_for_what_their_multimodal_loss_is():
+    from audit.schemes import check_scheme, schemes_for, sfc_kind_of
+
+    assert "sfc-residual" in schemes_for("residual") and "sfc" not in schemes_for("residual")
+    assert "sfc" in schemes_for("paper") and "sfc-residual" not in schemes_for("paper")
+    check_scheme("sfc-residual", "residual")
+    check_scheme("sfc", "paper")
+    with pytest.raises(ConfigError, match="needs a full multimodal model's loss"):
+        check_scheme("sfc", "residual")
+    with pytest.raises(ConfigError, match="use `--scheme sfc`"):
+        check_scheme("sfc-residual", "paper")
+    # audits written before `sfc_kind` existed are told by their multimodal side
+    assert sfc_kind_of({"encoders": {"mm": "reward model"}}) == "paper"
+    assert sfc_kind_of({"encoders": {"mm": "bilinear probe on 32x32 PCA dims"}}) == "residual"
+    w = weights("sfc-residual", OK, text_prob=TEXT_PROB, sfc=SFC)
+    assert w == pytest.approx(weights("sfc", OK, text_prob=TEXT_PROB, sfc=SFC))   # one formula, two names

@@ -86,3 +86,29 @@ def test_environment_catalogue():
     assert len({e.cue for e in ENVIRONMENTS.values() if e.cue}) >= 4
     with pytest.raises(ConfigError, match="unknown environment `nope`; valid: clean"):
         get_env("nope")
+
+
+@pytest.mark.parametrize("cue", ["closing", "verbose", "markdown"])
+def test_every_cue_has_a_reversed_environment(cue):
+    env = get_env(f"{cue}-reversed")
+    assert env.cue == cue and env.p == 0.1
+    pairs = list(generate(env, 2000, seed=2))
+    assert abs(sum(p.truth["cue_on_chosen"] for p in pairs) / 2000 - 0.1) < 0.03
+
+
+def test_holdout_split_is_the_same_distribution_and_shares_no_pair_or_picture(tmp_path):
+    import polars as pl
+
+    from audit.config import SynthConfig
+    from audit.synth import synth
+
+    path = synth(SynthConfig(env="leadin", out=tmp_path, n=300, holdout=200, pairs_per_image=3, format="pairs"))
+    train = pl.read_parquet(path)
+    held = pl.read_parquet(tmp_path / "heldout" / "pairs.parquet")
+    assert path.parent == tmp_path / "train" and (train.height, held.height) == (300, 200)
+    assert set(train["sample_id"]).isdisjoint(set(held["sample_id"]))
+    img = lambda t: {bytes(b["bytes"]) for b in t["image"].to_list()}  # noqa: E731
+    assert img(train).isdisjoint(img(held))
+    assert abs(held["cue_on_chosen"].mean() - 0.9) < 0.07
+    with pytest.raises(ConfigError, match="--holdout"):
+        SynthConfig(env="leadin", out=tmp_path, holdout=-1)

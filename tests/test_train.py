@@ -84,8 +84,10 @@ def test_eval_writes_json_and_markdown(audit_dir, tmp_path):
     assert r["n"] == 96 and 0.0 <= r["accuracy"] <= 1.0 and "acc_cue_aligned" in r and "sfd" in r
     assert json.loads((tmp_path / "res.json").read_text())["datasets"]["audit"]["n"] == 96
     assert (tmp_path / "res.md").read_text().startswith("| dataset | split | n | accuracy |")
-    # the training data is recognised as the i.i.d. set
-    assert res["iid"]["dataset"] == "audit" and res["mean_ood"] is None
+    # the training data is never called i.i.d.: it is reported as seen in training
+    assert r["split"] == "train" and r["seen_in_training"] == 96
+    assert res["iid"] is None and res["mean_ood"] is None
+    assert "| audit | train | 96 |" in (tmp_path / "res.md").read_text()
 
 
 def test_eval_splits_iid_and_ood_and_reads_external_scores(audit_dir, tmp_path):
@@ -95,10 +97,24 @@ def test_eval_splits_iid_and_ood_and_reads_external_scores(audit_dir, tmp_path):
 
     train(TrainConfig(data=audit_dir, out=tmp_path / "run", **{**SMALL, "epochs": 1}))
     clean = synth(SynthConfig(env="clean", out=tmp_path / "clean", n=40, format="pairs", image_size=32)).parent
-    res = eval_run(EvalConfig(run=tmp_path / "run", data=[audit_dir, clean], out=tmp_path / "r.json"))
-    assert res["iid"]["dataset"] == "audit" and res["mean_ood"] == res["datasets"]["clean"]["accuracy"]
-    assert res["gap"] == pytest.approx(res["datasets"]["audit"]["accuracy"] - res["datasets"]["clean"]["accuracy"])
+    held = synth(SynthConfig(env="leadin", out=tmp_path / "lead", n=40, holdout=30, seed=7, format="pairs",
+                            image_size=32))
+    heldout = tmp_path / "lead" / "heldout"
+    assert held.parent == tmp_path / "lead" / "train" and (heldout / "pairs.parquet").is_file()
+    res = eval_run(EvalConfig(run=tmp_path / "run", data=[audit_dir, heldout, clean], iid="heldout",
+                              out=tmp_path / "r.json"))
+    assert res["iid"]["dataset"] == "heldout" and res["datasets"]["audit"]["split"] == "train"
+    assert res["mean_ood"] == res["datasets"]["clean"]["accuracy"]          # the training data is left out
+    assert res["gap"] == pytest.approx(res["datasets"]["heldout"]["accuracy"] - res["datasets"]["clean"]["accuracy"])
     assert "| clean | o.o.d. | 40 |" in (tmp_path / "r.md").read_text()
+    # `--iid` naming the training data, or a copy of it in another folder, is refused
+    with pytest.raises(ConfigError, match="training data"):
+        eval_run(EvalConfig(run=tmp_path / "run", data=[audit_dir, clean], iid="audit"))
+    import shutil
+
+    shutil.copytree(audit_dir / "pairs", tmp_path / "copy")
+    with pytest.raises(ConfigError, match="96 of its 96 pairs are the run's own training data"):
+        eval_run(EvalConfig(run=tmp_path / "run", data=[tmp_path / "copy", clean], iid="copy"))
     # an external RM's rewards as columns: a column pair that always prefers chosen scores 100%
     t = pl.read_parquet(audit_dir / "audited.parquet")
     ext = tmp_path / "ext"

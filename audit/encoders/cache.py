@@ -213,7 +213,13 @@ class EmbeddingCache:
             sel = slice(j * chunk, (j + 1) * chunk)
             if (offset + j) % world != rank or have[sel].all():
                 continue
-            self.add(uniq[sel], encode([items[i] for i in first[sel]]))
+            vecs = encode([items[i] for i in first[sel]])
+            if not np.isfinite(vecs).all():   # never cache what would poison every later run
+                from audit.errors import EncodeError
+
+                raise EncodeError(f"the encoder returned non-finite values for {int((~np.isfinite(vecs)).any(-1).sum())} "
+                                  f"items; nothing of this chunk was cached (cache: {self.dir})")
+            self.add(uniq[sel], vecs)
         return n_chunks
 
     def embed(self, items: Sequence, keys, encode: Callable[[list], np.ndarray],

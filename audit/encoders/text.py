@@ -117,6 +117,14 @@ class TextEncoder:
                 if self.normalize:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.cpu().numpy()
+        bad = ~np.isfinite(out).all(axis=1) | ~out.any(axis=1)
+        if bad.any():   # a broken encoder must fail here, before its output reaches the cache
+            from audit.errors import EncodeError
+
+            i = int(np.flatnonzero(bad)[0])
+            raise EncodeError(f"text encoder `{self.name}` returned {int(bad.sum())} non-finite or all-zero embeddings "
+                              f"of {len(texts)} (first: text {texts[i][:60]!r}); nothing was cached. Check the "
+                              "model folder and `--batch-size` / `--max-length`, or pass another `--text-encoder`")
         return out
 
 

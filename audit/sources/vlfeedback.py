@@ -111,8 +111,11 @@ class VLFeedback(SourceFormat):
                 ]
                 if rng.random() < 0.5:
                     comps.reverse()
-                images(p)
+                rel = images(p)
+                # the format finds `merged_images/{id}.jpg`; an id that is no safe file name (`../x`) gets
+                # a hashed name, which the record then names itself
+                where = {} if rel == f"merged_images/{p.sample_id}.jpg" else {"img_path": rel}
                 yield {"id": p.sample_id, "prompt": p.prompt, "models": [c["model"] for c in comps],
-                       "completions": comps, **p.truth}
+                       "completions": comps, **where, **p.truth}
 
         return write_jsonl(rows(), out / "vlfeedback_80k.jsonl")

@@ -3,7 +3,10 @@ Parquet with Hugging Face feature metadata, HF `save_to_disk` folders, and image
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -82,8 +85,37 @@ def write_hf_folder(rows: Iterable[dict], path: Path, spec: dict) -> Path:
     return path
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
+_SAFE_EXT = re.compile(r"\.[A-Za-z0-9]{1,8}")
+
+
+def safe_file_name(name: str) -> str:
+    """`name` when it is one plain file name (letters, digits, `._-`, no `..`); otherwise a cleaned
+    name plus a hash of the original, so two different names never meet and none is ever a path."""
+    name = str(name)
+    if _SAFE_NAME.fullmatch(name) and ".." not in name:
+        return name
+    base, ext = os.path.splitext(name)
+    ext = ext if _SAFE_EXT.fullmatch(ext) else ""
+    clean = re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_-")[:80] or "file"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{clean}-{digest}{ext}"
+
+
+def inside(path: Path, root: Path) -> Path:
+    """`path` if it resolves inside `root`, else a SourceError: no write ever leaves the output folder."""
+    from audit.errors import SourceError
+
+    real, top = Path(path).resolve(), Path(root).resolve()
+    if real != top and top not in real.parents:
+        raise SourceError(f"refusing to write `{path}`: it resolves outside the output folder `{root}`")
+    return path
+
+
 class ImageFiles:
-    """Writes each scene's image once under `folder`, returning the path relative to `base`."""
+    """Writes each scene's image once under `folder`, returning the path relative to `base`. Names come
+    from the data (ids, hashes), so each is made a safe file name and the target checked to stay inside
+    `base`."""
 
     def __init__(self, base: Path, folder: str, name: Callable[[Any], str] | None = None,
                  encode: Callable[[bytes], bytes] | None = None) -> None:
@@ -93,9 +125,10 @@ class ImageFiles:
         self._last: str | None = None
 
     def __call__(self, pair: Any) -> str:
-        rel = f"{self.folder}/{self.name(pair)}" if self.folder else self.name(pair)
+        name = safe_file_name(self.name(pair))
+        rel = f"{self.folder}/{name}" if self.folder else name
         if rel != self._last:
-            target = self.base / rel
+            target = inside(self.base / rel, self.base)
             if not target.exists():
                 data = self.encode(pair.image_png) if self.encode else pair.image_png
                 write_bytes_atomic(target, data)
