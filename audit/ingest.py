@@ -141,8 +141,10 @@ class PairsWriter:
         self.n = 0
 
     def add(self, row: dict, extra: dict) -> None:
-        self.rows.append(row)
-        self.extras.append(extra)
+        # Every string that reaches Parquet must be valid UTF-8: ids, paths, details and the source's own
+        # column names can carry lone surrogates from a damaged JSON file, not only the texts.
+        self.rows.append({k: _clean(v) if isinstance(v, str) else v for k, v in row.items()})
+        self.extras.append({_clean(str(k)): v for k, v in extra.items()})
         if len(self.rows) >= self.batch_rows:
             self.flush()
 

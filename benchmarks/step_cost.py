@@ -1,11 +1,12 @@
-"""Cost of a shortcut-aware training step relative to a standard one (target: at most 2.05x).
+"""Cost of a shortcut-aware training step relative to a standard one.
 
     python benchmarks/step_cost.py --rounds 15 --steps 10
 
 Both methods run the training loop's own step (`audit.train.loop.loss_terms`, backward, AdamW) on the
 same batches of a synthetic `leadin` set, in alternating rounds so machine noise hits both alike; the
 ratio of the median per-step times is reported for the pretrained (frozen) and the scratch image
-encoder. Results: results/step_cost.json.
+encoder. As in `train`, a frozen encoder's features are computed once for the whole set
+(`vision_features`), so its steps run the slots and the text side only. Results: results/step_cost.json.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main() -> int:
     from audit.io import versions
     from audit.synth import synth
     from audit.train.data import load_pairs
-    from audit.train.loop import loss_terms
+    from audit.train.loop import loss_terms, vision_features
     from audit.train.models import SmallMMRM
     from audit.train.vision import pretrained_encoder
 
@@ -60,17 +61,18 @@ def main() -> int:
                     m.vision.load_state_dict(enc)
                     m.vision.requires_grad_(False)
             params = [p for m in (model, bias) if m is not None for p in m.parameters() if p.requires_grad]
-            runs[method] = (model, bias, torch.optim.AdamW(params, lr=2e-3))
+            feats = vision_features(model, data) if vision == "pretrained" else None   # as `train` does
+            runs[method] = (model, bias, torch.optim.AdamW(params, lr=2e-3), feats)
         times = {m: [] for m in runs}
         g = torch.Generator().manual_seed(0)
         for r in range(args.rounds + 1):                      # round 0 warms up, not counted
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]
             batches = [torch.randperm(len(data), generator=g)[:args.batch_size] for _ in range(args.steps)]
             for method in order:
-                model, bias, opt = runs[method]
+                model, bias, opt, feats = runs[method]
                 t0 = time.perf_counter()
                 for idx in batches:
-                    per_pair, *_ = loss_terms(method, model, bias, data, idx, None)
+                    per_pair, *_ = loss_terms(method, model, bias, data, idx, None, feats=feats)
                     opt.zero_grad()
                     (per_pair.sum() / len(idx)).backward()
                     opt.step()

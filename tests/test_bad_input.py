@@ -216,7 +216,30 @@ def test_broken_json_array_tail(root):
     (root / "d.json").write_text(text[:-30])   # cut inside the second element
     rep, df = run_ingest(root / "d.json", root / "o")
     assert _statuses(rep, df) == ["ok", "bad_row"]
-    assert "the rest of the file was not read" in df["status_detail"][1]
+    assert "the JSON array ends inside this element (file truncated?)" in df["status_detail"][1]
+
+
+def test_broken_element_in_a_json_array_costs_one_row_not_the_rest(root):
+    """A POVID-style array with one broken element at index 100 of 300 used to ingest 101 records and
+    exit 0: the 199 after it were gone."""
+    elems = [json.dumps(_pair(i)) for i in range(300)]
+    elems[100] = '{"prompt": "broken", "chosen": , "rejected": "x"}'
+    elems[200] = '{"prompt": "unbalanced \\"quote, "chosen": "a", "rejected": "b"}'   # an unclosed string
+    (root / "d.json").write_text("[\n" + ",\n".join(elems) + "\n]\n")
+    rep, df = run_ingest(root / "d.json", root / "o")
+    st = _statuses(rep, df)
+    assert len(st) == 300 and st.count("ok") == 298
+    assert st[100] == st[200] == "bad_row" and "read on from the next element" in df["status_detail"][100]
+    assert df["prompt"][299] == "What is shown 299?"
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_utf8_byte_order_mark_is_accepted(root, kind):
+    rows = [_pair(i) for i in range(3)]
+    text = "\n".join(json.dumps(r) for r in rows) if kind == "jsonl" else json.dumps(rows)
+    (root / f"d.{kind}").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    rep, df = run_ingest(root / f"d.{kind}", root / "o")
+    assert _statuses(rep, df) == ["ok"] * 3
 
 
 def test_empty_source_file(root, capsys):
@@ -394,3 +417,53 @@ def test_outputs_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
+def _mangled_ingest(data: bytes, suffix: str) -> None:
+    """Ingest a mangled file through the CLI: exit 0 with rows in = rows out, or exit 1 with one
+    `Error:` line; never a traceback, never a file outside `-o`."""
+    import contextlib
+    import io
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "src").mkdir()
+        (root / "src" / "a.png").write_bytes(png_bytes())
+        (root / "src" / f"d{suffix}").write_bytes(data)
+        before = {p for p in root.rglob("*")}
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(["ingest", str(root / "src" / f"d{suffix}"), "-o", str(root / "out")])
+        new = {p for p in root.rglob("*")} - before
+        assert all(p == root / "out" or root / "out" in p.parents for p in new), new
+        if rc == 0:
+            rep = json.loads((root / "out" / "ingest_report.json").read_text())
+            assert rep["rows_out"] == read_pairs(root / "out").height
+        else:
+            lines = err.getvalue().strip().splitlines()
+            assert rc == 1 and len(lines) == 1 and lines[0].startswith("Error: "), err.getvalue()[-2000:]
+
+
+_RECORDS = [_pair(i, id=f"r{i}") for i in range(12)]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_truncated_and_bit_flipped_json_sources_never_crash(suffix):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    text = (json.dumps(_RECORDS, indent=1) if suffix == ".json" else "\n".join(json.dumps(r) for r in _RECORDS)).encode()
+
+    @settings(max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(cut=st.integers(0, len(text)), flips=st.lists(st.tuples(st.integers(0, len(text) - 1), st.integers(0, 7)),
+                                                        max_size=4))
+    def check(cut, flips):
+        data = bytearray(text[:cut] if cut < len(text) and not flips else text)
+        for pos, bit in flips:
+            if pos < len(data):
+                data[pos] ^= 1 << bit
+        _mangled_ingest(bytes(data), suffix)
+
+    check()

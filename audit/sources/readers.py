@@ -7,6 +7,7 @@ array is decoded one element at a time. A broken record becomes a `BadRecord`, n
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -128,6 +129,8 @@ def iter_records(src: SourceFiles, batch_bytes: int = 64 << 20) -> Iterator[dict
 def _iter_jsonl(f: Path) -> Iterator[dict | BadRecord]:
     with open(f, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):   # a UTF-8 byte-order mark is no part of the data
+                raw = raw[3:]
             if not raw.strip():
                 continue
             try:
@@ -150,7 +153,7 @@ _LIST_KEYS = ("data", "train", "rows", "records", "examples", "items")
 def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
     """A JSON array decoded element by element; also a JSON object holding one (or one record)."""
     decoder = json.JSONDecoder()
-    with open(f, "r", encoding="utf-8", errors="surrogateescape") as fh:
+    with open(f, "r", encoding="utf-8-sig", errors="surrogateescape") as fh:   # -sig: a leading BOM is dropped
         buf = fh.read(1 << 16)
         pos = len(buf) - len(buf.lstrip())
         if pos >= len(buf):
@@ -194,20 +197,62 @@ def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
                     obj, end = decoder.raw_decode(buf, pos)
                     break
                 except ValueError as e:
-                    more = fh.read(1 << 20)
-                    if not more:
-                        if index == 0:
+                    stop = _element_end(buf, pos)
+                    if stop is None:      # the element runs past the buffer: read on, or the file ends inside it
+                        more = fh.read(1 << 20)
+                        if more:
+                            buf, pos = buf[pos:] + more, 0
+                            continue
+                        nxt = _NEXT_LINE_ELEMENT.search(buf, pos)   # brackets never balanced: resume at the next line's element
+                        if nxt is None and index == 0:
                             raise SourceError(f"`{f}` is not valid JSON ({e}); fix the file or export it as JSONL") from None
-                        yield BadRecord(f"{f.name}[{index}]", f"invalid JSON from here on ({e}); the rest of the file was not read")
-                        return
-                    buf = buf[pos:] + more
-                    pos = 0
-            if isinstance(obj, dict):
+                        if nxt is None:
+                            yield BadRecord(f"{f.name}[{index}]", f"the JSON array ends inside this element (file truncated?): {e}")
+                            return
+                        stop = nxt.end() - 1
+                    # A broken element: one bad row, then on with the next element.
+                    yield BadRecord(f"{f.name}[{index}]", f"element is not valid JSON ({e}); read on from the next element")
+                    obj, end = _SKIPPED, stop
+                    break
+            if obj is _SKIPPED:
+                pass
+            elif isinstance(obj, dict):
                 yield obj
             else:
                 yield BadRecord(f"{f.name}[{index}]", f"element is a JSON {type(obj).__name__}, expected an object")
             index += 1
             pos = end
+
+
+_SKIPPED = object()
+_NEXT_LINE_ELEMENT = re.compile(r",[ \t\r]*\n\s*[{\[]")
+
+
+def _element_end(buf: str, pos: int) -> int | None:
+    """Index of the `,` or `]` that ends the top-level array element starting at `pos` (outside strings
+    and brackets), or None when `buf` ends first. A raw newline ends a string (JSON strings cannot hold
+    one), so an unbalanced quote costs one element, not the rest of the file."""
+    depth, in_str, esc = 0, False, False
+    for i in range(pos, len(buf)):
+        c = buf[i]
+        if in_str:
+            if esc:
+                esc = False
+            elif c == "\\":
+                esc = True
+            elif c == '"' or c == "\n":
+                in_str = False
+        elif c == '"':
+            in_str = True
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            if depth == 0:
+                return i
+            depth -= 1
+        elif c == "," and depth == 0:
+            return i
+    return None
 
 
 def _batch_rows(bytes_per_row: float, batch_bytes: int) -> int:
