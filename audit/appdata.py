@@ -91,8 +91,7 @@ class Audit:
             raise SourceError(f"`{table}` lacks {', '.join(missing)}: not an audited table")
         # The interpretable cues the audit computed (not ground-truth columns such as `cue_p`).
         self.cues = [c["name"] for c in self.summary.get("cues", []) if f"cue_{c['name']}" in self.schema]
-        pairs_dir = Path(self.summary.get("pairs_dir", self.dir / "pairs"))
-        self.pairs_dir = pairs_dir if pairs_dir.is_dir() else self.dir / "pairs"
+        self.pairs_dir = schema.pairs_dir_of(self.dir, self.summary)
         self.roots = image_roots(self.pairs_dir)
 
     # ---- filtering -----------------------------------------------------------------------------

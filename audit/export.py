@@ -83,9 +83,7 @@ def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
     from audit.sources import get_format
 
     df, summary = load_audit(cfg.audit)
-    pairs_dir = Path(summary["pairs_dir"])
-    if not pairs_dir.is_absolute() and not pairs_dir.exists():
-        pairs_dir = cfg.audit / "pairs"
+    pairs_dir = schema.pairs_dir_of(cfg.audit, summary)
     roots = image_roots(pairs_dir)
 
     if only is not None:

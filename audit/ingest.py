@@ -21,7 +21,7 @@ import numpy as np
 
 from audit import schema
 from audit.config import IngestConfig, to_dict
-from audit.errors import FormatError
+from audit.errors import FormatError, SourceError
 from audit.images import ImageStore
 from audit.io import atomic_path, versions, write_json_atomic
 from audit.sources import detect_format, get_format
@@ -273,6 +273,23 @@ def _records(src: SourceFiles, mapping: dict[str, str], limit: int | None) -> It
         yield rec if isinstance(rec, BadRecord) else _rename(rec, mapping)
 
 
+def _check_mapping(src: SourceFiles, mapping: dict[str, str], limit: int | None) -> None:
+    """Every `--columns CANON=SRC` must name a column the source has (a typo used to be ignored)."""
+    if not mapping:
+        return
+    seen: set[str] = set()
+    for i, rec in enumerate(iter_records(src)):
+        if isinstance(rec, dict):
+            seen.update(rec)
+        if i + 1 >= min(_DETECT_SAMPLE, limit or _DETECT_SAMPLE):
+            break
+    missing = [s for s in mapping if s not in seen]
+    if missing:
+        cols = ", ".join(f"`{k}`" for k in list(seen)[:20])
+        raise FormatError(f"`--columns`: the source has no column {', '.join(f'`{m}`' for m in missing)} "
+                          f"(mapped to `{mapping[missing[0]]}`; columns: {cols or 'none'}); fix the name")
+
+
 def _choose_format(cfg: IngestConfig, src: SourceFiles, head: list[dict | BadRecord]) -> SourceFormat:
     good = [r for r in head if isinstance(r, dict)]
     where = f"`{src.files[0]}`"
@@ -295,10 +312,22 @@ def _choose_format(cfg: IngestConfig, src: SourceFiles, head: list[dict | BadRec
 
 
 def ingest(cfg: IngestConfig) -> dict:
-    """Run an ingest; returns the report (also written to OUT/ingest_report.json)."""
+    """Run an ingest; returns the report (also written to OUT/ingest_report.json). Holds a lock on OUT
+    while it writes (a second ingest into the same folder is an error)."""
+    from audit.io import output_lock
+
+    src = locate(cfg.source)      # a missing source is reported before anything is created
+    with output_lock(cfg.out, "ingest"):
+        return _ingest(cfg, src)
+
+
+def _ingest(cfg: IngestConfig, src: SourceFiles) -> dict:
     t0 = time.perf_counter()
-    src = locate(cfg.source)
     root = Path(cfg.image_root) if cfg.image_root else src.root
+    if cfg.image_root is not None and not Path(cfg.image_root).is_dir():
+        raise SourceError(f"`--image-root {cfg.image_root}` is not a folder; pass the folder that holds the "
+                          "dataset's images")
+    _check_mapping(src, cfg.column_map(), cfg.limit)
     records = _records(src, cfg.column_map(), cfg.limit)
     head: list[dict | BadRecord] = []
     for rec in records:

@@ -64,3 +64,26 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, command: str) -> Iterator[None]:
+    """Hold `OUT/.shortcut-audit.lock` while a command writes into OUT: a second run into the same
+    folder stops at once with a clear error instead of mixing its files with the first's."""
+    from filelock import FileLock, Timeout
+
+    from audit.errors import ConfigError
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".shortcut-audit.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"another `{command}` is writing into `{out}` right now (lock `{lock.lock_file}`); "
+                          "wait for it to finish, or pass another `-o`") from None
+    try:
+        yield
+    finally:
+        lock.release()
+

@@ -50,3 +50,17 @@ EXTRA_JSON = "extra_json"
 PAIRS_FILE = "pairs.parquet"
 REPORT_FILE = "ingest_report.json"
 IMAGE_STORE = "images"
+
+
+def pairs_dir_of(audit_dir, summary: dict):
+    """The pairs folder an audit was scored from: `summary.json`'s `pairs_dir` (absolute since it is
+    written so), else the audit's own `pairs/` (an older audit stored it relative to where `score` ran,
+    or the audit folder was moved with its pairs inside)."""
+    from pathlib import Path
+
+    audit_dir = Path(audit_dir)
+    stored = Path(summary.get("pairs_dir") or audit_dir / "pairs")
+    for cand in (stored, audit_dir / stored, audit_dir / "pairs"):
+        if (cand / PAIRS_FILE).is_file():
+            return cand
+    return audit_dir / "pairs"

@@ -15,6 +15,7 @@ cue features, cache positions, the multimodal probe's two 32-wide projections).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -139,7 +140,18 @@ def score(cfg: ScoreConfig) -> dict:
 
     Under `torchrun` / `accelerate launch` every rank encodes its share of the texts, images and
     reward-model inputs into the shared cache, and rank 0 then fits the heads and writes the outputs
-    (the other ranks return {"rank": r})."""
+    (the other ranks return {"rank": r}). Rank 0 holds a lock on AUDIT_DIR while it runs, so a second
+    `score` into the same folder stops with an error instead of mixing two runs' files."""
+    from audit.dist import launched_world
+    from audit.io import output_lock
+
+    if launched_world() > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return _score(cfg)
+    with output_lock(cfg.out, "score"):
+        return _score(cfg)
+
+
+def _score(cfg: ScoreConfig) -> dict:
     import polars as pl
 
     from audit.dist import barrier, launched_world, setup
@@ -436,7 +448,7 @@ def score(cfg: ScoreConfig) -> dict:
         "encoders": {"text": text_info, **image_info},
         "rm": None if rm_info is None else {**rm_info, **rm_summary(rm_cols["rm_margin"], rm_cols["rm_blank_margin"],
                                                                       text_margin)},
-        "pairs_dir": str(pairs_dir), "world_size": world, "config": to_dict(cfg), "versions": versions(), "seeds": {"seed": cfg.seed},
+        "pairs_dir": str(Path(pairs_dir).resolve()), "world_size": world, "config": to_dict(cfg), "versions": versions(), "seeds": {"seed": cfg.seed},
         "timings": {**timings, "total": round(time.perf_counter() - t_start, 3)},
         "peak_rss_mib": peak_rss,   # the process's peak resident memory at the end of each stage
         "rss_mib": rss,             # its resident memory at the end of each stage (Linux; null elsewhere)

@@ -257,7 +257,7 @@ def test_outputs_are_replaced_atomically(root):
         run_ingest(src, root / "o")
     # A failed run leaves the previous table intact and no temporary files behind.
     assert (root / "o" / "pairs.parquet").read_bytes() == before
-    assert not [p for p in (root / "o").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (root / "o").iterdir() if p.name.startswith(".") and p.name != ".shortcut-audit.lock"]
     assert read_pairs(root / "o").height == 2
 
 
@@ -467,3 +467,50 @@ def test_truncated_and_bit_flipped_json_sources_never_crash(suffix):
         _mangled_ingest(bytes(data), suffix)
 
     check()
+
+
+def test_columns_option_naming_a_missing_column_is_an_error(root, capsys):
+    write_jsonl(root / "d.jsonl", [_pair()])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "--columns", "prompt=nonexistent", "-o", str(root / "o")])
+    assert err.startswith("Error: `--columns`: the source has no column `nonexistent` (mapped to `prompt`; columns: ")
+
+
+def test_image_root_that_is_no_folder_is_checked_up_front(root, capsys):
+    write_jsonl(root / "d.jsonl", [_pair()])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "--image-root", str(root / "nope"), "-o", str(root / "o")])
+    assert err == f"Error: `--image-root {root / 'nope'}` is not a folder; pass the folder that holds the dataset's images"
+
+
+def test_boolean_ratings_are_not_ratings(tmp_path):
+    from audit.sources.vlfeedback import _mean_rating
+
+    assert _mean_rating({"Helpfulness": {"Rating": True}}, ["Helpfulness"]) == "rating_unparsable"
+    assert _mean_rating({"Helpfulness": {"Rating": "4"}}, ["Helpfulness"]) == 4.0
+
+
+def test_a_second_run_into_the_same_output_is_refused_while_the_first_holds_it(root, capsys):
+    from filelock import FileLock
+
+    write_jsonl(root / "d.jsonl", [_pair()])
+    (root / "o").mkdir()
+    with FileLock(str(root / "o" / ".shortcut-audit.lock")):        # another process is writing there
+        err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(root / "o")])
+    assert err.startswith(f"Error: another `ingest` is writing into `{root / 'o'}` right now")
+    assert main(["ingest", str(root / "d.jsonl"), "-o", str(root / "o")]) == 0   # released: it runs
+
+
+def test_audit_folder_moved_or_scored_from_elsewhere_finds_its_pairs(tmp_path, monkeypatch):
+    """`summary.json` stored `pairs_dir` relative to where `score` ran: export from elsewhere failed."""
+    import shutil
+
+    from audit import schema
+
+    (tmp_path / "a" / "pairs").mkdir(parents=True)
+    (tmp_path / "a" / "pairs" / "pairs.parquet").write_bytes(b"")
+    assert schema.pairs_dir_of(tmp_path / "a", {"pairs_dir": "a/pairs"}) == tmp_path / "a" / "pairs"
+    ext = tmp_path / "ext"
+    (ext).mkdir()
+    (ext / "pairs.parquet").write_bytes(b"")
+    assert schema.pairs_dir_of(tmp_path / "a", {"pairs_dir": str(ext)}) == ext
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert schema.pairs_dir_of(tmp_path / "b", {"pairs_dir": str(tmp_path / "a" / "pairs")}) == tmp_path / "b" / "pairs"

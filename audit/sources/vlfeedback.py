@@ -39,6 +39,8 @@ def _mean_rating(anno: Any, aspects: list[str]) -> float | str:
         rating = item.get("Rating") if isinstance(item, dict) else None
         if rating is None:
             return "rating_missing"
+        if isinstance(rating, bool):          # float(True) is 1.0: a boolean is no rating
+            return "rating_unparsable"
         try:
             v = float(rating)
         except (TypeError, ValueError):

@@ -41,8 +41,7 @@ def _table_and_dir(path: Path, workdir: Path):
     path = Path(path)
     if (path / "audited.parquet").is_file():
         summary = json.loads((path / "summary.json").read_text())
-        pairs_dir = Path(summary.get("pairs_dir", path / "pairs"))
-        return pl.read_parquet(path / "audited.parquet"), pairs_dir if pairs_dir.is_dir() else path / "pairs"
+        return pl.read_parquet(path / "audited.parquet"), schema.pairs_dir_of(path, summary)
     if (path / schema.PAIRS_FILE).is_file() and (path / schema.REPORT_FILE).is_file():
         return pl.read_parquet(path / schema.PAIRS_FILE), path
     from audit.config import IngestConfig
