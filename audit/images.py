@@ -63,9 +63,13 @@ class ImageStore:
     """Resolves, verifies and stores the images of one ingest run (bounded LRU cache)."""
 
     def __init__(self, pairs_dir: Path, roots: list[Path], max_pixels: int, full_verify: bool,
-                 cache_size: int = 8192) -> None:
+                 cache_size: int = 8192, source_root: Path | None = None) -> None:
         self.pairs_dir = Path(pairs_dir)
         self.roots = [os.path.realpath(r) for r in roots]
+        # Relative paths are read from the image root and, when `--image-root` points elsewhere (say, the
+        # target of a symlinked `images/` folder), from the source's own folder too: the file must still
+        # land inside an allowed root once every link is followed.
+        self.source_root = source_root
         self.max_pixels, self.full = max_pixels, full_verify
         self._cache: OrderedDict[tuple, ImageResult] = OrderedDict()
         self._cache_size = cache_size
@@ -123,18 +127,19 @@ class ImageStore:
         if "\x00" in path:
             return ImageResult(None, None, schema.IMAGE_MISSING, "the image path contains a NUL byte")
         outside = None
+        bases = [Path(root)] + ([Path(self.source_root)] if self.source_root and Path(self.source_root) != Path(root) else [])
         for cand in (path, *fallbacks):
             p = Path(os.path.expanduser(cand)) if cand.startswith("~") else Path(cand)
-            full = p if p.is_absolute() else Path(root) / p
-            real = os.path.realpath(full)
-            if not _inside(real, self.roots):
-                outside = outside or ImageResult(
-                    None, None, schema.IMAGE_OUTSIDE_ROOT,
-                    f"`{path}` resolves outside the image root `{root}`: refused; pass `--image-root` "
-                    "to the folder that holds the images")
-                continue
-            if os.path.isfile(real):
-                return self._check_file(real)
+            for base in ([None] if p.is_absolute() else bases):
+                real = os.path.realpath(p if base is None else base / p)
+                if not _inside(real, self.roots):
+                    outside = outside or ImageResult(
+                        None, None, schema.IMAGE_OUTSIDE_ROOT,
+                        f"`{path}` resolves to `{real}`, outside the image root `{root}`: refused; if that is "
+                        f"where the images are, pass `--image-root {os.path.dirname(real)}`")
+                    continue
+                if os.path.isfile(real):
+                    return self._check_file(real)
         if outside is not None:
             return outside
         return ImageResult(None, None, schema.IMAGE_MISSING, f"`{path}` not found under the image root `{root}`")

@@ -174,7 +174,7 @@ def test_paths_that_escape_the_root_are_refused(tmp_path):
             _pair(3, image="link.png"), _pair(4, image="inner-link.png"), _pair(5, image="missing.png")]
     rep, df = run_ingest(write_jsonl(root / "d.jsonl", rows), tmp_path / "o")
     assert _statuses(rep, df) == ["ok", "image_outside_root", "image_outside_root", "image_outside_root", "ok", "image_missing"]
-    assert "pass `--image-root`" in df["status_detail"][1]
+    assert f"pass `--image-root {tmp_path.resolve()}`" in df["status_detail"][1]
     assert df["image_path"][1] is None
 
 
@@ -514,3 +514,24 @@ def test_audit_folder_moved_or_scored_from_elsewhere_finds_its_pairs(tmp_path, m
     assert schema.pairs_dir_of(tmp_path / "a", {"pairs_dir": str(ext)}) == ext
     shutil.move(str(tmp_path / "a"), str(tmp_path / "b"))
     assert schema.pairs_dir_of(tmp_path / "b", {"pairs_dir": str(tmp_path / "a" / "pairs")}) == tmp_path / "b" / "pairs"
+
+
+def test_symlinked_image_folder_works_with_the_suggested_image_root(tmp_path):
+    """`images/` as a symlink to another folder: every row was `image_outside_root`, and the suggested
+    `--image-root TARGET` then gave `image_missing`."""
+    from audit.images import image_roots, resolve_image
+
+    target = tmp_path / "store" / "imgs"
+    target.mkdir(parents=True)
+    (target / "a.png").write_bytes(png_bytes())
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "images").symlink_to(target, target_is_directory=True)
+    src = write_jsonl(ds / "d.jsonl", [_pair(i, image="images/a.png") for i in range(3)])
+    rep, df = run_ingest(src, tmp_path / "o1")
+    assert _statuses(rep, df) == ["image_outside_root"] * 3
+    detail = df["status_detail"][0]
+    assert f"pass `--image-root {target.resolve()}`" in detail
+    rep, df = run_ingest(src, tmp_path / "o2", image_root=target.resolve())
+    assert _statuses(rep, df) == ["ok"] * 3
+    assert resolve_image(tmp_path / "o2", df["image_path"][0], image_roots(tmp_path / "o2")).read_bytes() == png_bytes()
