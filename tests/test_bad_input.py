@@ -535,3 +535,31 @@ def test_symlinked_image_folder_works_with_the_suggested_image_root(tmp_path):
     rep, df = run_ingest(src, tmp_path / "o2", image_root=target.resolve())
     assert _statuses(rep, df) == ["ok"] * 3
     assert resolve_image(tmp_path / "o2", df["image_path"][0], image_roots(tmp_path / "o2")).read_bytes() == png_bytes()
+
+
+def test_parquet_with_a_corrupt_data_page_costs_that_row_group_only(root):
+    """A corrupt data page (footer intact) used to end in a traceback."""
+    table = pa.Table.from_pylist([_pair(i) for i in range(40)])
+    pq.write_table(table, root / "d.parquet", row_group_size=20, compression="none")
+    md = pq.ParquetFile(root / "d.parquet").metadata
+    col = md.row_group(1).column(0)                        # the second row group's first column chunk
+    start = col.data_page_offset
+    raw = bytearray((root / "d.parquet").read_bytes())
+    raw[start + 8:start + 40] = b"\xff" * 32                 # inside the page: header and values garbled
+    (root / "d.parquet").write_bytes(bytes(raw))
+    rep, df = run_ingest(root / "d.parquet", root / "o")
+    st = _statuses(rep, df)
+    assert len(st) == 40 and st[:20] == ["ok"] * 20 and set(st[20:]) == {"bad_row"}
+    assert "row group 1 could not be read" in df["status_detail"][25]
+
+
+def test_truncated_arrow_file_is_one_error_line(root, capsys):
+    table = pa.Table.from_pylist([_pair(i) for i in range(400)])
+    with pa.OSFile(str(root / "data-00000-of-00001.arrow"), "wb") as sink:
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            for b in table.to_batches(max_chunksize=50):
+                w.write_batch(b)
+    raw = (root / "data-00000-of-00001.arrow").read_bytes()
+    (root / "data-00000-of-00001.arrow").write_bytes(raw[: len(raw) * 2 // 3])
+    err = _cli_error(capsys, ["ingest", str(root / "data-00000-of-00001.arrow"), "-o", str(root / "o")])
+    assert "is damaged after its first" in err and "re-create it" in err
