@@ -148,13 +148,17 @@ class Audit:
         return df.row(0, named=True) if df.height else None
 
     def image_bytes(self, image_path: str | None) -> bytes | None:
-        """The image of a row; refuses any path outside the pairs folder and its image roots."""
+        """The image of a row, or None: any path outside the pairs folder and its image roots is refused,
+        and so is a file that is not an image (a crafted report could name `/` as a root)."""
         if not image_path:
             return None
         try:
-            return resolve_image(self.pairs_dir, image_path, allowed_roots=self.roots).read_bytes()
+            data = resolve_image(self.pairs_dir, image_path, allowed_roots=self.roots).read_bytes()
         except (PermissionError, OSError):
             return None
+        from audit.images import check_image
+
+        return data if check_image(data, 64_000_000, full=False)[0] == schema.OK else None
 
     # ---- aggregates ----------------------------------------------------------------------------
     def overview(self, bins: int = 40, sample: int = 20000) -> dict:

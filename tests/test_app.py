@@ -170,3 +170,31 @@ def test_export_page_mode_format_and_scheme_controls(app, audits):
     rep = json.loads((audits["leadin"] / "app_exports" / "pruned" / "export_report.json").read_text())
     assert (rep["mode"], rep["format"], rep["scheme"]) == ("prune", "alignrm", "ipw")
     assert rep["rows_out"] == N - int(_df(audits)["is_shortcut"].sum())
+
+
+def test_export_page_folder_name_never_leaves_app_exports_and_offers_the_audits_schemes(app, audits):
+    at = app("pages/4_Export.py")
+    options = next(w for w in at.selectbox if w.key == "x_scheme").options
+    assert "sfc-residual" in options and "sfc" not in options       # the offline probe's audit
+    next(w for w in at.text_input if w.key == "x_name").input("..").run()
+    next(b for b in at.button if b.key == "x_go").click().run()
+    assert not at.exception and "Wrote" in at.success[0].value
+    made = [p for p in (audits["leadin"] / "app_exports").iterdir() if p.name.startswith("file-")]
+    assert made and not (audits["leadin"] / "pairs.parquet").exists() and not (audits["leadin"] / "export_report.json").exists()
+
+
+def test_a_crafted_report_naming_root_as_image_root_shows_no_file(audits, tmp_path):
+    """`image_roots: ["/"]` in a crafted ingest report used to let the Pair page read /etc/passwd (and
+    show a traceback)."""
+    import shutil
+
+    a_dir = tmp_path / "a"
+    shutil.copytree(audits["leadin"], a_dir, ignore=shutil.ignore_patterns("cache", "app_exports"))
+    summary = json.loads((a_dir / "summary.json").read_text())
+    summary["pairs_dir"] = str(a_dir / "pairs")
+    (a_dir / "summary.json").write_text(json.dumps(summary))
+    rep = json.loads((a_dir / "pairs" / "ingest_report.json").read_text())
+    rep["image_roots"] = ["/"]
+    (a_dir / "pairs" / "ingest_report.json").write_text(json.dumps(rep))
+    a = Audit(a_dir)
+    assert a.image_bytes("/etc/passwd") is None and a.image_bytes("/etc/hostname") is None

@@ -5,7 +5,10 @@ import time
 import streamlit as st
 
 from audit.config import EXPORT_FORMATS, EXPORT_MODES, ExportConfig
+from audit.errors import AuditError
 from audit.export import export
+from audit.schemes import schemes_for, sfc_kind_of
+from audit.sources.writers import safe_file_name
 from common import count_of, open_audit, sidebar_filters
 
 st.set_page_config(page_title="Export — shortcut-audit", layout="wide")
@@ -16,12 +19,17 @@ st.title("Export")
 st.write(f"The current filter holds **{n:,}** pairs; only their scored (`ok`) rows are exported.")
 mode = st.selectbox("Mode", EXPORT_MODES, key="x_mode")
 fmt = st.selectbox("Format", EXPORT_FORMATS, key="x_format")
-scheme = st.selectbox("Scheme (blank = the audit's weights)", ["", "sfc", "debias", "ipw", "jtt", "none"], key="x_scheme")
+scheme = st.selectbox("Scheme (blank = the audit's weights)", ["", *schemes_for(sfc_kind_of(audit.summary))],
+                      key="x_scheme")
 name = st.text_input("Folder name under AUDIT_DIR/app_exports/", time.strftime("export-%Y%m%d-%H%M%S"), key="x_name")
 if st.button("Export", key="x_go", disabled=n == 0):
-    safe = "".join(ch for ch in name if ch.isalnum() or ch in "-_.") or "export"
+    safe = safe_file_name(name.strip() or "export")          # one plain folder name: never `..` or a path
     out = audit.dir / "app_exports" / safe
     ids = set(audit.filtered(f).select("pair_id").collect()["pair_id"].to_list())
-    rep = export(ExportConfig(audit=audit.dir, out=out, mode=mode, format=fmt, scheme=scheme or None), only=ids)
-    st.success(f"Wrote {rep['rows_out']:,} rows to `{rep['path']}`")
-    st.json(rep)
+    try:
+        rep = export(ExportConfig(audit=audit.dir, out=out, mode=mode, format=fmt, scheme=scheme or None), only=ids)
+    except AuditError as e:
+        st.error(str(e))
+    else:
+        st.success(f"Wrote {rep['rows_out']:,} rows to `{rep['path']}`")
+        st.json(rep)
