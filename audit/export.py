@@ -82,8 +82,11 @@ def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
 
     from audit.sources import get_format
 
+    from audit.io import check_output
+
     df, summary = load_audit(cfg.audit)
     pairs_dir = schema.pairs_dir_of(cfg.audit, summary)
+    check_output(cfg.out, [cfg.audit, pairs_dir], "export")   # `-o AUDIT/../pairs` would replace the pairs table
     roots = image_roots(pairs_dir)
 
     if only is not None:

@@ -66,6 +66,24 @@ def versions() -> dict[str, str]:
     return out
 
 
+def check_output(out: Path, inputs: list, command: str, holds: bool = True) -> None:
+    """Refuse an output folder that is a file, or that is (or, with `holds`, contains) one of the
+    command's inputs: writing there would replace the user's own data."""
+    from audit.errors import ConfigError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"`-o {out}` is a file; `{command}` writes a folder: pass a folder path")
+    r_out = out.resolve()
+    for inp in inputs:
+        if inp is None:
+            continue
+        r_in = Path(inp).resolve()
+        if r_out == r_in or (holds and r_out in r_in.parents):
+            raise ConfigError(f"`-o {out}` {'is' if r_out == r_in else 'holds'} the input `{inp}`: `{command}` would "
+                              "replace your own data there; pass another output folder")
+
+
 @contextlib.contextmanager
 def output_lock(out: Path, command: str) -> Iterator[None]:
     """Hold `OUT/.shortcut-audit.lock` while a command writes into OUT: a second run into the same

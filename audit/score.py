@@ -143,7 +143,9 @@ def score(cfg: ScoreConfig) -> dict:
     (the other ranks return {"rank": r}). Rank 0 holds a lock on AUDIT_DIR while it runs, so a second
     `score` into the same folder stops with an error instead of mixing two runs' files."""
     from audit.dist import launched_world
-    from audit.io import output_lock
+    from audit.io import check_output, output_lock
+
+    check_output(cfg.out, [cfg.source], "score", holds=False)   # AUDIT/pairs as the source of AUDIT is fine
 
     if launched_world() > 1 and int(os.environ.get("RANK", "0")) != 0:
         return _score(cfg)

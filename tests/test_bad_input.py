@@ -563,3 +563,34 @@ def test_truncated_arrow_file_is_one_error_line(root, capsys):
     (root / "data-00000-of-00001.arrow").write_bytes(raw[: len(raw) * 2 // 3])
     err = _cli_error(capsys, ["ingest", str(root / "data-00000-of-00001.arrow"), "-o", str(root / "o")])
     assert "is damaged after its first" in err and "re-create it" in err
+
+
+def test_an_output_that_is_or_holds_the_input_is_refused(root, capsys):
+    """`ingest F/pairs.parquet -o F` used to replace the user's own file; `export AUDIT -o AUDIT/../pairs`
+    the canonical table; `-o` naming a file ended in a traceback."""
+    write_jsonl(root / "d.jsonl", [_pair(i) for i in range(3)])
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(root)])
+    assert err == (f"Error: `-o {root}` holds the input `{root / 'd.jsonl'}`: `ingest` would replace your own data "
+                   "there; pass another output folder")
+    assert main(["ingest", str(root / "d.jsonl"), "-o", str(root / "pairs")]) == 0
+    err = _cli_error(capsys, ["ingest", str(root / "pairs"), "-o", str(root / "pairs")])
+    assert "is the input" in err
+    (root / "file.txt").write_text("x")
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(root / "file.txt")])
+    assert err == f"Error: `-o {root / 'file.txt'}` is a file; `ingest` writes a folder: pass a folder path"
+
+
+def test_export_into_the_audits_own_pairs_folder_is_refused(tmp_path, capsys):
+    from audit.config import ScoreConfig, SynthConfig
+    from audit.score import score
+    from audit.synth import synth
+
+    src = synth(SynthConfig(env="leadin", out=tmp_path / "s", n=60, image_size=32)).parent
+    score(ScoreConfig(source=src, out=tmp_path / "audit", cache_dir=tmp_path / "cache", folds=2))
+    capsys.readouterr()                                      # the encoder's progress lines
+    before = (tmp_path / "audit" / "pairs" / "pairs.parquet").read_bytes()
+    err = _cli_error(capsys, ["export", str(tmp_path / "audit"), "-o", str(tmp_path / "audit" / ".." / "audit" / "pairs")])
+    assert "is the input" in err
+    err = _cli_error(capsys, ["export", str(tmp_path / "audit"), "-o", str(tmp_path)])
+    assert "holds the input" in err
+    assert (tmp_path / "audit" / "pairs" / "pairs.parquet").read_bytes() == before
