@@ -449,12 +449,22 @@ def _mangled_ingest(data: bytes, suffix: str) -> None:
 _RECORDS = [_pair(i, id=f"r{i}") for i in range(12)]
 
 
+def _source_bytes(suffix: str) -> bytes:
+    if suffix == ".json":
+        return json.dumps(_RECORDS, indent=1).encode()
+    if suffix == ".jsonl":
+        return "\n".join(json.dumps(r) for r in _RECORDS).encode()
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(_RECORDS), buf, row_group_size=4, compression="none")
+    return buf.getvalue().to_pybytes()
+
+
 @pytest.mark.parametrize("suffix", [".json", ".jsonl"])
-def test_truncated_and_bit_flipped_json_sources_never_crash(suffix):
+def test_truncated_and_bit_flipped_sources_never_crash(suffix):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    text = (json.dumps(_RECORDS, indent=1) if suffix == ".json" else "\n".join(json.dumps(r) for r in _RECORDS)).encode()
+    text = _source_bytes(suffix)
 
     @settings(max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(cut=st.integers(0, len(text)), flips=st.lists(st.tuples(st.integers(0, len(text) - 1), st.integers(0, 7)),
