@@ -99,8 +99,15 @@ def test_bench_rows_follow_the_contract_and_repeat_exactly(tmp_path):
         assert by[s, "ess-matched"]["ess"] == pytest.approx(by[s, "oracle"]["ess"], rel=1e-5)
         assert by[s, "subsample"]["ess"] == pytest.approx(by[s, "oracle"]["ess"], abs=0.02)
     assert "| standard |" in res["table"] and "Δ reversed cue" in res["table"]
-    # same seeds, same thread count, other processes (--jobs 2): the same numbers
-    bench(BenchConfig(out=tmp_path / "b", jobs=2, **cfg))
+    # same seeds, same thread count, other processes (--jobs 2, through the command line): the same numbers
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "audit", "bench", "-o", str(tmp_path / "b"), "--jobs", "2", "--quick",
+           "--train-envs", "leadin", "--methods", cfg["methods"], "--cache-dir", str(tmp_path / "cache"),
+           *[x for k, v in TINY.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
     keys = ("iid", "reversed", "worst_group", "ood", "sfd", "cue_share", "ess")
     assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in rows]
