@@ -82,7 +82,7 @@ def _build_test_set(out: Path, name: str, n: int) -> Path:
     if not (folder / "pairs.parquet").is_file():
         synth(SynthConfig(env="clean" if name == "clean" else cue, out=folder, n=n,
                           seed=1_000_000 + zlib.crc32(name.encode()) % 1_000_000,
-                          p=None if name == "clean" else float(p), format="pairs"))
+                          p=None if name == "clean" else float(p), format="pairs", overwrite=True))
     return folder
 
 
@@ -149,7 +149,8 @@ def _audit_training_set(out: Path, env: str, n: int, seed: int, cache_dir: Path,
     tid = task_id(env, n, seed)
     audit = out / "audit" / "train" / tid
     if not (audit / "summary.json").is_file():
-        src = synth(SynthConfig(env=env, out=out / "data" / "train" / tid, n=n, seed=seed, format="pairs"))
+        src = synth(SynthConfig(env=env, out=out / "data" / "train" / tid, n=n, seed=seed, format="pairs",
+                                overwrite=True))      # an interrupted write is redone
         score(ScoreConfig(source=src.parent, out=audit, seed=seed, cache_dir=cache_dir, device=device))
     return audit
 
@@ -261,10 +262,17 @@ def _prepare(cfg: BenchConfig, small: dict):
 
 
 def bench(cfg: BenchConfig) -> dict:
+    """Run (or resume: finished tasks keep their rows) the bench into `cfg.out`."""
+    from audit.io import claim_output
+
+    with claim_output(cfg.out, "bench", overwrite=cfg.overwrite, resumable=True):
+        return _bench(cfg)
+
+
+def _bench(cfg: BenchConfig) -> dict:
     from audit.train.vision import pretrained_encoder
 
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
     small = dict(epochs=cfg.epochs, batch_size=64, dim=64, image_size=64, vocab=4096)
     t_start = time.perf_counter()
     _determinism(cfg.threads, "cpu")

@@ -82,12 +82,20 @@ def _figures(df, summary: dict, out: Path, mode: str) -> tuple[list[tuple[str, s
 
 
 def card(cfg: CardConfig) -> Path:
-    import yaml  # PyYAML comes with datasets/transformers
+    """Write OUT/NAME/README.md (and its figures); an earlier card of that name is replaced whole."""
+    from audit.io import claim_output
+    from audit.sources.writers import safe_file_name
 
     df, summary = load_audit(cfg.audit)
-    name = cfg.name or cfg.audit.resolve().name
+    name = safe_file_name(cfg.name or cfg.audit.resolve().name)     # one plain folder name, never a path
     out = cfg.out / name
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output(out, "card", [cfg.audit, cfg.export], overwrite=cfg.overwrite, replace_own=True):
+        return _card(cfg, df, summary, name, out)
+
+
+def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
+    import yaml  # PyYAML comes with datasets/transformers
+
     sources = sorted({p["source"] for p in summary.get("per_source", [])})
     header = {
         "license": cfg.license,

@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AuditError as e:
-        print(f"Error: {e}", file=sys.stderr)
+        print("Error: " + " ".join(str(e).split()), file=sys.stderr)   # one line, even when a library's message is not
         return 1
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)

@@ -133,6 +133,8 @@ class SynthConfig:
 
     env: str | None = opt(None, help="built-in environment name (`shortcut-audit synth --list` shows them)")
     out: Path | None = opt(None, short="-o", help="output folder; the data file(s) and images are written inside it")
+    overwrite: bool = opt(False, help="replace a non-empty `-o` folder that shortcut-audit wrote earlier, whole "
+                          "(its earlier contents are deleted once this run finishes; a folder of your own is never deleted)")
     n: int = opt(1000, ge=1, help="number of preference pairs")
     seed: int = opt(0, ge=0, help="random seed; the same seed gives the same bytes")
     format: str = opt("pairs", help="source format to write: pairs, vlfeedback, rlaif-v, rlhf-v, povid, "
@@ -179,6 +181,8 @@ class IngestConfig:
                        help="source file or folder (JSONL, JSON, Parquet, HF save_to_disk folder, "
                        "a folder of shards, or a pairs folder)")
     out: Path = opt(short="-o", help="output pairs folder (pairs.parquet, images/, ingest_report.json)")
+    overwrite: bool = opt(False, help="replace a non-empty `-o` folder that shortcut-audit wrote earlier, whole "
+                          "(its earlier contents are deleted once this run finishes; a folder of your own is never deleted)")
     format: str | None = opt(None, help="source format; auto-detected when omitted: vlfeedback, rlaif-v, "
                              "rlhf-v, povid, trl, vl-rewardbench, alignrm, pairs")
     image_root: Path | None = opt(None, help="folder that image paths resolve inside (default: the folder "
@@ -234,6 +238,8 @@ class DemoConfig:
     """`shortcut-audit demo`: the pipeline on built-in synthetic data, offline."""
 
     out: Path = opt(Path("shortcut-audit-demo"), short="-o", help="folder for every output of the demo")
+    overwrite: bool = opt(False, help="start afresh: replace what an earlier run left in `-o` (without it, a run "
+                          "into its own earlier folder resumes or updates it; a folder of your own is never deleted)")
     n: int = opt(600, ge=10, help="pairs per synthetic environment")
     seed: int = opt(0, ge=0, help="random seed")
 
@@ -251,6 +257,8 @@ class ScoreConfig:
     source: Path = opt(positional=True, metavar="SOURCE_OR_PAIRS_DIR",
                        help="a pairs folder from `ingest`, or any source `ingest` reads (ingested on the way)")
     out: Path = opt(short="-o", help="audit folder: audited.parquet, summary.json, config.json, cache/")
+    overwrite: bool = opt(False, help="start afresh: replace what an earlier run left in `-o` (without it, a run "
+                          "into its own earlier folder resumes or updates it; a folder of your own is never deleted)")
     scheme: str = opt("debias", help="weight scheme: sfc, debias, ipw, jtt, none (README: why debias)")
     folds: int = opt(5, ge=2, help="cross-fitting folds K (grouped by image, source row and specific prompt)")
     seed: int = opt(0, ge=0, help="random seed (fold order, inner splits, head initialisation)")
@@ -356,6 +364,8 @@ class ExportConfig:
 
     audit: Path = opt(positional=True, metavar="AUDIT_DIR", help="audit folder written by `score`")
     out: Path = opt(short="-o", help="output folder")
+    overwrite: bool = opt(False, help="replace a non-empty `-o` folder that shortcut-audit wrote earlier, whole "
+                          "(its earlier contents are deleted once this run finishes; a folder of your own is never deleted)")
     mode: str = opt("weight", choices=EXPORT_MODES,
                     help="`weight`: every scored pair with its weight; `prune`: drop shortcut pairs (or the "
                     "lowest-weight fraction, `--prune-fraction`); `resample`: draw `--size` pairs with "
@@ -399,6 +409,8 @@ class CardConfig:
 
     audit: Path = opt(positional=True, metavar="AUDIT_DIR", help="audit folder written by `score`")
     out: Path = opt(Path("data_cards"), short="-o", help="cards folder; the card goes to OUT/NAME/README.md")
+    overwrite: bool = opt(False, help="replace OUT/NAME even when another shortcut-audit command wrote it (an "
+                          "earlier card of that name is always replaced; a folder of your own is never deleted)")
     name: str | None = opt(None, help="card name (default: the audit folder's name)")
     license: str = opt("unknown", help="license of the audited data for the YAML header (e.g. cc-by-nc-4.0)")
     source_dataset: str | None = opt(None, help="Hugging Face id of the source dataset, for `source_datasets`")
@@ -447,6 +459,8 @@ class TrainConfig:
 
     data: Path = opt(positional=True, metavar="DATA", help="training pairs: an audit or pairs folder, an export, or a source")
     out: Path = opt(short="-o", help="run folder: checkpoint, config, metrics log")
+    overwrite: bool = opt(False, help="start afresh: replace what an earlier run left in `-o` (without it, a run "
+                          "into its own earlier folder resumes or updates it; a folder of your own is never deleted)")
     method: str = opt("standard", choices=TRAIN_METHODS,
                       help="`standard` BT; `weighted` BT with the data's `weight` column (or `--scheme`); "
                       "`shortcut-aware` the paper's dynamic two-branch loss")
@@ -500,6 +514,25 @@ class TrainConfig:
             raise ConfigError(f"`--image-size` must be a multiple of 8, got {self.image_size}")
 
 
+def _check_results_file(out: Path) -> None:
+    """`eval -o` writes OUT (JSON) and OUT with `.md`: never onto a folder, a data file or another file."""
+    import json
+
+    if out.suffix.lower() != ".json":
+        raise ConfigError(f"`-o {out}`: eval writes a JSON results file (and a `.md` table beside it); "
+                          "pass a path ending in `.json`")
+    if out.is_dir():
+        raise ConfigError(f"`-o {out}` is a folder; pass a results file path ending in `.json`")
+    if out.exists():
+        try:
+            prior = json.loads(out.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            prior = None
+        if not (isinstance(prior, dict) and "datasets" in prior):
+            raise ConfigError(f"`-o {out}` exists and is not an earlier `eval` result; it would be replaced: "
+                              "pass another path")
+
+
 @dataclass
 class EvalConfig:
     """`shortcut-audit eval`: pairwise accuracy of a trained reward model (or of an external reward model's
@@ -523,6 +556,7 @@ class EvalConfig:
         self.data = [Path(d) for d in (self.data if isinstance(self.data, list) else [self.data])]
         if self.out is not None:
             self.out = Path(self.out)
+            _check_results_file(self.out)
         if self.scores is not None:
             self.data = ([self.run] if self.run is not None else []) + self.data
             self.run = None
@@ -542,6 +576,8 @@ class BenchConfig:
     sets that reverse the training cue, worst-group accuracy, data-matched controls and paired statistics."""
 
     out: Path = opt(Path("bench-results"), short="-o", help="output folder: results.json, results.md, tasks/, runs/")
+    overwrite: bool = opt(False, help="start afresh: replace what an earlier run left in `-o` (without it, a run "
+                          "into its own earlier folder resumes or updates it; a folder of your own is never deleted)")
     quick: bool = opt(False, help="a CI-sized run (`leadin`, one seed, small sets): about 2 minutes on 2 cores")
     seeds: int | None = opt(None, ge=1, help="seeds per (environment, method) (default 5; quick 1)")
     n_train: int | None = opt(None, ge=20, help="training pairs per environment (default 4000; quick 1500)")

@@ -48,11 +48,21 @@ def _sfd(x: float) -> str:
 
 
 def demo(cfg: DemoConfig) -> Iterator[str]:
+    """The pipeline, step by step (one line per result). A rerun into the same folder rewrites the data,
+    pairs and exports and reuses the audits' embedding cache and the finished training runs."""
+    from audit.io import claim_output
+
+    with claim_output(cfg.out, "demo", overwrite=cfg.overwrite, resumable=True):
+        yield from _demo(cfg)
+
+
+def _demo(cfg: DemoConfig) -> Iterator[str]:
     out = cfg.out
     for env in DEMO_ENVS:
-        src = synth(SynthConfig(env=env, out=out / "synth" / env, n=cfg.n, seed=cfg.seed, format="rlaif-v"))
+        src = synth(SynthConfig(env=env, out=out / "synth" / env, n=cfg.n, seed=cfg.seed, format="rlaif-v",
+                                overwrite=True))
         pairs_dir = out / "pairs" / env
-        rep = ingest(IngestConfig(source=src, out=pairs_dir))
+        rep = ingest(IngestConfig(source=src, out=pairs_dir, overwrite=True))
         yield f"[{env}] synth -> {src}"
         yield f"[{env}] ingest -> {pairs_dir / 'pairs.parquet'} ({rep['rows_out']} rows in {rep['seconds']:.1f}s)"
         yield from table_summary(pairs_dir)
@@ -70,7 +80,7 @@ def demo(cfg: DemoConfig) -> Iterator[str]:
         from audit.card import card
         from audit.export import export
 
-        rep = export(ExportConfig(audit=audit_dir, out=out / "export" / env))
+        rep = export(ExportConfig(audit=audit_dir, out=out / "export" / env, overwrite=True))
         yield f"[{env}] export -> {rep['path']} ({rep['rows_out']} pairs with weights)"
         path = card(CardConfig(audit=audit_dir, out=out / "cards", name=f"synthetic-{env}", export=out / "export" / env))
         yield f"[{env}] card -> {path}"

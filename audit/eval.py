@@ -17,7 +17,7 @@ import numpy as np
 
 from audit import metrics
 from audit.config import EvalConfig
-from audit.io import write_json_atomic
+from audit.io import write_bytes_atomic, write_json_atomic
 from audit.train.data import load_pairs
 from audit.train.loop import checkpoint, load_model, margins
 
@@ -125,7 +125,7 @@ def eval_run(cfg: EvalConfig) -> dict:
         results["gap"] = results["iid"]["accuracy"] - results["mean_ood"]
     if cfg.out is not None:
         write_json_atomic(cfg.out, results)
-        cfg.out.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
+        write_bytes_atomic(cfg.out.with_suffix(".md"), markdown(results).encode("utf-8"))
     return results
 
 

@@ -78,15 +78,20 @@ def select(ok_weight: np.ndarray, is_shortcut: np.ndarray, pair_ids: list[str], 
 
 def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
     """Run an export; `only` restricts it to these pair ids (the app's current filter)."""
+    from audit.io import claim_output
+
+    df, summary = load_audit(cfg.audit)
+    pairs_dir = schema.pairs_dir_of(cfg.audit, summary)
+    # `-o AUDIT/../pairs` would replace the pairs table; an earlier export's files would linger beside these
+    with claim_output(cfg.out, "export", [cfg.audit, pairs_dir], overwrite=cfg.overwrite):
+        return _export(cfg, only, df, summary, pairs_dir)
+
+
+def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_dir: Path) -> dict:
     import polars as pl
 
     from audit.sources import get_format
 
-    from audit.io import check_output
-
-    df, summary = load_audit(cfg.audit)
-    pairs_dir = schema.pairs_dir_of(cfg.audit, summary)
-    check_output(cfg.out, [cfg.audit, pairs_dir], "export")   # `-o AUDIT/../pairs` would replace the pairs table
     roots = image_roots(pairs_dir)
 
     if only is not None:

@@ -314,11 +314,10 @@ def _choose_format(cfg: IngestConfig, src: SourceFiles, head: list[dict | BadRec
 def ingest(cfg: IngestConfig) -> dict:
     """Run an ingest; returns the report (also written to OUT/ingest_report.json). Holds a lock on OUT
     while it writes (a second ingest into the same folder is an error)."""
-    from audit.io import check_output, output_lock
+    from audit.io import claim_output
 
     src = locate(cfg.source)      # a missing source is reported before anything is created
-    check_output(cfg.out, [cfg.source, *src.files], "ingest")
-    with output_lock(cfg.out, "ingest"):
+    with claim_output(cfg.out, "ingest", [cfg.source, *src.files], overwrite=cfg.overwrite):
         return _ingest(cfg, src)
 
 

@@ -54,7 +54,7 @@ def _pairs_dir(cfg: ScoreConfig, rank: int = 0) -> Path:
     if rank == 0:
         from audit.ingest import ingest
 
-        ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root))
+        ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root, overwrite=True))
     barrier()
     return out
 
@@ -143,13 +143,13 @@ def score(cfg: ScoreConfig) -> dict:
     (the other ranks return {"rank": r}). Rank 0 holds a lock on AUDIT_DIR while it runs, so a second
     `score` into the same folder stops with an error instead of mixing two runs' files."""
     from audit.dist import launched_world
-    from audit.io import check_output, output_lock
+    from audit.io import check_output, claim_output
 
     check_output(cfg.out, [cfg.source], "score", holds=False)   # AUDIT/pairs as the source of AUDIT is fine
 
     if launched_world() > 1 and int(os.environ.get("RANK", "0")) != 0:
-        return _score(cfg)
-    with output_lock(cfg.out, "score"):
+        return _score(cfg)          # waits in the process group's start until rank 0 holds the folder
+    with claim_output(cfg.out, "score", [cfg.source], overwrite=cfg.overwrite, resumable=True, holds=False):
         return _score(cfg)
 
 

@@ -143,6 +143,11 @@ def test_export_page_uses_the_export_function(app, audits):
     assert not at.exception and "Wrote" in at.success[0].value
     out = pl.read_parquet(audits["leadin"] / "app_exports" / "from-app" / "pairs.parquet")
     assert out.height == int(_df(audits)["is_shortcut"].sum()) and out["is_shortcut"].all()
+    next(b for b in at.button if b.key == "x_go").click().run()         # the same name again: refused ...
+    assert not at.exception and "already holds an earlier `export` output" in at.error[0].value
+    next(w for w in at.checkbox if w.key == "x_overwrite").check().run()
+    next(b for b in at.button if b.key == "x_go").click().run()         # ... until replacing is ticked
+    assert not at.exception and "Wrote" in at.success[0].value
 
 
 def test_crafted_paths_and_params_read_nothing(audits):

@@ -233,6 +233,18 @@ def test_broken_element_in_a_json_array_costs_one_row_not_the_rest(root):
     assert df["prompt"][299] == "What is shown 299?"
 
 
+def test_stray_brackets_in_a_json_array_never_hang_or_end_it_early(root):
+    """A bit flip that starts an element with `}` used to loop forever; a stray `]` ended the array
+    there and dropped every record after it."""
+    elems = [json.dumps(_pair(i)) for i in range(6)]
+    elems[2] = "}" + elems[2][1:]
+    (root / "d.json").write_text("[" + ", ".join(elems[:4]) + "], " + ", ".join(elems[4:]) + "]")
+    rep, df = run_ingest(root / "d.json", root / "o")
+    st = _statuses(rep, df)
+    assert rep["records_in"] == rep["rows_out"] == 7 and st.count("ok") == 5
+    assert "closes early" in df["status_detail"][4] and df["prompt"][6] == "What is shown 5?"
+
+
 @pytest.mark.parametrize("kind", ["jsonl", "json"])
 def test_utf8_byte_order_mark_is_accepted(root, kind):
     rows = [_pair(i) for i in range(3)]
@@ -252,12 +264,15 @@ def test_outputs_are_replaced_atomically(root):
     src = write_jsonl(root / "d.jsonl", [_pair(0), _pair(1)])
     run_ingest(src, root / "o")
     before = (root / "o" / "pairs.parquet").read_bytes()
+    marker = (root / "o" / ".shortcut-audit.json").read_bytes()
     write_jsonl(root / "d.jsonl", [{"foo": 1}])
     with pytest.raises(Exception):
-        run_ingest(src, root / "o")
-    # A failed run leaves the previous table intact and no temporary files behind.
+        run_ingest(src, root / "o", overwrite=True)
+    # A failed replacement leaves the previous output intact (its marker too) and no temporary files behind.
     assert (root / "o" / "pairs.parquet").read_bytes() == before
-    assert not [p for p in (root / "o").iterdir() if p.name.startswith(".") and p.name != ".shortcut-audit.lock"]
+    assert (root / "o" / ".shortcut-audit.json").read_bytes() == marker
+    assert sorted(p.name for p in (root / "o").iterdir() if p.name.startswith(".")) == [
+        ".shortcut-audit.json", ".shortcut-audit.lock"]
     assert read_pairs(root / "o").height == 2
 
 
@@ -271,7 +286,7 @@ def test_json_array_with_many_elements_streams(root):
 def test_output_inside_the_source_folder_is_not_read_back(root):
     write_jsonl(root / "d.jsonl", [_pair(0), _pair(1)])
     run_ingest(root, root / "pairs")
-    rep, _ = run_ingest(root, root / "pairs")
+    rep, _ = run_ingest(root, root / "pairs", overwrite=True)
     assert rep["files"] == [str(root / "d.jsonl")] and rep["rows_out"] == 2
 
 
@@ -371,6 +386,7 @@ def test_train_resume_state_is_never_unpickled(tmp_path):
     data = synth(SynthConfig(env="leadin", out=tmp_path / "d", n=40, image_size=32)).parent
     run = tmp_path / "run"
     run.mkdir()
+    (run / ".shortcut-audit.json").write_text('{"command": "train"}')   # the crafted folder looks like a run
     with open(run / "trainer_state.pt", "wb") as fh:
         pickle.dump({"model": Evil()}, fh)
     with pytest.raises(FormatError, match="is not a resumable training state"):
@@ -459,7 +475,7 @@ def _source_bytes(suffix: str) -> bytes:
     return buf.getvalue().to_pybytes()
 
 
-@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".parquet"])
 def test_truncated_and_bit_flipped_sources_never_crash(suffix):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -604,3 +620,107 @@ def test_export_into_the_audits_own_pairs_folder_is_refused(tmp_path, capsys):
     err = _cli_error(capsys, ["export", str(tmp_path / "audit"), "-o", str(tmp_path)])
     assert "holds the input" in err
     assert (tmp_path / "audit" / "pairs" / "pairs.parquet").read_bytes() == before
+
+
+# ---- output folders: never someone else's, never stale -------------------------------------------
+
+def test_a_non_empty_output_folder_is_refused_unless_overwrite(root, capsys):
+    """Ingesting into a folder of one's own files used to mix our outputs with them; a second ingest of
+    another source into an earlier output left the first one's images beside the new table."""
+    write_jsonl(root / "d.jsonl", [_pair(i) for i in range(3)])
+    mine = root / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(mine)])
+    assert err.startswith(f"Error: `-o {mine}` is not empty (`notes.txt`) and was not written by shortcut-audit")
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(mine), "--overwrite"])
+    assert "never deletes files of your own" in err
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+    out = root / "o"
+    assert main(["ingest", str(root / "d.jsonl"), "-o", str(out)]) == 0
+    (out / "part-1.parquet").write_bytes(b"x")       # a file only the earlier run had
+    err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(out)])
+    assert err.startswith(f"Error: `-o {out}` already holds an earlier `ingest` output (`ingest_report.json`, "
+                          "`pairs.parquet`, `part-1.parquet`); pass `--overwrite`")
+    assert main(["ingest", str(root / "d.jsonl"), "-o", str(out), "--overwrite"]) == 0
+    assert not (out / "part-1.parquet").exists() and read_pairs(out).height == 3
+    marker = json.loads((out / ".shortcut-audit.json").read_text())
+    assert marker["command"] == "ingest" and marker["state"] == "finished"
+    assert not (out / ".shortcut-audit-replaced").exists()
+    # Another command's folder is not an ingest's to continue either.
+    err = _cli_error(capsys, ["synth", "--env", "leadin", "--n", "5", "-o", str(out)])
+    assert "already holds an earlier `ingest` output" in err
+
+
+def test_a_replacement_that_dies_leaves_the_earlier_output(tmp_path):
+    """A failed or killed `--overwrite` run must not cost the user the output it was replacing."""
+    from audit.io import ASIDE, claim_output
+
+    out = tmp_path / "o"
+    with claim_output(out, "export"):
+        (out / "data.parquet").write_text("old")
+    with pytest.raises(RuntimeError):
+        with claim_output(out, "export", overwrite=True):
+            assert not (out / "data.parquet").exists()          # set aside while the new run writes
+            (out / "train.jsonl").write_text("half")
+            raise RuntimeError("died")
+    assert sorted(p.name for p in out.iterdir()) == [".shortcut-audit.json", ".shortcut-audit.lock", "data.parquet"]
+    assert (out / "data.parquet").read_text() == "old"
+    # kill -9 in the middle: the folder set aside is restored by the next run, before anything else
+    (out / ASIDE).mkdir()
+    os.replace(out / "data.parquet", out / ASIDE / "data.parquet")
+    os.replace(out / ".shortcut-audit.json", out / ASIDE / ".shortcut-audit.json")
+    (out / "train.jsonl").write_text("half")
+    with pytest.raises(Exception, match="already holds an earlier `export` output"):
+        with claim_output(out, "export"):
+            pass
+    assert (out / "data.parquet").read_text() == "old" and not (out / "train.jsonl").exists()
+
+
+def test_resumable_commands_continue_their_own_folder_only(tmp_path, capsys):
+    from audit.io import claim_output
+
+    out = tmp_path / "run"
+    with claim_output(out, "train", resumable=True):
+        (out / "trainer_state.pt").write_bytes(b"x")
+    with claim_output(out, "train", resumable=True):              # a resume: nothing is deleted
+        assert (out / "trainer_state.pt").exists()
+    with pytest.raises(Exception, match="already holds an earlier `train` output"):
+        with claim_output(out, "score", resumable=True):
+            pass
+    with claim_output(out, "train", resumable=True, overwrite=True):   # start afresh
+        assert not (out / "trainer_state.pt").exists()
+
+
+def test_eval_writes_only_a_json_results_file(tmp_path, capsys):
+    from audit.config import EvalConfig
+    from audit.errors import ConfigError
+
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    for bad, msg in [(tmp_path / "r.txt", "pass a path ending in `.json`"), (tmp_path, "pass a path ending in `.json`"),
+                     (tmp_path / "notes.json", "is not an earlier `eval` result")]:
+        with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+            EvalConfig(run=None, data=[tmp_path], scores="m", out=bad)
+
+
+def test_export_of_another_format_into_an_earlier_export_leaves_no_stale_rows(tmp_path, capsys):
+    """A second export of another format used to leave the first one's files beside it, and
+    `load_dataset("parquet", data_dir=...)` then read the stale rows."""
+    from audit.config import ScoreConfig, SynthConfig
+    from audit.score import score
+    from audit.synth import synth
+
+    src = synth(SynthConfig(env="leadin", out=tmp_path / "s", n=60, image_size=32)).parent
+    score(ScoreConfig(source=src, out=tmp_path / "audit", cache_dir=tmp_path / "cache", folds=2))
+    capsys.readouterr()
+    exp = tmp_path / "exp"
+    assert main(["export", str(tmp_path / "audit"), "-o", str(exp), "--format", "parquet"]) == 0
+    first = sorted(p.name for p in exp.iterdir())
+    err = _cli_error(capsys, ["export", str(tmp_path / "audit"), "-o", str(exp), "--format", "trl"])
+    assert err.startswith(f"Error: `-o {exp}` already holds an earlier `export` output")
+    assert sorted(p.name for p in exp.iterdir()) == first
+    assert main(["export", str(tmp_path / "audit"), "-o", str(exp), "--format", "trl", "--overwrite"]) == 0
+    assert "pairs.parquet" in first
+    assert sorted(p.name for p in exp.iterdir()) == [".shortcut-audit.json", ".shortcut-audit.lock", "export_report.json",
+                                                     "train-00000-of-00001.parquet"]    # the parquet export is gone

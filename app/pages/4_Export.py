@@ -22,14 +22,19 @@ fmt = st.selectbox("Format", EXPORT_FORMATS, key="x_format")
 scheme = st.selectbox("Scheme (blank = the audit's weights)", ["", *schemes_for(sfc_kind_of(audit.summary))],
                       key="x_scheme")
 name = st.text_input("Folder name under AUDIT_DIR/app_exports/", time.strftime("export-%Y%m%d-%H%M%S"), key="x_name")
+replace = st.checkbox("Replace an earlier export of that name (its files are deleted once this one is written)",
+                      key="x_overwrite")
 if st.button("Export", key="x_go", disabled=n == 0):
     safe = safe_file_name(name.strip() or "export")          # one plain folder name: never `..` or a path
     out = audit.dir / "app_exports" / safe
     ids = set(audit.filtered(f).select("pair_id").collect()["pair_id"].to_list())
     try:
-        rep = export(ExportConfig(audit=audit.dir, out=out, mode=mode, format=fmt, scheme=scheme or None), only=ids)
+        rep = export(ExportConfig(audit=audit.dir, out=out, mode=mode, format=fmt, scheme=scheme or None,
+                                  overwrite=replace), only=ids)
     except AuditError as e:
         st.error(str(e))
+        if "--overwrite" in str(e):
+            st.info("Tick *Replace an earlier export of that name* above to replace it (the command line's `--overwrite`).")
     else:
         st.success(f"Wrote {rep['rows_out']:,} rows to `{rep['path']}`")
         st.json(rep)

@@ -82,8 +82,8 @@ def locate(path: Path) -> SourceFiles:
     # Our own outputs inside the folder (a pairs folder written there earlier) are not source data.
     owned = {f.parent for f in path.rglob("ingest_report.json")}
     for f in sorted(path.rglob("*")):
-        if not f.is_file() or f.name.startswith(".") or f.name in METADATA_NAMES:
-            continue
+        if not f.is_file() or f.name in METADATA_NAMES or any(part.startswith(".") for part in f.relative_to(path).parts):
+            continue          # hidden files and folders (.git, .cache, a replaced output kept aside) are not data
         if any(parent in owned for parent in f.parents):
             continue
         kind = DATA_SUFFIXES.get(f.suffix.lower())
@@ -191,7 +191,17 @@ def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
                     return
                 buf, pos = more, 0
             if buf[pos] == "]":
-                return
+                rest = buf[pos + 1:]
+                while not rest.strip() and (more := fh.read(1 << 16)):
+                    rest = more
+                if not rest.strip():
+                    return
+                # The array closed early (a stray `]`) and the file goes on: say so, and read on after it.
+                yield BadRecord(f"{f.name}[{index}]", "the JSON array closes early (a stray `]`?) and the file goes on; "
+                                "read on after it")
+                index += 1
+                buf, pos = rest, 0
+                continue
             while True:
                 try:
                     obj, end = decoder.raw_decode(buf, pos)
@@ -210,6 +220,7 @@ def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
                             yield BadRecord(f"{f.name}[{index}]", f"the JSON array ends inside this element (file truncated?): {e}")
                             return
                         stop = nxt.end() - 1
+                    stop = _fragments_end(buf, stop)
                     # A broken element: one bad row, then on with the next element.
                     yield BadRecord(f"{f.name}[{index}]", f"element is not valid JSON ({e}); read on from the next element")
                     obj, end = _SKIPPED, stop
@@ -226,6 +237,22 @@ def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
 
 _SKIPPED = object()
 _NEXT_LINE_ELEMENT = re.compile(r",[ \t\r]*\n\s*[{\[]")
+
+
+def _fragments_end(buf: str, stop: int) -> int:
+    """After a broken element ending at `stop`, the end of the fragments that follow it and cannot start a
+    record (a lost `{` splits an object at its commas): they belong to the same broken element."""
+    while stop < len(buf) and buf[stop] == ",":
+        k = stop + 1
+        while k < len(buf) and buf[k] in " \t\r\n":
+            k += 1
+        if k >= len(buf) or buf[k] in "{[]":
+            break
+        nxt = _element_end(buf, k)
+        if nxt is None:
+            break
+        stop = nxt
+    return stop
 
 
 def _element_end(buf: str, pos: int) -> int | None:
@@ -247,9 +274,9 @@ def _element_end(buf: str, pos: int) -> int | None:
         elif c in "[{":
             depth += 1
         elif c in "]}":
-            if depth == 0:
+            if depth == 0 and c == "]":
                 return i
-            depth -= 1
+            depth = max(depth - 1, 0)    # a stray `}` at the top level is part of the broken element
         elif c == "," and depth == 0:
             return i
     return None
@@ -267,6 +294,11 @@ def _iter_parquet(f: Path, batch_bytes: int) -> Iterator[dict]:
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError with varying messages
         raise SourceError(f"`{f}` is not a readable Parquet file ({e}); check the file or re-export it") from None
     md = pf.metadata
+    groups = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    if any(r < 0 for r in groups) or sum(groups) != md.num_rows:
+        # a damaged footer: its row counts cannot be trusted, so neither can the count of rows to account for
+        raise SourceError(f"`{f}` is damaged: its footer says {md.num_rows} rows but its row groups hold "
+                          f"{groups[:8]}{' ...' if len(groups) > 8 else ''}; re-export the file")
     rows = max(md.num_rows, 1)
     size = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
     step = _batch_rows(size / rows, batch_bytes)

@@ -78,11 +78,16 @@ def generate(env: Environment | str, n: int, seed: int = 0, p: float | None = No
 
 def synth(cfg: SynthConfig) -> Path:
     """Write an environment in `cfg.format` under `cfg.out`; returns the main data file or folder."""
+    from audit.io import claim_output
     from audit.sources import get_format
 
     env = get_env(cfg.env)
     fmt = get_format(cfg.format)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    with claim_output(cfg.out, "synth", overwrite=cfg.overwrite):
+        return _synth(cfg, env, fmt)
+
+
+def _synth(cfg: SynthConfig, env, fmt) -> Path:
     if cfg.holdout:
         # The held-out split continues the same stream past the training rows (from the next image, so
         # no picture is shared): the same distribution, never the same pairs.

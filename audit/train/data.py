@@ -48,7 +48,7 @@ def _table_and_dir(path: Path, workdir: Path):
     from audit.ingest import ingest
 
     out = workdir / "pairs"
-    ingest(IngestConfig(source=path, out=out))
+    ingest(IngestConfig(source=path, out=out, overwrite=True))   # the run's own copy, redone on resume
     return pl.read_parquet(out / schema.PAIRS_FILE), out
 
 

@@ -227,7 +227,19 @@ def _load_state(path: Path) -> dict:
 def train(cfg: TrainConfig, weights: np.ndarray | None = None, pairs: PairData | None = None) -> dict:
     """Train; `weights` (Python API only) gives `weighted` per-pair weights directly, in data order
     (the benchmark's oracle and its controls use it); `pairs`: `cfg.data` already loaded (the benchmark
-    trains several methods on one set)."""
+    trains several methods on one set). Rank 0 owns the run folder (`claim_output`) before the process
+    group starts, so the other ranks write into it only once it is ready."""
+    import os
+
+    from audit.io import claim_output
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return _train(cfg, weights, pairs)
+    with claim_output(cfg.out, "train", [cfg.data], overwrite=cfg.overwrite, resumable=True):
+        return _train(cfg, weights, pairs)
+
+
+def _train(cfg: TrainConfig, weights: np.ndarray | None, pairs: PairData | None) -> dict:
     t0 = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)        # results depend on it: fixed and recorded
