@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -435,23 +436,29 @@ def test_outputs_honour_the_umask(tmp_path):
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
 
 
-def _mangled_ingest(data: bytes, suffix: str) -> None:
+def _mangled_ingest(data: bytes, suffix: str, template: Path | None = None, rel: str | None = None) -> None:
     """Ingest a mangled file through the CLI: exit 0 with rows in = rows out, or exit 1 with one
-    `Error:` line; never a traceback, never a file outside `-o`."""
+    `Error:` line; never a traceback, never a file outside `-o`. `template`: a source folder copied
+    first (its images), whose data file `rel` the mangled bytes replace."""
     import contextlib
     import io
+    import shutil
     import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        (root / "src").mkdir()
-        (root / "src" / "a.png").write_bytes(png_bytes())
-        (root / "src" / f"d{suffix}").write_bytes(data)
+        if template is not None:
+            shutil.copytree(template, root / "src")
+            target = root / "src" / rel
+        else:
+            (root / "src").mkdir()
+            (root / "src" / "a.png").write_bytes(png_bytes())
+            target = root / "src" / f"d{suffix}"
+        target.write_bytes(data)
         before = {p for p in root.rglob("*")}
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            rc = main(["ingest", str(root / "src" / f"d{suffix}"), "-o", str(root / "out")])
+            rc = main(["ingest", str(target), "-o", str(root / "out")])
         new = {p for p in root.rglob("*")} - before
         assert all(p == root / "out" or root / "out" in p.parents for p in new), new
         if rc == 0:
@@ -486,11 +493,7 @@ def test_truncated_and_bit_flipped_sources_never_crash(suffix):
     @given(cut=st.integers(0, len(text)), flips=st.lists(st.tuples(st.integers(0, len(text) - 1), st.integers(0, 7)),
                                                         max_size=4))
     def check(cut, flips):
-        data = bytearray(text[:cut] if cut < len(text) and not flips else text)
-        for pos, bit in flips:
-            if pos < len(data):
-                data[pos] ^= 1 << bit
-        _mangled_ingest(bytes(data), suffix)
+        _mangled_ingest(_flip(text, cut, flips), suffix)
 
     check()
 
@@ -724,3 +727,79 @@ def test_export_of_another_format_into_an_earlier_export_leaves_no_stale_rows(tm
     assert "pairs.parquet" in first
     assert sorted(p.name for p in exp.iterdir()) == [".shortcut-audit.json", ".shortcut-audit.lock", "export_report.json",
                                                      "train-00000-of-00001.parquet"]    # the parquet export is gone
+
+
+SOURCE_FORMATS = ["vlfeedback", "rlaif-v", "rlhf-v", "povid", "trl", "vl-rewardbench", "alignrm"]
+
+
+@pytest.fixture(scope="module")
+def format_sources(tmp_path_factory):
+    """A small synthetic source of each real format (its data file and images, as written by `synth`)."""
+    from audit.config import SynthConfig
+    from audit.synth import synth
+
+    base = tmp_path_factory.mktemp("formats")
+    out = {}
+    for fmt in SOURCE_FORMATS:
+        path = synth(SynthConfig(env="leadin", out=base / fmt, n=6, image_size=16, format=fmt))
+        out[fmt] = (base / fmt, str(path.relative_to(base / fmt)))
+    return out
+
+
+def _flip(text: bytes, cut: int, flips: list) -> bytes:
+    data = bytearray(text[:cut] if cut < len(text) and not flips else text)
+    for pos, bit in flips:
+        if pos < len(data):
+            data[pos] ^= 1 << bit
+    return bytes(data)
+
+
+@pytest.mark.parametrize("fmt", SOURCE_FORMATS)
+def test_truncated_and_bit_flipped_files_of_every_source_format_never_crash(fmt, format_sources):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    template, rel = format_sources[fmt]
+    text = (template / rel).read_bytes()
+
+    @settings(max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "10")), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(cut=st.integers(0, len(text)), flips=st.lists(st.tuples(st.integers(0, len(text) - 1), st.integers(0, 7)),
+                                                        max_size=4))
+    def check(cut, flips):
+        _mangled_ingest(_flip(text, cut, flips), "", template, rel)
+
+    check()
+
+
+
+@pytest.mark.parametrize("fmt", ["vlfeedback", "povid", "alignrm"])
+def test_random_values_in_records_of_every_json_format_never_crash(fmt, format_sources):
+    """Records with a key dropped or its value replaced by any JSON value (numbers, null, nested lists
+    and objects, odd strings): a status per row or one error line, never a traceback."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    template, rel = format_sources[fmt]
+    raw = (template / rel).read_text(encoding="utf-8")
+    records = json.loads(raw) if rel.endswith(".json") else [json.loads(line) for line in raw.splitlines() if line]
+    keys = sorted({k for r in records for k in r})
+    values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                          max_leaves=8)
+
+    @settings(max_examples=int(os.environ.get("BAD_INPUT_EXAMPLES", "10")), deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(edits=st.lists(st.tuples(st.integers(0, len(records) - 1), st.sampled_from(keys),
+                                    st.one_of(st.just("drop"), values)), min_size=1, max_size=4))
+    def check(edits):
+        recs = [dict(r) for r in records]
+        for i, key, value in edits:
+            if value == "drop":
+                recs[i].pop(key, None)
+            else:
+                recs[i][key] = value
+        data = json.dumps(recs) if rel.endswith(".json") else "\n".join(json.dumps(r) for r in recs)
+        _mangled_ingest(data.encode(), "", template, rel)
+
+    check()
