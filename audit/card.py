@@ -94,6 +94,16 @@ def card(cfg: CardConfig) -> Path:
 
 
 def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
+    figures, png_reason = _figures(df, summary, out, cfg.figures)
+    sections = [_header(cfg, summary, name), _how_audited(summary), _headline(summary), _top_cues(cfg, df, summary),
+                _weights(summary, figures, png_reason), _exported(cfg), LIMITATIONS]
+    with atomic_path(out / "README.md") as tmp:
+        tmp.write_text("\n".join(line for section in sections for line in section), encoding="utf-8")
+    return out / "README.md"
+
+
+def _header(cfg: CardConfig, summary: dict, name: str) -> list[str]:
+    """The YAML front matter the Hub reads, the title and the one-paragraph finding."""
     import yaml  # PyYAML comes with datasets/transformers
 
     sources = sorted({p["source"] for p in summary.get("per_source", [])})
@@ -105,25 +115,28 @@ def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
         "size_categories": [size_category(int(summary["n_rows"]))],
         "source_datasets": [cfg.source_dataset] if cfg.source_dataset else ["original"],
     }
+    return ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "", f"# {name}: shortcut audit", "",
+            f"{summary['n_rows']} preference pairs ({', '.join(sources) or 'unknown'} format), audited with "
+            f"[shortcut-audit](https://pypi.org/project/shortcut-audit/) for text-only shortcuts: a model that never "
+            f"sees the image picks the preferred response {100 * summary['text_acc']:.1f}% of the time out of fold "
+            f"(multimodal probe: {100 * summary['mm_acc']:.1f}%). The strongest text cue is `{summary['top_cue']}`.", ""]
+
+
+def _how_audited(summary: dict) -> list[str]:
     c = summary["config"]
     command = (f"shortcut-audit score {c['source']} -o {c['out']} --scheme {c['scheme']} --folds {c['folds']} "
                f"--seed {c['seed']} --text-encoder {c['text_encoder']} --image-encoder {c['image_encoder']}"
                + (f" --mm-scores {c['mm_scores']}" if c.get("mm_scores") else ""))
-    figures, png_reason = _figures(df, summary, out, cfg.figures)
-
-    L: list[str] = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
-                    f"# {name}: shortcut audit", ""]
-    L += [f"{summary['n_rows']} preference pairs ({', '.join(sources) or 'unknown'} format), audited with "
-          f"[shortcut-audit](https://pypi.org/project/shortcut-audit/) for text-only shortcuts: a model that never "
-          f"sees the image picks the preferred response {100 * summary['text_acc']:.1f}% of the time out of fold "
-          f"(multimodal probe: {100 * summary['mm_acc']:.1f}%). The strongest text cue is `{summary['top_cue']}`.", ""]
-    L += ["## How it was audited", "", "```bash", command, "```", "",
-          "Every probability comes from a head that never saw the pair or its group (grouped K-fold cross-fitting); "
-          "SFC = L_text / (L_mm + L_text) per pair (Li et al., ICML 2025).", "",
-          "| setting | value |", "|---|---|"]
+    L = ["## How it was audited", "", "```bash", command, "```", "",
+         "Every probability comes from a head that never saw the pair or its group (grouped K-fold cross-fitting); "
+         "SFC = L_text / (L_mm + L_text) per pair (Li et al., ICML 2025).", "",
+         "| setting | value |", "|---|---|"]
     L += [f"| `{k}` | `{v}` |" for k, v in c.items() if v is not None]
-    L += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items()), ""]
-    L += ["## Headline numbers", "", "| metric | key | value |", "|---|---|---:|"]
+    return L + ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items()), ""]
+
+
+def _headline(summary: dict) -> list[str]:
+    L = ["## Headline numbers", "", "| metric | key | value |", "|---|---|---:|"]
     L += [f"| {label} | `{key}` | {fmt(summary.get(key))} |" for label, key in HEADLINE]
     L += ["", "Rows by status: " + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()), ""]
     if summary.get("per_source") and len(summary["per_source"]) > 1:
@@ -131,10 +144,14 @@ def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
         L += [f"| {p['source']} | {p['n']} | {fmt(p['text_acc'])} | {fmt(p['mm_acc'])} | {fmt(p['shortcut_rate'])} |"
               for p in summary["per_source"]]
         L.append("")
+    return L
 
-    L += ["## Top cues", "", "Ranked by the standardised coefficient of the cue model; association = P(chosen has "
-          "more of it) - P(rejected has more).", "", "| cue | coefficient | association | pairs where it differs | "
-          "what it measures |", "|---|---:|---:|---:|---|"]
+
+def _top_cues(cfg: CardConfig, df, summary: dict) -> list[str]:
+    """The cue table and, per top cue, the pairs where it is most confidently the shortcut."""
+    L = ["## Top cues", "", "Ranked by the standardised coefficient of the cue model; association = P(chosen has "
+         "more of it) - P(rejected has more).", "", "| cue | coefficient | association | pairs where it differs | "
+         "what it measures |", "|---|---:|---:|---:|---|"]
     L += [f"| `{q['name']}` | {fmt(q['coefficient'])} | {fmt(q['association'])} | {fmt(q['share_differs'])} | "
           f"{q['help']} |" for q in summary["cues"][:5]]
     L.append("")
@@ -149,11 +166,14 @@ def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
             L += [f"Example for `{q['name']}` (text_prob {r['text_prob']:.3f}, pair `{r['pair_id']}`):", "",
                   f"- prompt: {_clip(r['prompt'])}", f"- chosen: {_clip(r['chosen'])}",
                   f"- rejected: {_clip(r['rejected'])}", ""]
+    return L
 
-    L += ["## Weight distribution", "", f"Scheme `{summary['scheme']}`; weights have mean 1 over scored pairs.", "",
-          "| min | 5% | 25% | median | 75% | 95% | max |", "|---:|---:|---:|---:|---:|---:|---:|",
-          "| " + " | ".join(fmt(summary["weights"][k]) if k in ("min", "max") else fmt(summary["weights"]["quantiles"][k])
-                           for k in ("min", "0.05", "0.25", "0.5", "0.75", "0.95", "max")) + " |", ""]
+
+def _weights(summary: dict, figures: list, png_reason: str | None) -> list[str]:
+    L = ["## Weight distribution", "", f"Scheme `{summary['scheme']}`; weights have mean 1 over scored pairs.", "",
+         "| min | 5% | 25% | median | 75% | 95% | max |", "|---:|---:|---:|---:|---:|---:|---:|",
+         "| " + " | ".join(fmt(summary["weights"][k]) if k in ("min", "max") else fmt(summary["weights"]["quantiles"][k])
+                          for k in ("min", "0.05", "0.25", "0.5", "0.75", "0.95", "max")) + " |", ""]
     if summary.get("cue_share"):
         L += ["Cue share (fraction of total weight on pairs whose planted cue sits on the chosen side; 0.5 = "
               "neutralised):", "", "| " + " | ".join(summary["cue_share"]) + " |",
@@ -163,30 +183,32 @@ def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
               f"({png_reason}).", ""]
     for title, file in figures:
         L += [f"![{title}]({file})" if file.endswith(".png") else f"- [{title}]({file}) (interactive HTML chart)", ""]
+    return L
 
-    L += ["## What was exported", ""]
+
+def _exported(cfg: CardConfig) -> list[str]:
+    L = ["## What was exported", ""]
     rep_file = (cfg.export / EXPORT_REPORT) if cfg.export else None
     if rep_file and rep_file.is_file():
         rep = json.loads(rep_file.read_text(encoding="utf-8"))
-        L += [f"Mode `{rep['mode']}`, format `{rep['format']}` (written as `{rep['written_as']}`), scheme "
-              f"`{rep['scheme']}`: {rep['rows_out']} rows ({rep['distinct_pairs']} distinct pairs) from "
-              f"{rep['scored']} scored of {rep['rows_in']}."
-              + (" Not exported (unscored): " + ", ".join(f"{k} {v}" for k, v in rep["excluded_unscored"].items())
-                 if rep["excluded_unscored"] else ""), ""]
-    else:
-        L += ["Nothing yet: `shortcut-audit export AUDIT_DIR -o OUT` writes a reweighted, pruned or resampled "
-              "dataset; pass `--export OUT` to this command to describe it here.", ""]
-    L += ["## Known limitations", "",
-          "- The probes are only as good as their encoders. The offline image featuriser (`pixels`) sees colours "
-          "and coarse layout, not objects or text, so the multimodal accuracy and SFC understate what a real "
-          "vision-language model sees; audit with `--image-encoder` (CLIP, SigLIP) or your RM's scores "
-          "(`--mm-scores`) for real data.",
-          "- A text cue the text encoder cannot represent (e.g. exact whitespace or token counts) is invisible to "
-          "the text probe; the cue probe covers a fixed, English-centric list of interpretable cues.",
-          "- SFD here is 100 x (multimodal accuracy where the text model is right - where it is wrong), our "
-          "definition; the paper's exact formula is not public.",
-          "- Weights neutralise the measured text shortcut; whether a reward model trained with them generalises "
-          "better must be checked by training and out-of-distribution evaluation.", ""]
-    with atomic_path(out / "README.md") as tmp:
-        tmp.write_text("\n".join(L), encoding="utf-8")
-    return out / "README.md"
+        return L + [f"Mode `{rep['mode']}`, format `{rep['format']}` (written as `{rep['written_as']}`), scheme "
+                    f"`{rep['scheme']}`: {rep['rows_out']} rows ({rep['distinct_pairs']} distinct pairs) from "
+                    f"{rep['scored']} scored of {rep['rows_in']}."
+                    + (" Not exported (unscored): " + ", ".join(f"{k} {v}" for k, v in rep["excluded_unscored"].items())
+                       if rep["excluded_unscored"] else ""), ""]
+    return L + ["Nothing yet: `shortcut-audit export AUDIT_DIR -o OUT` writes a reweighted, pruned or resampled "
+                "dataset; pass `--export OUT` to this command to describe it here.", ""]
+
+
+LIMITATIONS = [
+    "## Known limitations", "",
+    "- The probes are only as good as their encoders. The offline image featuriser (`pixels`) sees colours "
+    "and coarse layout, not objects or text, so the multimodal accuracy and SFC understate what a real "
+    "vision-language model sees; audit with `--image-encoder` (CLIP, SigLIP) or your RM's scores "
+    "(`--mm-scores`) for real data.",
+    "- A text cue the text encoder cannot represent (e.g. exact whitespace or token counts) is invisible to "
+    "the text probe; the cue probe covers a fixed, English-centric list of interpretable cues.",
+    "- SFD here is 100 x (multimodal accuracy where the text model is right - where it is wrong), our "
+    "definition; the paper's exact formula is not public.",
+    "- Weights neutralise the measured text shortcut; whether a reward model trained with them generalises "
+    "better must be checked by training and out-of-distribution evaluation.", ""]

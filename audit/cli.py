@@ -111,7 +111,7 @@ def app_command(cfg: AppConfig) -> tuple[list[str], dict]:
     import importlib.util
     import os
 
-    spec = importlib.util.find_spec("app")
+    spec = importlib.util.find_spec("shortcut_audit_app")     # the `app/` folder, installed under a unique name
     home = Path(spec.origin).parent / "Home.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", cfg.host,
            "--server.port", str(cfg.port), "--browser.gatherUsageStats", "false",

@@ -83,3 +83,18 @@ def test_demo_runs_offline(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[leadin] ingest ->" in out and "[clean] ingest ->" in out and "rows 40 (ok 40)" in out
     assert (tmp_path / "demo" / "pairs" / "clean" / "pairs.parquet").is_file()
+
+
+def test_the_app_is_installed_under_a_unique_name_and_every_package_is_listed(tmp_path):
+    """`app` as a top-level package collides with any other project's `app`; a package folder missing
+    from pyproject's list would be missing from the wheel (audit/train once was)."""
+    tomllib = pytest.importorskip("tomllib")      # Python 3.11+
+
+    root = README.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(root).parts) for p in (root / "audit").rglob("*.py")}
+    assert on_disk <= listed and "shortcut_audit_app" in listed and "app" not in listed
+    code = ("import importlib.util as u; print(u.find_spec('app') is None, "
+            "u.find_spec('shortcut_audit_app').submodule_search_locations[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out.split() == ["True", str(root / "app")]

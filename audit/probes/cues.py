@@ -143,3 +143,21 @@ def fit_cue_probe(cue_diff: np.ndarray, folds: np.ndarray, groups: np.ndarray, s
                      "share_differs": round(float((cue_diff[:, j] != 0).mean()), 4), "help": CUE_HELP[name]}
                     for j, name in enumerate(CUE_FUNCS)), key=lambda c: -abs(c["coefficient"]))
     return margin, table, l2
+
+
+from audit.probes.base import Probe, ProbeResult, register  # noqa: E402  (the registry imports no probe)
+
+
+@register
+class CueProbe(Probe):
+    """The interpretable cue model: which hand-written cue carries the text shortcut."""
+
+    name, role = "cue", "cue"
+
+    @classmethod
+    def selected(cls, cfg) -> bool:
+        return True
+
+    def fit(self, ctx, fitted) -> ProbeResult:
+        margin, table, l2 = fit_cue_probe(ctx.cue_diff, ctx.folds, ctx.groups, self.cfg.seed)
+        return ProbeResult(margin, l2=l2, summary={"cues": table, "top_cue": table[0]["name"]})

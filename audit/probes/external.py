@@ -19,3 +19,24 @@ def external_margins(columns: dict[str, np.ndarray], spec: str) -> np.ndarray:
     if len(names) == 2:
         return np.asarray(columns[names[0]], dtype=np.float64) - np.asarray(columns[names[1]], dtype=np.float64)
     raise FormatError("`--mm-scores` takes CHOSEN_COL,REJECTED_COL or one MARGIN_COL")
+
+
+from audit.probes.base import Probe, ProbeResult, register  # noqa: E402
+
+
+@register
+class ExternalScoresProbe(Probe):
+    """The multimodal side read from the user's own reward model's scores (`--mm-scores`): the paper's
+    SFC, with the user's model as the multimodal model. Its margins are not re-calibrated."""
+
+    name, role = "external-scores", "mm"
+
+    @classmethod
+    def selected(cls, cfg) -> bool:
+        return bool(cfg.mm_scores) and not cfg.rm
+
+    def fit(self, ctx, fitted) -> ProbeResult:
+        wanted = {c.strip() for c in self.cfg.mm_scores.split(",")}
+        margin = external_margins({c: ctx.rows.column(c) if c in wanted else None for c in ctx.names},
+                                  self.cfg.mm_scores)
+        return ProbeResult(margin, calibrate=False, encoder={"mm": "external", "columns": self.cfg.mm_scores})

@@ -163,3 +163,25 @@ def finetune_margins(cfg, rows, text_keys: np.ndarray, folds: np.ndarray, cache_
     return {"margin": margin, "info": {"model": cfg.finetune_model, "epochs": cfg.finetune_epochs,
                                        "lr": cfg.finetune_lr, "batch": cfg.finetune_batch, "fingerprint": fp,
                                        "max_train_pairs": cfg.fit_pairs}}
+
+
+from audit.probes.base import Probe, ProbeResult, register  # noqa: E402
+
+
+@register
+class FinetuneProbe(Probe):
+    """A text reward model fine-tuned per fold (`--text-probe finetune`); its folds are trained in
+    `prepare`, shared across the ranks of a data-parallel run, and cached (a rerun resumes)."""
+
+    name, role = "text-finetune", "text"
+
+    @classmethod
+    def selected(cls, cfg) -> bool:
+        return cfg.text_probe == "finetune"
+
+    def prepare(self, ctx, shard: tuple[int, int]) -> None:
+        self.done = finetune_margins(self.cfg, ctx.rows, ctx.text_keys, ctx.folds, ctx.cache_root, ctx.device,
+                                     shard=shard)
+
+    def fit(self, ctx, fitted) -> ProbeResult:
+        return ProbeResult(self.done["margin"], encoder={"probe": "finetune", **self.done["info"]})

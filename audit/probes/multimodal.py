@@ -83,3 +83,29 @@ def multimodal_margins(image_rows, chosen_rows, rejected_rows, n: int, folds: np
     """`*_rows(idx) -> float32 rows`: image features and chosen / rejected embeddings of the pairs."""
     t, v = bilinear_projections(image_rows, chosen_rows, rejected_rows, n, dims, seed)
     return cross_fit(LinearBT, bilinear_rows(t, v), folds, groups, offset=text_margin, seed=seed, max_fit=max_fit)
+
+
+from audit.probes.base import Probe, ProbeResult, register  # noqa: E402
+
+
+@register
+class BilinearProbe(Probe):
+    """The offline multimodal probe (no `--rm`, no `--mm-scores`): image features x response
+    embeddings, trained with the text probe's margin as a fixed offset; gives `sfc-residual`."""
+
+    name, role, needs = "bilinear", "mm", frozenset({"text", "image"})
+
+    @classmethod
+    def selected(cls, cfg) -> bool:
+        return not (cfg.rm or cfg.mm_scores)
+
+    def fit(self, ctx, fitted) -> ProbeResult:
+        cfg = self.cfg
+        _, emb = ctx.inputs["text"]
+        ienc, image_rows = ctx.inputs["image"]
+        margin, l2 = multimodal_margins(image_rows, lambda i: emb.take(i, "c")[0], lambda i: emb.take(i, "r")[0],
+                                        ctx.m, ctx.folds, ctx.groups, fitted["text"].margin, cfg.seed,
+                                        dims=cfg.mm_dims, max_fit=cfg.fit_pairs)
+        return ProbeResult(margin, l2=l2, encoder={
+            "mm": f"bilinear probe on {cfg.mm_dims}x{cfg.mm_dims} PCA dims (product of experts with the text margin)",
+            "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint})

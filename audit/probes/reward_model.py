@@ -291,3 +291,35 @@ def rm_summary(margin: np.ndarray, blank_margin: np.ndarray, text_margin: np.nda
             "sfd_vs_text": metrics.sfd(text_margin, margin),
             "blank_agrees_with_text": float(((blank_margin > 0) == (text_margin > 0)).mean()) if flip.size else float("nan"),
             "mean_abs_margin_change": float(np.abs(margin - blank_margin).mean()) if flip.size else float("nan")}
+
+
+from audit.probes.base import Probe, ProbeResult, register  # noqa: E402
+
+
+@register
+class RewardModelProbe(Probe):
+    """The user's multimodal reward model (`--rm`), scored with each pair's image and with a blank
+    one: its margin is the multimodal side (the paper's SFC), the blank-image margin shows how much
+    of its preference survives without the picture."""
+
+    name, role, needs = "reward-model", "mm", frozenset({"rm"})
+
+    @classmethod
+    def selected(cls, cfg) -> bool:
+        return bool(cfg.rm)
+
+    def fit(self, ctx, fitted) -> ProbeResult:
+        cfg = self.cfg
+        scorer, res = ctx.inputs["rm"]
+        margin, blank = res["margin"], res["blank_margin"]
+        columns = [("rm_margin", margin, None), ("rm_blank_margin", blank, None),
+                   ("rm_flip", (margin > 0) != (blank > 0), None)]   # the preferred response changes when blanked
+        info = {"model": cfg.rm, "head": scorer.head_source, "fingerprint": scorer.fingerprint,
+                "blank_image": "white 224x224 RGB" if cfg.rm_blank == "reference" else "white, each image's own size",
+                "token_budget": cfg.token_budget, **res["stats"], "compiled": scorer.compiled}
+        return ProbeResult(margin, calibrate=False, columns=columns, encoder={"mm": "reward model", "rm": cfg.rm},
+                           extra={"info": info, "margin": margin, "blank": blank})
+
+    def summary(self, result: ProbeResult, margins) -> dict:
+        e = result.extra
+        return {"rm": {**e["info"], **rm_summary(e["margin"], e["blank"], margins["text"])}}

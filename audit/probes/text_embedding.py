@@ -37,3 +37,27 @@ def text_feature_rows(emb: PairEmbeddings):
     from audit.bt import LazyFeatures
 
     return LazyFeatures(len(emb), lambda idx: text_features(*emb.take(idx)).linear)
+
+
+from audit.probes.base import Probe, ProbeResult, register  # noqa: E402
+
+
+@register
+class TextEmbeddingProbe(Probe):
+    """The default text-only shortcut model: a BT head on [e_c - e_r, (e_c - e_r) * e_p] of frozen
+    text-encoder embeddings, cross-fitted."""
+
+    name, role, needs = "text-embedding", "text", frozenset({"text"})
+
+    @classmethod
+    def selected(cls, cfg) -> bool:
+        return cfg.text_probe == "embedding"
+
+    def fit(self, ctx, fitted) -> ProbeResult:
+        from audit.bt import LinearBT, cross_fit
+
+        enc, emb = ctx.inputs["text"]
+        margin, l2 = cross_fit(LinearBT, text_feature_rows(emb), ctx.folds, ctx.groups, seed=self.cfg.seed,
+                               max_fit=self.cfg.fit_pairs)
+        return ProbeResult(margin, l2=l2, encoder={"probe": "embedding", "name": self.cfg.text_encoder,
+                                                   "pooling": enc.pooling, "fingerprint": enc.fingerprint})

@@ -150,6 +150,23 @@ def _iter_jsonl(f: Path) -> Iterator[dict | BadRecord]:
 _LIST_KEYS = ("data", "train", "rows", "records", "examples", "items")
 
 
+def _iter_json_object(f: Path, text: str) -> Iterator[dict | BadRecord]:
+    """A file that starts with an object: one record, a {"data": [...]} wrapper (small enough to parse
+    whole), or several objects one per line (JSONL with a .json name)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        yield from _iter_jsonl(f)
+        return
+    for k in _LIST_KEYS:
+        if isinstance(obj.get(k), list):
+            for i, item in enumerate(obj[k]):
+                yield item if isinstance(item, dict) else BadRecord(
+                    f"{f.name}[{k}][{i}]", f"element is a JSON {type(item).__name__}, expected an object")
+            return
+    yield obj
+
+
 def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
     """A JSON array decoded element by element; also a JSON object holding one (or one record)."""
     decoder = json.JSONDecoder()
@@ -159,20 +176,7 @@ def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
         if pos >= len(buf):
             raise SourceError(f"`{f}` is empty; expected a JSON array of records")
         if buf[pos] == "{":
-            # A single object: a record, or {"data": [...]}; small enough to parse whole.
-            try:
-                obj = json.loads(buf + fh.read())
-            except ValueError:
-                # Several objects one per line: it is JSONL with a .json name.
-                yield from _iter_jsonl(f)
-                return
-            for k in _LIST_KEYS:
-                if isinstance(obj.get(k), list):
-                    for i, item in enumerate(obj[k]):
-                        yield item if isinstance(item, dict) else BadRecord(
-                            f"{f.name}[{k}][{i}]", f"element is a JSON {type(item).__name__}, expected an object")
-                    return
-            yield obj
+            yield from _iter_json_object(f, buf + fh.read())
             return
         if buf[pos] != "[":
             raise SourceError(f"`{f}` is not a JSON array or object (starts with {buf[pos]!r}); "

@@ -31,7 +31,8 @@ from audit.errors import FormatError
 from audit.io import versions, write_json_atomic
 from audit.train.data import PairData, load_pairs
 from audit.train.losses import bt_loss, shortcut_aware_loss, weighted_bt_loss
-from audit.train.models import SmallMMRM, blank_image, build_model
+from audit.train.models import blank_image, build_model
+from audit.train.setup import build_models, frozen_vision, make_optimizer, resume, save_state, train_device
 
 log = logging.getLogger(__name__)
 
@@ -203,27 +204,6 @@ def loss_terms(method: str, model, bias, data: PairData, idx: torch.Tensor, weig
     return per_pair, w, rc, rr
 
 
-def train_device(cfg: TrainConfig) -> torch.device:
-    from audit.dist import local_device
-
-    dev = cfg.device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise FormatError(f"`--device {cfg.device}`: no CUDA device is visible to torch here; pass `--device cpu`")
-    return torch.device(local_device(dev))
-
-
-def _load_state(path: Path) -> dict:
-    """The resume state, loaded without unpickling code (`weights_only=True`): tensors, numbers, lists
-    and dicts only. A file that is not such a state is a clear error, never executed."""
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - any failure to read it means the same thing to the user
-        raise FormatError(f"`{path}` is not a resumable training state written by `train` ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); delete it to start the run afresh") from None
-
-
 def train(cfg: TrainConfig, weights: np.ndarray | None = None, pairs: PairData | None = None) -> dict:
     """Train; `weights` (Python API only) gives `weighted` per-pair weights directly, in data order
     (the benchmark's oracle and its controls use it); `pairs`: `cfg.data` already loaded (the benchmark
@@ -249,120 +229,80 @@ def _train(cfg: TrainConfig, weights: np.ndarray | None, pairs: PairData | None)
     data = pairs if pairs is not None else load_pairs(cfg.data, cfg.image_size, cfg.vocab,
                                                       workdir=cfg.out / f"rank{rank}" if world > 1 else cfg.out)
     weight = train_weights(cfg, data, weights)
-    n = len(data)
-
-    two = cfg.method == "shortcut-aware"
     device = train_device(cfg)
-    if cfg.model != "small":                      # a Hugging Face VLM backbone, vision tower frozen by default
-        from audit.train.vlm_rm import VLMTrainRM
-
-        model = VLMTrainRM(cfg.model, device, freeze_vision=not cfg.train_vision, seed=cfg.seed)
-        bias = VLMTrainRM(cfg.model, device, freeze_vision=not cfg.train_vision, seed=cfg.seed) if two else None
-    else:
-        model = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision)
-        bias = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision) if two else None
-    vision_report = None
-    if cfg.model == "small" and cfg.vision == "pretrained":   # both branches start from the same encoder
-        from audit.train.vision import pretrained_encoder
-
-        state, vision_report = pretrained_encoder(cfg.image_size, cfg.vision_scenes, cache=cfg.cache_dir)
-        for m in (model, bias):
-            if m is not None:
-                m.vision.load_state_dict(state)
-                m.vision.requires_grad_(cfg.train_vision)
-    if cfg.model == "small":
-        model.to(device)
-        if bias is not None:
-            bias.to(device)
+    model, bias, vision_report = build_models(cfg, device)
     if weight is not None:
         weight = weight.to(device)
-    params = [p for m in (model, bias) if m is not None for p in m.parameters() if p.requires_grad]
-    # fused AdamW on a GPU: one kernel per step instead of several per tensor (the small model is launch-bound)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            **({"fused": True} if device.type == "cuda" else {}))
-    steps_per_epoch = -(-n // cfg.batch_size)
-    # A frozen scene encoder gives every image the same features in every epoch: compute them once.
-    frozen = cfg.model == "small" and not any(p.requires_grad for p in model.vision.parameters())
-    feats = vision_features(model, data) if frozen else None
+    opt, params = make_optimizer(cfg, model, bias, device)
+    feats = vision_features(model, data) if frozen_vision(cfg, model) else None
+    start_epoch, history = resume(cfg.out / STATE, model, bias, opt)
 
-    start_epoch, history = 0, []
-    state_file = cfg.out / STATE
-    if state_file.is_file():                      # resume after a crash: same run, same result
-        state = _load_state(state_file)
-        try:
-            model.load_state_dict(state["model"])
-            if bias is not None:
-                bias.load_state_dict(state["bias"])
-            opt.load_state_dict(state["opt"])
-            start_epoch, history = int(state["epoch"]), list(state["history"])
-        except (KeyError, TypeError, RuntimeError, ValueError) as e:
-            raise FormatError(f"`{state_file}` does not match this run's model or method ({type(e).__name__}); "
-                              "delete it to start the run afresh, or use another `-o`") from None
-        log.info("resuming %s at epoch %d", cfg.out, start_epoch)
-
-    train_s = 0.0
+    n, train_s = len(data), 0.0
     truth = None if data.cue_on_chosen is None else torch.tensor(
         [bool(x) if x is not None else False for x in data.cue_on_chosen])
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        if bias is not None:
-            bias.train()
         t_epoch = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)   # batch order: a function of (seed, epoch)
-        perm = torch.randperm(n, generator=g)
-        tot_loss, tot_w, tot_w2, cue_w, right = 0.0, 0.0, 0.0, 0.0, 0.0
-        for j, s in enumerate(range(0, n, cfg.batch_size)):
-            step = epoch * steps_per_epoch + j                      # warm-up from the global step: resume-exact
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
-            batch = perm[s:s + cfg.batch_size]                      # the global batch, same on every rank
-            idx = batch[rank::world]                                # this rank's share of it
-            per_pair, w, rc, rr = loss_terms(cfg.method, model, bias, data, idx, weight, feats=feats)
-            loss = per_pair.sum() / len(batch)                      # = mean over the global batch
-            opt.zero_grad(set_to_none=False)
-            loss.backward()
-            if world > 1:
-                for prm in params:                                  # sum of shares = the global gradient
-                    if prm.grad is None:
-                        prm.grad = torch.zeros_like(prm)
-                    _all_sum(prm.grad, world)
-            opt.step()
-            # one host transfer per step: loss, sum w, sum w^2, cue-aligned w, right
-            w = w.detach().float()
-            cue = truth[idx].to(w.device) if truth is not None else torch.zeros_like(w)
-            stats = torch.stack([per_pair.detach().sum().float(), w.sum(), (w * w).sum(), (w * cue).sum(),
-                                 ((rc - rr).detach() > 0).float().sum()]).cpu().tolist()
-            tot_loss, tot_w, tot_w2, cue_w, right = (a + b for a, b in zip((tot_loss, tot_w, tot_w2, cue_w, right), stats))
+        totals = _epoch(cfg, epoch, model, bias, opt, params, data, weight, feats, truth, rank, world)
         train_s += time.perf_counter() - t_epoch
-        tot_loss, tot_w, tot_w2, cue_w, right = _all_sum(
-            torch.tensor([tot_loss, tot_w, tot_w2, cue_w, right], dtype=torch.float64), world).tolist()
+        tot_loss, tot_w, tot_w2, cue_w, right = _all_sum(torch.tensor(totals, dtype=torch.float64), world).tolist()
         # train_acc: on each batch before its update (free; the final model's accuracy is `eval`'s job).
         # ess: effective sample size of this epoch's pair weights, (sum w)^2 / sum w^2, as a share of n.
         entry = {"epoch": epoch + 1, "loss": tot_loss / n, "mean_weight": tot_w / n, "train_acc": right / n,
                  "ess": (tot_w * tot_w / tot_w2 / n) if tot_w2 > 0 else 0.0}
-        if truth is not None and data.cue_on_chosen is not None and any(x is not None for x in data.cue_on_chosen):
+        if truth is not None and any(x is not None for x in data.cue_on_chosen):
             entry["cue_share"] = cue_w / max(tot_w, 1e-12)       # share of effective weight on cue-aligned pairs
         history.append(entry)
         if rank == 0:
             with open(cfg.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry) + "\n")
             log.info("epoch %d: %s", epoch + 1, entry)
-            from audit.io import atomic_path
+            save_state(cfg.out / STATE, model, bias, opt, epoch + 1, history)
 
-            with atomic_path(state_file) as tmp:
-                torch.save({"model": model.state_dict(), "bias": None if bias is None else bias.state_dict(),
-                            "opt": opt.state_dict(), "epoch": epoch + 1, "history": history}, tmp)
-
+    summary = {"method": cfg.method, "n_pairs": n, "vision": vision_report, "epochs": cfg.epochs, "world_size": world,
+               "history": history, "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 3),
+               "device": str(device), "threads": torch.get_num_threads(),
+               "config": to_dict(cfg), "versions": versions()}
     if rank == 0:
         hf = cfg.model != "small"
         save_model(model, cfg.out / (HF_CHECKPOINT if hf else CHECKPOINT))
         if bias is not None:
             save_model(bias, cfg.out / (HF_BIAS_CHECKPOINT if hf else BIAS_CHECKPOINT))
-    summary = {"method": cfg.method, "n_pairs": n, "vision": vision_report, "epochs": cfg.epochs, "world_size": world, "history": history,
-               "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 3),
-               "device": str(device), "threads": torch.get_num_threads(),
-               "config": to_dict(cfg), "versions": versions()}
-    if rank == 0:
         write_json_atomic(cfg.out / "config.json", to_dict(cfg))
         write_json_atomic(cfg.out / "train_summary.json", summary)
     return summary
+
+
+def _epoch(cfg: TrainConfig, epoch: int, model, bias, opt, params, data: PairData, weight, feats, truth,
+           rank: int, world: int) -> list[float]:
+    """One epoch of steps; returns this rank's sums of (loss, w, w^2, cue-aligned w, right)."""
+    model.train()
+    if bias is not None:
+        bias.train()
+    n = len(data)
+    steps_per_epoch = -(-n // cfg.batch_size)
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)   # batch order: a function of (seed, epoch)
+    perm = torch.randperm(n, generator=g)
+    totals = [0.0] * 5
+    for j, s in enumerate(range(0, n, cfg.batch_size)):
+        step = epoch * steps_per_epoch + j                      # warm-up from the global step: resume-exact
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+        batch = perm[s:s + cfg.batch_size]                      # the global batch, same on every rank
+        idx = batch[rank::world]                                # this rank's share of it
+        per_pair, w, rc, rr = loss_terms(cfg.method, model, bias, data, idx, weight, feats=feats)
+        loss = per_pair.sum() / len(batch)                      # = mean over the global batch
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if world > 1:
+            for prm in params:                                  # sum of shares = the global gradient
+                if prm.grad is None:
+                    prm.grad = torch.zeros_like(prm)
+                _all_sum(prm.grad, world)
+        opt.step()
+        # one host transfer per step: loss, sum w, sum w^2, cue-aligned w, right
+        w = w.detach().float()
+        cue = truth[idx].to(w.device) if truth is not None else torch.zeros_like(w)
+        stats = torch.stack([per_pair.detach().sum().float(), w.sum(), (w * w).sum(), (w * cue).sum(),
+                             ((rc - rr).detach() > 0).float().sum()]).cpu().tolist()
+        totals = [a + b for a, b in zip(totals, stats)]
+    return totals

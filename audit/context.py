@@ -1,0 +1,135 @@
+"""The first stage of `score`: open the pairs table, find its scorable rows, group and fold them.
+
+`ScoreContext` is what every later stage and every probe reads: the config, the scored rows (`idx`
+into the table, `rows` to stream their texts window by window), the groups and folds, and, once the
+inputs stage has run, the cue features and the cached inputs the probes asked for. Only numbers per
+pair are held; texts and image paths stay on disk (`audit.stream`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit import schema
+from audit.config import IngestConfig, ScoreConfig
+from audit.errors import FormatError
+from audit.folds import assign_folds, codes, group_ids
+from audit.stream import PairRows
+
+
+@dataclass
+class ScoreContext:
+    cfg: ScoreConfig
+    pairs_dir: Path
+    names: list[str]                 # the pairs table's columns
+    n: int                           # rows in the table
+    idx: np.ndarray                  # the scored (`ok`) rows, ascending
+    rows: PairRows                   # their texts and paths, read window by window
+    status_counts: dict[str, int]
+    groups: np.ndarray               # per scored row: its group (shared image, source row or prompt)
+    folds: np.ndarray                # per scored row: its fold (whole groups per fold)
+    sub: Any                         # polars frame of what the summary reads per row: source, cue_on_chosen
+    device: str = "cpu"
+    cue_diff: np.ndarray | None = None               # (m, cues), from the inputs stage
+    text_keys: np.ndarray | None = None              # (3, m) content keys of prompt, chosen, rejected
+    inputs: dict[str, Any] = field(default_factory=dict)   # cached inputs by kind, located for the probes
+    _roots: list | None = None
+
+    @property
+    def m(self) -> int:
+        return int(self.idx.size)
+
+    @property
+    def pairs_file(self) -> Path:
+        return self.pairs_dir / schema.PAIRS_FILE
+
+    @property
+    def cache_root(self) -> Path:
+        return self.cfg.cache_dir or (self.cfg.out / "cache")
+
+    def resolve(self, path: str) -> Path:
+        """An image path of the pairs table, checked against the recorded image roots."""
+        from audit.images import image_roots, resolve_image
+
+        if self._roots is None:
+            self._roots = image_roots(self.pairs_dir)
+        return resolve_image(self.pairs_dir, path, allowed_roots=self._roots)
+
+    def load_image(self, ref: str):
+        from audit.probes.reward_model import item_image
+        from audit.vlm import open_image
+
+        return item_image(ref, lambda path: open_image(self.resolve(path).read_bytes()))
+
+    def image_size(self, path: str) -> tuple[int, int]:
+        from PIL import Image
+
+        with Image.open(self.resolve(path)) as im:
+            return im.size
+
+
+def pairs_dir_for(cfg: ScoreConfig, rank: int = 0) -> Path:
+    """The pairs folder to score: SOURCE itself, or SOURCE ingested into AUDIT_DIR/pairs (by rank 0;
+    the other ranks of a data-parallel run wait for it)."""
+    from audit.dist import barrier
+
+    src = cfg.source
+    if (src / schema.PAIRS_FILE).is_file() and (src / schema.REPORT_FILE).is_file():
+        return src
+    out = cfg.out / "pairs"
+    if rank == 0:
+        from audit.ingest import ingest
+
+        ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root, overwrite=True))
+    barrier()
+    return out
+
+
+def _columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except (OSError, ValueError) as e:
+        raise FormatError(f"cannot read `{path}` as Parquet ({e}); run `shortcut-audit ingest` first") from None
+
+
+def open_pairs(cfg: ScoreConfig, pairs_dir: Path, device: str) -> ScoreContext:
+    """Read the status column, keep the `ok` rows, and fold them so that no pair is scored by a head
+    that saw it or a sibling (same image, source row or prompt)."""
+    import polars as pl
+
+    pairs_file = pairs_dir / schema.PAIRS_FILE
+    names = _columns(pairs_file)
+    missing = [c for c in schema.PAIRS_COLUMNS if c not in names]
+    if missing:
+        raise FormatError(f"`{pairs_file}` lacks column(s) {', '.join(missing)}: "
+                          "it is not a pairs table; run `shortcut-audit ingest` first")
+    status = pl.read_parquet(pairs_file, columns=["status"])["status"]
+    ok = (status == schema.OK).to_numpy()
+    status_counts = dict(status.value_counts().sort("status").iter_rows())
+    idx = np.where(ok)[0]
+    m = idx.size
+    if m < 2 * cfg.folds:
+        raise FormatError(f"only {m} scorable (`ok`) pairs in `{pairs_dir}`; cross-fitting with "
+                          f"{cfg.folds} folds needs at least {2 * cfg.folds} (see the status column)")
+
+    def scored(name: str) -> pl.Series:      # one column at a time, as integer codes where it is an id
+        return pl.read_parquet(pairs_file, columns=[name])[name].gather(idx)
+
+    groups = group_ids(*(codes(scored(c)) for c in ("image_id", "sample_id", "prompt_id")))
+    n_groups = int(groups.max()) + 1
+    if n_groups < cfg.folds:
+        raise FormatError(f"the {m} scorable pairs form only {n_groups} group(s) (pairs sharing an image, a source "
+                          f"row or a specific prompt stay together); cross-fitting needs at least `--folds` "
+                          f"{cfg.folds} groups: lower `--folds` or add data")
+    folds = assign_folds(groups, cfg.folds, cfg.seed)
+    sub = pl.DataFrame([scored("source").cast(pl.Categorical),
+                        *[scored(c) for c in ("cue_on_chosen",) if c in names]])
+    return ScoreContext(cfg=cfg, pairs_dir=pairs_dir, names=names, n=len(status), idx=idx,
+                        rows=PairRows(pairs_file, idx), status_counts=status_counts, groups=groups, folds=folds,
+                        sub=sub, device=device)

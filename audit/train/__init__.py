@@ -1,0 +1,1 @@
+"""The reference training loop (`loop`), its set-up (`setup`), data, losses and models."""
