@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,11 @@ from pathlib import Path
 RUN = r'''
 import json, shutil, sys
 from pathlib import Path
-sys.path.insert(0, str(Path(sys.argv[1]) / "tests"))
+# This tree's code, not the installed one: drop an editable install's import hook, put the tree first.
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]) / "tests")]
+import audit
+assert Path(audit.__file__).resolve().is_relative_to(Path(sys.argv[1]).resolve()), audit.__file__
 from audit.config import CardConfig, ScoreConfig, SynthConfig, TrainConfig
 from audit.card import card
 from audit.score import score
@@ -82,7 +85,8 @@ def compare(a: Path, b: Path) -> list[str]:
         sx, sy = (json.loads((p / "audit" / d.name / "summary.json").read_text()) for p in (a, b))
         diff = sorted(k for k in (set(sx) | set(sy)) - set(VOLATILE) if sx.get(k) != sy.get(k))
         lines.append(f"{d.name}: summary.json " + ("identical" if not diff else f"differs in {diff}"))
-        same = (a / "cards" / d.name / "README.md").read_bytes() == (b / "cards" / d.name / "README.md").read_bytes()
+        ca, cb = ((p / "cards" / d.name / "README.md").read_text().replace(str(p), "OUT") for p in (a, b))
+        same = ca == cb                                   # the card names its audit folder: compared as OUT
         lines.append(f"{d.name}: card " + ("identical" if same else "DIFFERS"))
     for d in sorted((a / "train").iterdir()):
         same = (d / "model.safetensors").read_bytes() == (b / "train" / d.name / "model.safetensors").read_bytes()
@@ -98,9 +102,8 @@ def main() -> None:
     args = ap.parse_args()
     data = args.out / "data"
     for name, tree in (("old", args.old), ("new", args.new)):
-        env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
-        subprocess.run([sys.executable, "-c", RUN, str(tree.resolve()), str(data), str(args.out / name)],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-c", RUN, str(tree.resolve()), str(data.resolve()),
+                        str((args.out / name).resolve())], check=True, stdout=subprocess.DEVNULL)
     for line in compare(args.out / "old", args.out / "new"):
         print(line)
 
