@@ -122,3 +122,34 @@ def test_embedding_cache_persists_and_encodes_each_key_once(tmp_path):
     assert sorted(sum(calls, [])) == ["aa", "b", "ccc"]
     again = EmbeddingCache(tmp_path, "fp").embed(texts, keys, lambda items: 1 / 0)   # all cached on disk
     assert np.array_equal(out, again)
+
+
+@pytest.mark.parametrize("family", ["siglip-vision", "siglip", "clip"])
+def test_tiny_siglip_and_full_clip_siglip_models_as_image_encoders(tmp_path, family):
+    """The multimodal probe's image encoder takes the CLIP and SigLIP families, as a vision tower alone or
+    as the full two-tower model (its `get_image_features`), each loaded from a folder as a user's would be."""
+    import torch
+    import transformers as tf
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    torch.manual_seed(0)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, vocab_size=99,
+                max_position_embeddings=16)
+    folder = tmp_path / family
+    if family == "siglip-vision":
+        tf.SiglipVisionModel(tf.SiglipVisionConfig(**vision)).save_pretrained(folder)
+    elif family == "siglip":
+        tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
+    else:
+        tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    if family.startswith("siglip"):
+        SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    else:
+        CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    enc = load_image_encoder(str(folder), device="cpu")
+    feats = enc.encode([png_bytes((255, 0, 0), (40, 40)), png_bytes((0, 0, 255), (50, 30))])
+    assert feats.shape == (2, 16 if family == "clip" else 32) and np.isfinite(feats).all()
+    assert not np.allclose(feats[0], feats[1]) and enc.fingerprint.startswith("image-")
