@@ -478,6 +478,14 @@ class TrainConfig:
     scheme: str | None = opt(None, help="`weighted`: recompute weights from an audit's columns with this scheme")
     epochs: int = opt(8, ge=1, help="passes over the data")
     batch_size: int = opt(64, ge=1, help="pairs per step")
+    micro_batch: int = opt(0, ge=0, help="pairs per forward/backward on each device; a step accumulates the "
+                           "gradients of its micro-batches (the same step as the whole batch at once, in less "
+                           "memory); 0 = the whole batch")
+    precision: str = opt("auto", choices=("auto", "fp32", "bf16"),
+                         help="`--model PATH`: `bf16` runs the forward under bf16 autocast with fp32 master weights "
+                         "(AdamW updates are never rounded away); `auto` = bf16 on CUDA, fp32 on CPU")
+    grad_checkpointing: bool = opt(False, help="`--model PATH`: recompute activations in the backward pass "
+                                   "(gradient checkpointing) so a 2B-8B backbone fits")
     lr: float = opt(2e-3, gt=0, help="AdamW learning rate")
     weight_decay: float = opt(1e-4, ge=0, help="AdamW weight decay")
     dim: int = opt(64, ge=4, help="`small` model width")

@@ -109,7 +109,7 @@ class VLMRewardModel:
 
     def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 2048, head: dict | None = None,
                  trust_remote_code: bool = False, attn_implementation: str | None = None, keep_full: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, dtype=None, autocast_bf16: bool = False) -> None:
         import torch
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
@@ -124,7 +124,9 @@ class VLMRewardModel:
                               f"{', '.join(FAMILIES)} (or a `train` run folder)")
         self.family = FAMILIES[config.model_type]
         self.device = device
-        self.dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        # scoring: bf16 weights on a GPU; training passes fp32 (master weights) and autocasts instead
+        self.dtype = dtype or (torch.bfloat16 if str(device).startswith("cuda") else torch.float32)
+        self.autocast_bf16 = autocast_bf16
         kw = {"dtype": self.dtype, "trust_remote_code": trust_remote_code}
         if attn_implementation:
             kw["attn_implementation"] = attn_implementation
@@ -233,7 +235,8 @@ class VLMRewardModel:
 
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
-        hidden = self.body(**batch).last_hidden_state                     # (B, T, H)
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            hidden = self.body(**batch).last_hidden_state                 # (B, T, H)
         last = batch["attention_mask"].sum(1) - 1                         # right padding
         h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.head(h.float()).squeeze(-1)

@@ -188,3 +188,52 @@ def test_a_vlm_backbone_trains_with_its_vision_tower_frozen(audit_dir, tmp_path,
     direct = rm.rewards(t["prompt"][:8].to_list(), t["chosen"][:8].to_list(), imgs) - \
         rm.rewards(t["prompt"][:8].to_list(), t["rejected"][:8].to_list(), imgs)
     assert np.allclose(m[:8], direct, atol=1e-4)
+
+
+def test_micro_batches_accumulate_into_the_same_step(audit_dir, tmp_path):
+    """`--micro-batch`: a step over micro-batches of 5 pairs is the step over the whole batch (to float
+    rounding), for every method, so a large backbone can take the paper's batch in small pieces."""
+    for method in ("standard", "shortcut-aware"):
+        a = train(TrainConfig(data=audit_dir, out=tmp_path / f"{method}-whole", method=method, **SMALL))
+        b = train(TrainConfig(data=audit_dir, out=tmp_path / f"{method}-micro", method=method, micro_batch=5, **SMALL))
+        for x, y in zip(a["history"], b["history"]):
+            assert x["loss"] == pytest.approx(y["loss"], rel=1e-4) and x["ess"] == pytest.approx(y["ess"], rel=1e-4)
+        ma, mb = (load_model(tmp_path / f"{method}-{k}" / CHECKPOINT).state_dict() for k in ("whole", "micro"))
+        assert all(torch.allclose(ma[k], mb[k], atol=1e-4) for k in ma)
+
+
+def test_bf16_training_of_a_vlm_keeps_fp32_master_weights_and_checkpointing_the_gradients(audit_dir, tmp_path):
+    """`--precision bf16`: the forward runs under bf16 autocast while the weights and AdamW state stay fp32,
+    so an update far below bf16's resolution (2^-8 of the weight) is kept; `--grad-checkpointing`
+    recomputes activations and gives the same gradients."""
+    from audit.tiny import tiny_qwen2_vl
+    from audit.train.loop import loss_terms
+    from audit.train.vlm_rm import VLMTrainRM
+
+    base = tiny_qwen2_vl(tmp_path / "base")
+    model = VLMTrainRM(base, bf16=True)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    data = load_pairs(audit_dir, 32, 4096)
+    idx = torch.arange(8)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    per_pair, *_ = loss_terms("standard", model, None, data, idx, None)
+    per_pair.mean().backward()
+    opt.step()
+    after = model.state_dict()
+    kept = 0
+    for k in before:            # updates smaller than half of bf16's spacing at the weight: a bf16 weight
+        w, delta = before[k].float(), (after[k] - before[k]).float().abs()     # would round them away
+        half_ulp = torch.exp2(torch.floor(torch.log2(w.abs().clamp_min(1e-30))) - 8)
+        kept += int(((delta > 0) & (delta < half_ulp) & (w.abs() > 1e-3)).sum())
+    assert kept > 1000
+
+    def grads(ckpt: bool) -> dict:
+        m = VLMTrainRM(base, grad_checkpointing=ckpt)
+        m.train()
+        per, *_ = loss_terms("standard", m, None, data, idx, None)
+        per.mean().backward()
+        return {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    plain, ckpt = grads(False), grads(True)
+    assert plain.keys() == ckpt.keys() and all(torch.allclose(plain[k], ckpt[k], atol=1e-5) for k in plain)

@@ -288,21 +288,23 @@ def _epoch(cfg: TrainConfig, epoch: int, model, bias, opt, params, data: PairDat
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
         batch = perm[s:s + cfg.batch_size]                      # the global batch, same on every rank
-        idx = batch[rank::world]                                # this rank's share of it
-        per_pair, w, rc, rr = loss_terms(cfg.method, model, bias, data, idx, weight, feats=feats)
-        loss = per_pair.sum() / len(batch)                      # = mean over the global batch
+        share = batch[rank::world]                              # this rank's share of it
         opt.zero_grad(set_to_none=False)
-        loss.backward()
+        micro = cfg.micro_batch or max(len(share), 1)           # micro-batches accumulate into one step
+        for m0 in range(0, len(share), micro) if len(share) else [0]:
+            idx = share[m0:m0 + micro]
+            per_pair, w, rc, rr = loss_terms(cfg.method, model, bias, data, idx, weight, feats=feats)
+            (per_pair.sum() / len(batch)).backward()            # summed: the mean over the global batch
+            # one host transfer per micro-batch: loss, sum w, sum w^2, cue-aligned w, right
+            w = w.detach().float()
+            cue = truth[idx].to(w.device) if truth is not None else torch.zeros_like(w)
+            stats = torch.stack([per_pair.detach().sum().float(), w.sum(), (w * w).sum(), (w * cue).sum(),
+                                 ((rc - rr).detach() > 0).float().sum()]).cpu().tolist()
+            totals = [a + b for a, b in zip(totals, stats)]
         if world > 1:
             for prm in params:                                  # sum of shares = the global gradient
                 if prm.grad is None:
                     prm.grad = torch.zeros_like(prm)
                 _all_sum(prm.grad, world)
         opt.step()
-        # one host transfer per step: loss, sum w, sum w^2, cue-aligned w, right
-        w = w.detach().float()
-        cue = truth[idx].to(w.device) if truth is not None else torch.zeros_like(w)
-        stats = torch.stack([per_pair.detach().sum().float(), w.sum(), (w * w).sum(), (w * cue).sum(),
-                             ((rc - rr).detach() > 0).float().sum()]).cpu().tolist()
-        totals = [a + b for a, b in zip(totals, stats)]
     return totals

@@ -28,6 +28,11 @@ def train_device(cfg: TrainConfig) -> torch.device:
     return torch.device(local_device(dev))
 
 
+def vlm_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """Run a VLM backbone's forward in bf16 autocast (its weights and AdamW state stay fp32)?"""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+
 def build_models(cfg: TrainConfig, device: torch.device):
     """(model, bias model or None, vision report): the multimodal RM and, for `shortcut-aware`, its
     text-only branch of the same shape. A Hugging Face VLM backbone (`--model PATH`) has its vision
@@ -36,8 +41,10 @@ def build_models(cfg: TrainConfig, device: torch.device):
     if cfg.model != "small":
         from audit.train.vlm_rm import VLMTrainRM
 
-        model = VLMTrainRM(cfg.model, device, freeze_vision=not cfg.train_vision, seed=cfg.seed)
-        bias = VLMTrainRM(cfg.model, device, freeze_vision=not cfg.train_vision, seed=cfg.seed) if two else None
+        kw = dict(freeze_vision=not cfg.train_vision, seed=cfg.seed, bf16=vlm_bf16(cfg, device),
+                  grad_checkpointing=cfg.grad_checkpointing)
+        model = VLMTrainRM(cfg.model, device, **kw)
+        bias = VLMTrainRM(cfg.model, device, **kw) if two else None
         return model, bias, None
     model = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision)
     bias = SmallMMRM(cfg.vocab, cfg.dim, cfg.image_size, cfg.vision) if two else None

@@ -42,7 +42,7 @@ class VLMTrainRM(nn.Module):
     a batch in one forward pass (the image is processed once and fed twice)."""
 
     def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 2048, freeze_vision: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, bf16: bool = False, grad_checkpointing: bool = False) -> None:
         super().__init__()
         from transformers import AutoConfig
 
@@ -54,11 +54,16 @@ class VLMTrainRM(nn.Module):
             hidden = AutoConfig.from_pretrained(path).get_text_config().hidden_size
             g = torch.Generator().manual_seed(seed)
             head = {"weight": torch.randn(1, hidden, generator=g) / math.sqrt(hidden + 1), "bias": torch.zeros(1)}
-        self.vlm = VLMRewardModel(path, device=device, max_length=max_length, head=head, keep_full=True)
+        # fp32 master weights always: AdamW updates of bf16 weights are rounded away (an update below
+        # 2^-8 of a weight is lost); `bf16` runs the forward under autocast instead.
+        self.vlm = VLMRewardModel(path, device=device, max_length=max_length, head=head, keep_full=True,
+                                  dtype=torch.float32, autocast_bf16=bf16)
         self.body, self.head = self.vlm.body, self.vlm.head
         self.config = {"kind": "hf", "base": str(path), "max_length": max_length, "freeze_vision": freeze_vision}
         if freeze_vision:
             vision_tower(self.body).requires_grad_(False)
+        if grad_checkpointing:
+            self.body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def pair_rewards(self, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
                      images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
