@@ -181,10 +181,8 @@ def test_a_vlm_backbone_trains_with_its_vision_tower_frozen(audit_dir, tmp_path,
     data = load_pairs(audit_dir, 32, 4096)
     m = margins(model, data, batch=32)
     rm = VLMRewardModel(tmp_path / "run" / HF_CHECKPOINT)       # what `score --rm RUN/model` loads
-    from audit.train.vlm_rm import to_pil
-
     t = data.table
-    imgs = to_pil(data.images[:8])
+    imgs = data.native_images(list(range(8)))
     direct = rm.rewards(t["prompt"][:8].to_list(), t["chosen"][:8].to_list(), imgs) - \
         rm.rewards(t["prompt"][:8].to_list(), t["rejected"][:8].to_list(), imgs)
     assert np.allclose(m[:8], direct, atol=1e-4)
@@ -237,3 +235,14 @@ def test_bf16_training_of_a_vlm_keeps_fp32_master_weights_and_checkpointing_the_
 
     plain, ckpt = grads(False), grads(True)
     assert plain.keys() == ckpt.keys() and all(torch.allclose(plain[k], ckpt[k], atol=1e-5) for k in plain)
+
+
+def test_a_vlm_gets_each_image_at_its_own_resolution(audit_dir, tmp_path):
+    """The small model's images are resized to `--image-size`; a VLM's are the files themselves (its
+    processor resizes them as the model expects), except where the pairs lived in a temporary folder."""
+    data = load_pairs(audit_dir, 16, 512)
+    assert tuple(data.images.shape[-2:]) == (16, 16)
+    assert {im.size for im in data.native_images([0, 1, 2])} == {(32, 32)}       # synth wrote 32 x 32
+    src = next(p for p in (audit_dir.parent / "src").iterdir() if p.suffix == ".parquet")
+    raw = load_pairs(src, 16, 512)                # a raw source: ingested into a temporary folder, gone after
+    assert raw.image_files is None and {im.size for im in raw.native_images([0])} == {(16, 16)}

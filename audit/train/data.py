@@ -1,6 +1,7 @@
 """Training data for `train` / `eval`: any pairs folder, audit folder, export or source, as tensors.
 
-Only `ok` rows are used; images are decoded once into a uint8 tensor at the model's size; texts are
+Only `ok` rows are used; images are decoded once into a uint8 tensor at the small model's size (a VLM
+backbone reads each image file at its own resolution instead, `PairData.native_images`); texts are
 hashed into token ids. Weights come from the data's `weight` column when present."""
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ class PairData:
     cue_on_chosen: np.ndarray | None
     table: object             # the polars rows used (ok only)
     features: dict = field(default_factory=dict)   # frozen scene-encoder features, see loop.vision_features
+    image_files: list | None = None   # each row's image file (checked inside its roots): a VLM reads it at
+                                      # its own resolution; None when the pairs were ingested into a temp folder
+
+    def native_images(self, rows: list[int]) -> list:
+        """The rows' images at their own size (a VLM's processor resizes them as the model expects), or
+        the decoded `image_size` copies when the files are gone."""
+        if self.image_files is None:
+            from audit.train.vlm_rm import to_pil
+
+            return to_pil(self.images[torch.as_tensor(rows)])
+        from audit.vlm import open_image
+
+        return [open_image(self.image_files[i].read_bytes()) for i in rows]
 
     def __len__(self) -> int:
         return self.prompt.shape[0]
@@ -63,16 +77,20 @@ def load_pairs(path: Path, image_size: int, vocab: int, max_len: int = 48, workd
         roots = image_roots(pairs_dir)
         cache: dict[str, np.ndarray] = {}
         images = np.zeros((table.height, 3, image_size, image_size), dtype=np.uint8)
+        files = []
         for i, (iid, p) in enumerate(zip(table["image_id"].to_list(), table["image_path"].to_list())):
+            files.append(resolve_image(pairs_dir, p, allowed_roots=roots))
             if iid not in cache:
-                im = Image.open(io.BytesIO(resolve_image(pairs_dir, p, allowed_roots=roots).read_bytes()))
+                im = Image.open(io.BytesIO(files[-1].read_bytes()))
                 im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
                 cache[iid] = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
             images[i] = cache[iid]
+        in_tmp = Path(pairs_dir).resolve().is_relative_to(Path(tmp).resolve())   # deleted on return
 
     def ids(col: str) -> torch.Tensor:
         return torch.tensor([hash_tokens(t, vocab, max_len) for t in table[col].to_list()], dtype=torch.long)
 
     weight = torch.tensor(table["weight"].to_numpy(), dtype=torch.float32) if "weight" in table.columns else None
     truth = table["cue_on_chosen"].to_numpy() if "cue_on_chosen" in table.columns else None
-    return PairData(ids("prompt"), ids("chosen"), ids("rejected"), torch.from_numpy(images), weight, truth, table)
+    return PairData(ids("prompt"), ids("chosen"), ids("rejected"), torch.from_numpy(images), weight, truth, table,
+                    image_files=None if in_tmp else files)

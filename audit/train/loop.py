@@ -118,13 +118,12 @@ def rewards(model, data: PairData, idx: torch.Tensor, blank: bool = False,
             feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen, r_rejected) for the pairs `idx`; `blank` feeds the white image instead of the real one;
     `feats` are the frozen scene encoder's features of all of `data` (`vision_features`)."""
-    if hasattr(model, "pair_rewards"):                            # a VLM backbone
-        from audit.train.vlm_rm import to_pil
+    if hasattr(model, "pair_rewards"):                            # a VLM backbone: images at their own size
         from audit.vlm import blank_image as white
 
         rows = idx.tolist()
         texts = [data.table[c].gather(rows).to_list() for c in ("prompt", "chosen", "rejected")]
-        images = [white() for _ in rows] if blank else to_pil(data.images[idx])
+        images = [white() for _ in rows] if blank else data.native_images(rows)
         return model.pair_rewards(*texts, images)
     dev = model_device(model)
     if blank:   # every pair gets the same white picture: encode it once (same values and gradients)
