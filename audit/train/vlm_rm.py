@@ -62,8 +62,12 @@ class VLMTrainRM(nn.Module):
         self.config = {"kind": "hf", "base": str(path), "max_length": max_length, "freeze_vision": freeze_vision}
         if freeze_vision:
             vision_tower(self.body).requires_grad_(False)
-        if grad_checkpointing:
-            self.body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if grad_checkpointing:    # transformers 5 renamed it; 4.x has only the old name
+            kwargs = {"use_reentrant": False}
+            if hasattr(self.body, "activation_checkpointing_enable"):
+                self.body.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.body.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def pair_rewards(self, prompts: Sequence[str], chosen: Sequence[str], rejected: Sequence[str],
                      images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
