@@ -115,7 +115,7 @@ def app_command(cfg: AppConfig) -> tuple[list[str], dict]:
     home = Path(spec.origin).parent / "Home.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", cfg.host,
            "--server.port", str(cfg.port), "--browser.gatherUsageStats", "false",
-           "--server.headless", "true" if cfg.headless else "false"]
+           "--server.headless", "false" if cfg.open else "true"]   # headless: Streamlit never prompts
     env = {**os.environ, "SHORTCUT_AUDIT_DIR": str(cfg.audit.resolve())}
     if cfg.compare is not None:
         env["SHORTCUT_AUDIT_COMPARE"] = str(cfg.compare.resolve())

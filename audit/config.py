@@ -436,7 +436,9 @@ class AppConfig:
     host: str = opt("127.0.0.1", help="address to bind; the default serves this machine only")
     port: int = opt(8501, ge=1, le=65535, help="port to serve on")
     compare: Path | None = opt(None, help="a second audit folder for the Compare page")
-    headless: bool = opt(False, help="do not open a browser window")
+    open: bool = opt(False, help="open a browser window on the app (without it the app is served headless: no "
+                     "browser, never a first-run prompt, so it also runs in the background, over SSH or in CI)")
+    headless: bool = opt(False, help="accepted for older scripts; serving headless is the default")
 
     def __post_init__(self) -> None:
         check_bounds(self)

@@ -77,8 +77,14 @@ def test_app_in_a_real_browser(tmp_path):
     score(ScoreConfig(source=src.parent, out=tmp_path / "audit", cache_dir=tmp_path / "cache"))
     pair = pl.read_parquet(tmp_path / "audit" / "audited.parquet").sort("text_prob")["pair_id"][0]
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "audit", "app", str(tmp_path / "audit"), "--port", str(port),
-                               "--headless"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # As a user starts it in the background on a machine where Streamlit never ran: no flags, a fresh HOME
+    # (no Streamlit credentials), no stdin. It used to stop at Streamlit's first-run "Email:" prompt.
+    import os
+
+    (tmp_path / "home").mkdir()
+    server = subprocess.Popen([sys.executable, "-m", "audit", "app", str(tmp_path / "audit"), "--port", str(port)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "HOME": str(tmp_path / "home")})
     driver = None
     try:
         _wait_http(f"http://127.0.0.1:{port}/_stcore/health")

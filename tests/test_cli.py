@@ -98,3 +98,14 @@ def test_the_app_is_installed_under_a_unique_name_and_every_package_is_listed(tm
             "u.find_spec('shortcut_audit_app').submodule_search_locations[0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert out.split() == ["True", str(root / "app")]
+
+
+def test_the_app_is_served_headless_unless_asked_to_open_a_browser(tmp_path):
+    from audit.cli import app_command
+    from audit.config import AppConfig
+
+    (tmp_path / "audited.parquet").write_bytes(b"")
+    cmd, env = app_command(AppConfig(audit=tmp_path))
+    assert cmd[cmd.index("--server.headless") + 1] == "true" and env["SHORTCUT_AUDIT_DIR"] == str(tmp_path.resolve())
+    cmd, _ = app_command(AppConfig(audit=tmp_path, open=True))
+    assert cmd[cmd.index("--server.headless") + 1] == "false"
