@@ -94,6 +94,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
           f"from {rep['scored']} scored of {rep['rows_in']}; scheme {rep['scheme']}")
     if rep["excluded_unscored"]:
         print("not exported (unscored): " + ", ".join(f"{k}={v}" for k, v in rep["excluded_unscored"].items()))
+    if rep["weights"]["renormalised_from_mean"] is not None:
+        print(f"weights rescaled to mean 1 over the exported pairs (their audit weights averaged "
+              f"{rep['weights']['renormalised_from_mean']:.3f}); the audit's own are in `audit_weight`")
     print(f"written: {rep['path']}   report: {cfg.out / 'export_report.json'}")
     return 0
 

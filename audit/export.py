@@ -125,6 +125,12 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
     spec["weight"] = "float64"
     spec["audit_weight"] = "float64"
     out_weight = weight if cfg.mode == "weight" else np.ones(ok.height)
+    # A subset (the app's filter, a scheme recomputed here) keeps mean weight 1 over what is exported: a
+    # weighted trainer then runs at its learning rate, not at a fraction of it.
+    exported_mean = float(out_weight[idx].mean()) if len(idx) else 1.0
+    renormalised = cfg.mode == "weight" and exported_mean > 0 and abs(exported_mean - 1.0) > 1e-9
+    if renormalised:
+        out_weight = out_weight / exported_mean
 
     cols = {c: ok[c].to_list() for c in set(extra_cols) | {"prompt", "chosen", "rejected", "image_path", "image_id", "sample_id"}}
 
@@ -151,7 +157,10 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
         "scheme": cfg.scheme or summary.get("scheme"), "rows_in": int(df.height), "scored": int(ok.height),
         "excluded_unscored": excluded, "rows_out": rows_out, "distinct_pairs": int(len(np.unique(idx))),
         "dropped": int(ok.height - len(np.unique(idx))) if cfg.mode == "prune" else 0,
-        "weights": {"mean": float(weight.mean()), "min": float(weight.min()), "max": float(weight.max())},
+        "weights": {"mean": float(out_weight[idx].mean()), "min": float(out_weight[idx].min()),
+                    "max": float(out_weight[idx].max()),
+                    "renormalised_from_mean": exported_mean if renormalised else None},
+        "audit_weights": {"mean": float(weight.mean()), "min": float(weight.min()), "max": float(weight.max())},
         "config": to_dict(cfg), "versions": versions(),
     }
     write_json_atomic(cfg.out / EXPORT_REPORT, report)

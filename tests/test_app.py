@@ -143,6 +143,12 @@ def test_export_page_uses_the_export_function(app, audits):
     assert not at.exception and "Wrote" in at.success[0].value
     out = pl.read_parquet(audits["leadin"] / "app_exports" / "from-app" / "pairs.parquet")
     assert out.height == int(_df(audits)["is_shortcut"].sum()) and out["is_shortcut"].all()
+    # A filtered subset's weights are rescaled to mean 1 (shortcut pairs carry low weights: the mean was well
+    # below 1, and a weighted trainer would have run at that fraction of its learning rate); said on the page.
+    rep = json.loads((audits["leadin"] / "app_exports" / "from-app" / "export_report.json").read_text())
+    assert out["weight"].mean() == pytest.approx(1.0) and rep["weights"]["renormalised_from_mean"] < 0.9
+    assert out["audit_weight"].mean() == pytest.approx(rep["weights"]["renormalised_from_mean"])
+    assert "rescaled to mean 1" in at.info[0].value
     next(b for b in at.button if b.key == "x_go").click().run()         # the same name again: refused ...
     assert not at.exception and "already holds an earlier `export` output" in at.error[0].value
     next(w for w in at.checkbox if w.key == "x_overwrite").check().run()

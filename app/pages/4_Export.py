@@ -37,4 +37,8 @@ if st.button("Export", key="x_go", disabled=n == 0):
             st.info("Tick *Replace an earlier export of that name* above to replace it (the command line's `--overwrite`).")
     else:
         st.success(f"Wrote {rep['rows_out']:,} rows to `{rep['path']}`")
+        if rep["weights"]["renormalised_from_mean"] is not None:
+            st.info(f"The `weight` column is rescaled to mean 1 over these pairs (their audit weights averaged "
+                    f"{rep['weights']['renormalised_from_mean']:.3f}), so a weighted trainer keeps its learning "
+                    "rate; the audit's own weights are in `audit_weight`.")
         st.json(rep)
