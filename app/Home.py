@@ -24,6 +24,8 @@ m[4].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}",
             help="100 x (mm accuracy where the text model is right - where it is wrong)")
 m[5].metric("Top cue", s["top_cue"])
 st.write("Rows by status: " + ", ".join(f"`{k}` {v:,}" for k, v in ov["status"].items()))
+for w in s.get("warnings", []):
+    st.warning(w[0].upper() + w[1:] + ".")
 
 left, right = st.columns(2)
 for col, name, label in ((left, "sfc", "SFC = L_text / (L_mm + L_text)"), (right, "weight", f"weight ({s['scheme']})")):

@@ -136,7 +136,9 @@ def _how_audited(summary: dict) -> list[str]:
 
 
 def _headline(summary: dict) -> list[str]:
-    L = ["## Headline numbers", "", "| metric | key | value |", "|---|---|---:|"]
+    L = ["## Headline numbers", ""]
+    L += [f"> **Warning:** {w}." for w in summary.get("warnings", [])] + ([""] if summary.get("warnings") else [])
+    L += ["| metric | key | value |", "|---|---|---:|"]
     L += [f"| {label} | `{key}` | {fmt(summary.get(key))} |" for label, key in HEADLINE]
     L += ["", "Rows by status: " + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()), ""]
     if summary.get("per_source") and len(summary["per_source"]) > 1:

@@ -239,6 +239,25 @@ def _per_source(cfg: ScoreConfig, ctx: ScoreContext, audit: Audited) -> list[dic
     return out
 
 
+WEAK_MM_ACC = 0.6     # below this (or below the text-only accuracy) the multimodal side explains little
+
+
+def audit_warnings(summary: dict) -> list[str]:
+    """What a reader must know before trusting the SFC and weights: a weak multimodal side. Its loss is
+    then close to log 2 on most pairs, so SFC ~ L_text / (L_text + 0.69) and follows the text probe."""
+    mm, text = summary["mm_acc"], summary["text_acc"]
+    if not (mm < WEAK_MM_ACC or mm < text):
+        return []
+    where = (f"the multimodal side is weak (accuracy {100 * mm:.1f}%, text-only {100 * text:.1f}%): its loss is "
+             "close to log 2 on most pairs, so SFC is close to L_text / (L_text + 0.69) and mostly follows the "
+             "text probe")
+    if summary["sfc_kind"] == "residual":
+        return [f"{where}. For image-grounded SFC, audit with your own multimodal reward model (`--rm`), its "
+                "scores (`--mm-scores`), or a real image encoder (`--image-encoder`, e.g. a CLIP or SigLIP folder)"]
+    return [f"{where}. The multimodal model given (`--rm` / `--mm-scores`) barely uses the image on this data; "
+            "check it on pairs whose answer needs the picture"]
+
+
 def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[str, ProbeResult], audit: Audited,
               clock: StageClock, world: int) -> dict:
     """summary.json: the headline numbers, then what each probe owns (its summary keys, its encoder
@@ -263,6 +282,7 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
     }
     for role, p in probes.items():
         summary.update(p.summary(fitted[role], mg))
+    summary["warnings"] = audit_warnings(summary)
     summary.update({
         "probes": {role: p.name for role, p in probes.items()},
         "pairs_dir": str(Path(ctx.pairs_dir).resolve()), "world_size": world, "config": to_dict(cfg),

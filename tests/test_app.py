@@ -4,6 +4,7 @@ audited fixture; a missing audit ends the page with a message, and crafted paths
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -63,6 +64,8 @@ def test_overview_smoke(app):
     labels = {m.label: m.value for m in at.metric}
     assert labels["Pairs"] == str(N) and labels["Top cue"] == "lead_in"
     assert at.title[0].value == "Shortcut audit"
+    summary = json.loads((Path(os.environ["SHORTCUT_AUDIT_DIR"]) / "summary.json").read_text())
+    assert summary["warnings"] and [w.value for w in at.warning] == [w[0].upper() + w[1:] + "." for w in summary["warnings"]]
 
 
 def test_missing_or_wrong_audit_is_a_message_not_a_traceback(monkeypatch, tmp_path):

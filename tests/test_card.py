@@ -47,6 +47,8 @@ def test_card_header_numbers_and_sections(audited, tmp_path):
     assert f"| `{summary['cues'][0]['name']}` | {fmt(summary['cues'][0]['coefficient'])} |" in body
     assert "Mode `prune`" in body and "Example for `length`" in body
     assert "interactive HTML chart" in body and (tmp_path / "verbose-card" / "weights.html").is_file()
+    assert [line[len("> **Warning:** "):-1] for line in body.splitlines() if line.startswith("> **Warning:**")] \
+        == summary["warnings"]                                  # the summary's warnings, verbatim
 
 
 def test_png_figures_or_a_labelled_fallback(audited, tmp_path, monkeypatch):

@@ -160,3 +160,16 @@ def test_summary_is_strict_json_even_when_sfd_is_undefined(tmp_path):
     parsed = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))   # no NaN tokens
     assert parsed["n_rows"] == 200
     assert (parsed["sfd"] is None) == (s["sfd"] != s["sfd"])
+
+
+def test_a_weak_multimodal_side_is_flagged_with_what_to_do(audits):
+    """On a shortcut environment the offline bilinear probe is far below text-only: SFC then mostly
+    follows the text probe, and the summary (read by the command line, the card and the app) says so."""
+    from audit.score import audit_warnings
+
+    s = audits["leadin"][0]
+    assert s["mm_acc"] < s["text_acc"] and len(s["warnings"]) == 1
+    assert "the multimodal side is weak" in s["warnings"][0] and "`--rm`" in s["warnings"][0]
+    strong = {**s, "mm_acc": 0.8, "text_acc": 0.7}
+    assert audit_warnings(strong) == []
+    assert "barely uses the image" in audit_warnings({**s, "mm_acc": 0.52, "sfc_kind": "paper"})[0]
