@@ -168,6 +168,6 @@ class InputStore:
     def located(self) -> dict[str, Any]:
         """What each probe reads: cache positions instead of keys (the keys are dropped)."""
         out = {name: ci.locate(ci) for name, ci in self.inputs.items()}
-        for ci in self.inputs.values():
-            ci.keys = None
+        self.inputs.clear()           # the keys (and the closures over them) are no longer needed
+        self.ctx.text_keys = None     # the fine-tuned probe read them in `prepare`
         return out

@@ -124,8 +124,8 @@ def score(cfg: ScoreConfig) -> dict:
     from audit.dist import launched_world
     from audit.io import check_output, claim_output
 
-    check_output(cfg.out, [cfg.source], "score", holds=False)   # AUDIT/pairs as the source of AUDIT is fine
     if launched_world() > 1 and int(os.environ.get("RANK", "0")) != 0:
+        check_output(cfg.out, [cfg.source], "score", holds=False)   # AUDIT/pairs as the source of AUDIT is fine
         return _score(cfg)          # waits in the process group's start until rank 0 holds the folder
     with claim_output(cfg.out, "score", [cfg.source], overwrite=cfg.overwrite, resumable=True, holds=False):
         return _score(cfg)

@@ -77,9 +77,11 @@ def load_pairs(path: Path, image_size: int, vocab: int, max_len: int = 48, workd
         roots = image_roots(pairs_dir)
         cache: dict[str, np.ndarray] = {}
         images = np.zeros((table.height, 3, image_size, image_size), dtype=np.uint8)
-        files = []
+        files, file_of = [], {}
         for i, (iid, p) in enumerate(zip(table["image_id"].to_list(), table["image_path"].to_list())):
-            files.append(resolve_image(pairs_dir, p, allowed_roots=roots))
+            if iid not in file_of:       # each distinct image resolved and decoded once
+                file_of[iid] = resolve_image(pairs_dir, p, allowed_roots=roots)
+            files.append(file_of[iid])
             if iid not in cache:
                 im = Image.open(io.BytesIO(files[-1].read_bytes()))
                 im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
