@@ -172,7 +172,7 @@ def fit_with_l2(make: Callable[[float], object], x: PairFeatures, groups: np.nda
 
 
 def cross_fit(make: Callable[[float], object], x, folds: np.ndarray, groups: np.ndarray,
-              offset: np.ndarray | None = None, seed: int = 0, max_fit: int | None = None) -> tuple[np.ndarray, float]:
+              offset=None, seed: int = 0, max_fit: int | None = None) -> tuple[np.ndarray, float]:
     """Out-of-fold margins (the head's own margin, without the offset) and the L2 used.
 
     L2 is chosen once, on an inner split of the first fold's training groups (that split never
@@ -180,19 +180,48 @@ def cross_fit(make: Callable[[float], object], x, folds: np.ndarray, groups: np.
     One scalar chosen among four keeps the fits cheap; no pair's margin comes from a head that saw it.
     `x` is a PairFeatures or a LazyFeatures; `max_fit` caps the pairs each head is fitted on (a seeded
     sample of its training folds), and margins are computed in chunks, so memory is bounded by
-    max_fit x d rather than n x d.
+    max_fit x d rather than n x d. `offset`: None, one array over all rows, or a function of the held-out
+    fold giving one (`nested_margins`: an offset that never saw that fold).
     """
     out = np.zeros(len(x), dtype=np.float64)
     fold_ids = np.unique(folds)
+    offset_for = offset if callable(offset) else (lambda f: offset)
     first_train = fit_sample(np.where(folds != fold_ids[0])[0], max_fit, seed)
+    off0 = offset_for(fold_ids[0])
     first, l2 = fit_with_l2(make, x.take(first_train), groups[first_train],
-                            None if offset is None else offset[first_train], seed)
+                            None if off0 is None else off0[first_train], seed)
     for f in fold_ids:
         test = np.flatnonzero(folds == f)
         train = fit_sample(np.flatnonzero(folds != f), max_fit, seed + 1 + int(f))
-        head = make(l2).fit(x.take(train), None if offset is None else offset[train], seed + int(f), init=first.w)
+        off = offset_for(f)
+        head = make(l2).fit(x.take(train), None if off is None else off[train], seed + int(f), init=first.w)
         out[test] = margins_in_chunks(head, x, test)
     return out, l2
+
+
+def nested_margins(make: Callable[[float], object], x, folds: np.ndarray, l2: float, seed: int = 0,
+                   max_fit: int | None = None) -> Callable[[int], np.ndarray]:
+    """For each outer fold f, out-of-fold margins of the rows outside f from heads that never saw f
+    either (inner folds: every other fold j, fitted on the folds other than f and j). A second model
+    trained with these as its offset (the multimodal probe) and tested on f then has no information
+    from f in its offsets. K (K - 1) fits, cached per f."""
+    import functools
+
+    fold_ids = np.unique(folds)
+
+    @functools.lru_cache(maxsize=None)
+    def for_outer(f: int) -> np.ndarray:
+        out = np.zeros(len(x), dtype=np.float64)
+        for j in fold_ids:
+            if j == f:
+                continue
+            test = np.flatnonzero(folds == j)
+            train = fit_sample(np.flatnonzero((folds != f) & (folds != j)), max_fit, seed + 1000 + 10 * int(f) + int(j))
+            head = make(l2).fit(x.take(train), None, seed + int(j))
+            out[test] = margins_in_chunks(head, x, test)
+        return out
+
+    return lambda f: for_outer(int(f))
 
 
 def calibrate(margin: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, list[float]]:

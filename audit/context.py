@@ -17,7 +17,8 @@ import numpy as np
 from audit import schema
 from audit.config import IngestConfig, ScoreConfig
 from audit.errors import FormatError
-from audit.folds import assign_folds, codes, group_ids
+from audit.folds import assign_folds, codes, group_keys, link_groups, link_summary
+from audit.links import image_clusters
 from audit.stream import PairRows
 
 
@@ -30,13 +31,14 @@ class ScoreContext:
     idx: np.ndarray                  # the scored (`ok`) rows, ascending
     rows: PairRows                   # their texts and paths, read window by window
     status_counts: dict[str, int]
-    groups: np.ndarray               # per scored row: its group (shared image, source row or prompt)
+    groups: np.ndarray               # per scored row: its group (shared picture, source row, prompt or answers)
     folds: np.ndarray                # per scored row: its fold (whole groups per fold)
     sub: Any                         # polars frame of what the summary reads per row: source, cue_on_chosen
     device: str = "cpu"
     cue_diff: np.ndarray | None = None               # (m, cues), from the inputs stage
     text_keys: np.ndarray | None = None              # (3, m) content keys of prompt, chosen, rejected
     inputs: dict[str, Any] = field(default_factory=dict)   # cached inputs by kind, located for the probes
+    links: dict = field(default_factory=dict)        # what linked rows into groups (audit.folds.link_summary)
     _roots: list | None = None
 
     @property
@@ -100,12 +102,12 @@ def _columns(path: Path) -> list[str]:
 
 def open_pairs(cfg: ScoreConfig, pairs_dir: Path, device: str) -> ScoreContext:
     """Read the status column, keep the `ok` rows, and fold them so that no pair is scored by a head
-    that saw it or a sibling (same image, source row or prompt)."""
+    that saw it or a sibling (same picture, source row, specific prompt or answers: `audit.folds`)."""
     import polars as pl
 
     pairs_file = pairs_dir / schema.PAIRS_FILE
     names = _columns(pairs_file)
-    missing = [c for c in schema.PAIRS_COLUMNS if c not in names]
+    missing = [c for c in schema.REQUIRED_COLUMNS if c not in names]
     if missing:
         raise FormatError(f"`{pairs_file}` lacks column(s) {', '.join(missing)}: "
                           "it is not a pairs table; run `shortcut-audit ingest` first")
@@ -121,15 +123,38 @@ def open_pairs(cfg: ScoreConfig, pairs_dir: Path, device: str) -> ScoreContext:
     def scored(name: str) -> pl.Series:      # one column at a time, as integer codes where it is an id
         return pl.read_parquet(pairs_file, columns=[name])[name].gather(idx)
 
-    groups = group_ids(*(codes(scored(c)) for c in ("image_id", "sample_id", "prompt_id")))
+    rows = PairRows(pairs_file, idx)
+    keys = group_keys(codes(scored("image_id")), codes(scored("sample_id")), codes(scored("prompt_id")),
+                      image_clusters(scored("image_phash")) if "image_phash" in names else None,
+                      answers_codes(rows))
+    groups = link_groups(keys)
+    links = link_summary(keys, groups)
+    big = links["largest_group"]
+    big["example"] = {k: v[0] for k, v in rows.take(np.array([big["example_row"]]),
+                                                    ["sample_id", "prompt", "chosen", "rejected"]).items()}
     n_groups = int(groups.max()) + 1
     if n_groups < cfg.folds:
-        raise FormatError(f"the {m} scorable pairs form only {n_groups} group(s) (pairs sharing an image, a source "
-                          f"row or a specific prompt stay together); cross-fitting needs at least `--folds` "
-                          f"{cfg.folds} groups: lower `--folds` or add data")
+        raise FormatError(f"the {m} scorable pairs form only {n_groups} group(s) (pairs sharing a picture, a source "
+                          f"row, a specific prompt or their answers stay together; most are linked by their "
+                          f"{KEY_WORDS[big['key']]}, e.g. row `{big['example']['sample_id']}`); cross-fitting needs "
+                          f"at least `--folds` {cfg.folds} groups: lower `--folds` or add data")
     folds = assign_folds(groups, cfg.folds, cfg.seed)
     sub = pl.DataFrame([scored("source").cast(pl.Categorical),
                         *[scored(c) for c in ("cue_on_chosen",) if c in names]])
     return ScoreContext(cfg=cfg, pairs_dir=pairs_dir, names=names, n=len(status), idx=idx,
-                        rows=PairRows(pairs_file, idx), status_counts=status_counts, groups=groups, folds=folds,
-                        sub=sub, device=device)
+                        rows=rows, status_counts=status_counts, groups=groups, folds=folds,
+                        sub=sub, device=device, links=links)
+
+
+KEY_WORDS = {"image": "image (the same bytes)", "picture": "picture (re-encoded or resized copies)",
+             "sample": "source row", "prompt": "prompt", "answers": "two answers"}
+
+
+def answers_codes(rows: PairRows) -> np.ndarray:
+    """Per scored row: an integer code of its two normalised answers (either side), read window by window."""
+    from audit.links import answers_key
+
+    out = np.zeros(rows.m, dtype=np.uint64)
+    for pos, cols in rows.windows(["chosen", "rejected"]):
+        out[pos] = [int(answers_key(c, r), 16) for c, r in zip(cols["chosen"], cols["rejected"])]
+    return np.unique(out, return_inverse=True)[1].astype(np.int64).ravel()

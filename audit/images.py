@@ -29,10 +29,13 @@ class ImageResult:
     image_id: str | None
     status: str
     detail: str | None = None
+    phash: str | None = None     # perceptual hash (audit.links), when the image was decoded
 
 
-def check_image(data: bytes, max_pixels: int, full: bool) -> tuple[str, str | None, str | None]:
-    """(status, detail, PIL format) of encoded image bytes, without trusting the declared size."""
+def check_image(data: bytes, max_pixels: int, full: bool) -> tuple[str, str | None, str | None, str | None]:
+    """(status, detail, PIL format, perceptual hash) of encoded image bytes, without trusting the
+    declared size. `full` decodes the image (catching truncation) and hashes it; otherwise only the
+    header is read and there is no hash."""
     from PIL import Image, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -41,18 +44,25 @@ def check_image(data: bytes, max_pixels: int, full: bool) -> tuple[str, str | No
             im = Image.open(io.BytesIO(data))
             w, h = im.size
             if w * h > max_pixels:
-                return schema.IMAGE_TOO_LARGE, f"declares {w}x{h} = {w * h} pixels, above --max-pixels {max_pixels}", im.format
+                return (schema.IMAGE_TOO_LARGE, f"declares {w}x{h} = {w * h} pixels, above --max-pixels {max_pixels}",
+                        im.format, None)
+            phash = None
             if full:
-                if im.format == "JPEG":   # decode at 1/8 scale: reads the whole stream, a fraction of the work
-                    im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                fmt = im.format
+                if fmt == "JPEG":   # decode at a reduced scale (>= 64 px a side, what the hash reads): the whole stream, less work
+                    im.draft("RGB", (min(w, 64), min(h, 64)))
                 im.load()
-            return schema.OK, None, im.format
+                from audit.links import image_phash
+
+                phash = image_phash(im)
+                return schema.OK, None, fmt, phash
+            return schema.OK, None, im.format, phash
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            return schema.IMAGE_TOO_LARGE, f"decompression bomb refused ({e})", None
+            return schema.IMAGE_TOO_LARGE, f"decompression bomb refused ({e})", None, None
         except UnidentifiedImageError:
-            return schema.IMAGE_CORRUPT, "not a recognisable image file", None
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as e:
-            return schema.IMAGE_CORRUPT, f"cannot be decoded ({e})", None
+            return schema.IMAGE_CORRUPT, "not a recognisable image file", None, None
+        except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, ZeroDivisionError) as e:
+            return schema.IMAGE_CORRUPT, f"cannot be decoded ({e})", None, None
 
 
 def _inside(path: str, roots: list[str]) -> bool:
@@ -104,7 +114,7 @@ class ImageStore:
             return hit
         if not data:
             return self._remember(key, ImageResult(None, None, schema.IMAGE_MISSING, "the embedded image is empty"))
-        status, detail, fmt = check_image(data, self.max_pixels, self.full)
+        status, detail, fmt, phash = check_image(data, self.max_pixels, self.full)
         self.checked += 1
         if status != schema.OK:
             return self._remember(key, ImageResult(None, digest, status, f"embedded image {detail}"))
@@ -114,7 +124,7 @@ class ImageStore:
             write_bytes_atomic(target, data)
             self.stored += 1
             self.stored_bytes += len(data)
-        return self._remember(key, ImageResult(rel, digest, schema.OK))
+        return self._remember(key, ImageResult(rel, digest, schema.OK, phash=phash))
 
     def add_path(self, path: str, root: Path, fallbacks: tuple[str, ...] = ()) -> ImageResult:
         key = ("p", str(root), path, fallbacks)
@@ -154,11 +164,11 @@ class ImageStore:
         except OSError as e:
             return ImageResult(None, None, schema.IMAGE_MISSING, f"`{real}` cannot be read ({e.strerror or e})")
         digest = hashlib.sha256(data).hexdigest()[:32]
-        status, detail, _ = check_image(data, self.max_pixels, self.full)
+        status, detail, _, phash = check_image(data, self.max_pixels, self.full)
         self.checked += 1
         if status != schema.OK:
             return ImageResult(None, digest, status, f"`{real}` {detail}")
-        return ImageResult(real, digest, schema.OK)
+        return ImageResult(real, digest, schema.OK, phash=phash)
 
 
 def image_roots(pairs_dir: Path) -> list[Path]:

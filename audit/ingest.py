@@ -24,6 +24,7 @@ from audit.config import IngestConfig, to_dict
 from audit.errors import FormatError, SourceError
 from audit.images import ImageStore
 from audit.io import atomic_path, versions, write_json_atomic
+from audit.links import text_key
 from audit.sources import detect_format, get_format
 from audit.sources.base import BadRecord, NotPaired, RawPair, SourceFormat, strip_image_token
 from audit.sources.readers import SourceFiles, iter_records, locate
@@ -172,7 +173,7 @@ class PairsWriter:
         if not self.rows:
             return
         assert self.extra_types is not None
-        cols: dict[str, list] = {name: [r[name] for r in self.rows] for name in schema.PAIRS_COLUMNS}
+        cols: dict[str, list] = {name: [r.get(name) for r in self.rows] for name in schema.PAIRS_COLUMNS}
         for k, kind in self.extra_types.items():
             cols[k] = []
         leftovers = []
@@ -220,7 +221,8 @@ class _Run:
 
     def __init__(self, fmt: SourceFormat, src: SourceFiles, store: ImageStore, root: Path) -> None:
         self.fmt, self.src, self.store, self.root = fmt, src, store, root
-        self.dedup = Dedup()
+        self.dedup = Dedup()        # exact content: numbers repeated rows for a stable, unique pair_id
+        self.same = Dedup()         # normalised content and perceptual picture: marks later copies `duplicate`
         self.status_counts: Counter[str] = Counter()
 
     def row(self, raw: RawPair, where: str) -> tuple[dict, dict]:
@@ -239,11 +241,15 @@ class _Run:
             status, detail = img.status, img.detail
         prompt = raw.prompt if isinstance(raw.prompt, str) else ""
         image_id = img.image_id if img is not None else None
+        phash = img.phash if img is not None and img.status == schema.OK else None
         if status == schema.OK:
             key = _h64(prompt, raw.chosen, raw.rejected, image_id or "")
             seen = self.dedup.seen_before(int.from_bytes(key, "big"))
-            if seen:
-                status, detail = schema.DUPLICATE, "same prompt, responses and image as an earlier row"
+            same = bytes.fromhex(text_key(prompt, raw.chosen, raw.rejected, phash or image_id or ""))
+            if self.same.seen_before(int.from_bytes(same, "big")):
+                status, detail = schema.DUPLICATE, ("same prompt, responses and image as an earlier row" if seen else
+                                                    "same prompt, responses and picture as an earlier row (up to "
+                                                    "case, spacing or the picture's encoding)")
         else:
             # Rows that cannot be used are never duplicates of each other: key them by position.
             key = _h64("row", where, str(raw.sample_id))
@@ -256,7 +262,7 @@ class _Run:
             "prompt": raw.prompt if isinstance(raw.prompt, str) else None,
             "chosen": raw.chosen if isinstance(raw.chosen, str) else None,
             "rejected": raw.rejected if isinstance(raw.rejected, str) else None,
-            "image_path": img.path if img is not None else None, "image_id": image_id,
+            "image_path": img.path if img is not None else None, "image_id": image_id, "image_phash": phash,
             "prompt_id": hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest(),
             "margin": margin, "status": status, "status_detail": detail,
         }, extra

@@ -19,7 +19,8 @@ IMAGE_MISSING = "image_missing"          # no image given, or the file does not 
 IMAGE_CORRUPT = "image_corrupt"          # cannot be decoded (truncated, not an image)
 IMAGE_TOO_LARGE = "image_too_large"      # declared pixel count above the limit (decompression bomb)
 IMAGE_OUTSIDE_ROOT = "image_outside_root"  # path (or symlink) escapes the dataset root: refused
-DUPLICATE = "duplicate"                  # same prompt, responses and image as an earlier row
+DUPLICATE = "duplicate"                  # same prompt, responses and picture as an earlier row (texts normalised,
+                                         # the picture by perceptual hash: a re-encoded copy is the same picture)
 
 STATUSES = (OK, BAD_ROW, MISSING_FIELD, BAD_TEXT, EMPTY_RESPONSE, IDENTICAL_RESPONSES,
             IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_TOO_LARGE, IMAGE_OUTSIDE_ROOT, DUPLICATE)
@@ -39,12 +40,16 @@ PAIRS_SCHEMA = pa.schema([
     pa.field("rejected", pa.string()),
     pa.field("image_path", pa.string()),   # relative = inside the pairs folder's store; absolute = in the source root
     pa.field("image_id", pa.string()),     # sha256 of the image bytes (first 32 hex digits): one image, one id
+    pa.field("image_phash", pa.string()),  # perceptual hash (64 hex digits, audit.links): re-encoded copies are close
     pa.field("prompt_id", pa.string()),    # hash of the prompt text; with image_id it defines groups
     pa.field("margin", pa.float64()),      # e.g. rating difference; null when the source has none
     pa.field("status", pa.string(), nullable=False),
     pa.field("status_detail", pa.string()),  # human-readable reason for a non-ok status
 ])
 PAIRS_COLUMNS = tuple(PAIRS_SCHEMA.names)
+# Columns a pairs table written by an older version may lack (read as null).
+OPTIONAL_COLUMNS = ("image_phash",)
+REQUIRED_COLUMNS = tuple(c for c in PAIRS_COLUMNS if c not in OPTIONAL_COLUMNS)
 EXTRA_JSON = "extra_json"
 
 PAIRS_FILE = "pairs.parquet"

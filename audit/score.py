@@ -240,11 +240,34 @@ def _per_source(cfg: ScoreConfig, ctx: ScoreContext, audit: Audited) -> list[dic
 
 
 WEAK_MM_ACC = 0.6     # below this (or below the text-only accuracy) the multimodal side explains little
+LARGE_GROUP_SHARE = 0.05   # one group above this share of the scored pairs unbalances the folds
 
 
 def audit_warnings(summary: dict) -> list[str]:
-    """What a reader must know before trusting the SFC and weights: a weak multimodal side. Its loss is
-    then close to log 2 on most pairs, so SFC ~ L_text / (L_text + 0.69) and follows the text probe."""
+    """What a reader must know before trusting the SFC and weights: one group holding a large share of
+    the data (folds unbalanced, its pairs scored by heads that saw few like them), and a weak
+    multimodal side (its loss is then close to log 2 on most pairs, so SFC ~ L_text / (L_text + 0.69)
+    and follows the text probe)."""
+    return _group_warnings(summary) + _mm_warnings(summary)
+
+
+def _group_warnings(summary: dict) -> list[str]:
+    from audit.context import KEY_WORDS
+
+    big = ((summary.get("folds") or {}).get("links") or {}).get("largest_group")
+    if not big or big["share"] <= LARGE_GROUP_SHARE:
+        return []
+    ex = big.get("example") or {}
+    what = {"prompt": f" (\"{str(ex.get('prompt', ''))[:80]}\")",
+            "answers": f" (\"{str(ex.get('chosen', ''))[:50]}\" / \"{str(ex.get('rejected', ''))[:50]}\")"}.get(big["key"], "")
+    return [f"one group holds {100 * big['share']:.1f}% of the scored pairs ({big['rows']} rows): they stay in one "
+            f"fold, so the folds are unbalanced. Most of it is linked by its {KEY_WORDS[big['key']]}{what}, shared by "
+            f"{big['key_rows']} of its rows, e.g. row `{ex.get('sample_id', '?')}`. Look at those rows: copies of one "
+            "pair are worth dropping; a shared text that is a template of your data leaks nothing, and the imbalance "
+            "only makes the scores noisier"]
+
+
+def _mm_warnings(summary: dict) -> list[str]:
     mm, text = summary["mm_acc"], summary["text_acc"]
     if not (mm < WEAK_MM_ACC or mm < text):
         return []
@@ -274,7 +297,7 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
         "cue_share": _cue_share(ctx, audit.all_weights), "per_source": _per_source(cfg, ctx, audit),
         "folds": {"k": cfg.folds, "n_groups": int(ctx.groups.max() + 1),
                   "largest_group": int(np.bincount(ctx.groups).max()),
-                  "sizes": np.bincount(ctx.folds, minlength=cfg.folds).tolist()},
+                  "sizes": np.bincount(ctx.folds, minlength=cfg.folds).tolist(), "links": ctx.links},
         "l2": {role: fitted[role].l2 for role in ("text", "cue", "mm")},
         "temperature": {role: audit.temperatures[role] for role in ("text", "cue", "mm")},
         "encoders": {"text": fitted["text"].encoder, **fitted["mm"].encoder},

@@ -73,18 +73,17 @@ def test_ipw_floor_and_clip():
 def test_groups_link_images_rows_and_specific_prompts_not_templates():
     image = ["a", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
     sample = [str(i) for i in range(12)]
-    prompt = ["p1", "p2", "p2", "q", "t", "t", "t", "t", "t", "t", "t", "x"]   # `t` is a template (7 of 12)
-    g = group_ids(image, sample, prompt, template_share=0.25)
+    prompt = ["p1", "p2", "p2", "q", "t", "t", "t", "t", "t", "t", "t", "x"]   # `t` is a template (7 pictures)
+    g = group_ids(image, sample, prompt)
     assert g[0] == g[1] == g[2]           # image a links 0-1, prompt p2 links 1-2
     assert len(set(g[4:11])) == 7         # the template prompt links nothing
     assert len(set(g)) == 10
 
 
-def _union_find_groups(image, sample, prompt, template_share=0.1):
-    """The plain reference: union-find over rows sharing a key (None and template prompts skipped),
-    groups numbered by their smallest row."""
-    from collections import Counter
-
+def _union_find_groups(image, sample, prompt, max_pictures=3):
+    """The plain reference: union-find over rows sharing a key (None and template prompts skipped: a
+    prompt seen with more than `max_pictures` different images; a row without an image is a picture of
+    its own), groups numbered by their smallest row."""
     n = len(image)
     parent = list(range(n))
 
@@ -93,11 +92,13 @@ def _union_find_groups(image, sample, prompt, template_share=0.1):
             a = parent[a]
         return a
 
-    counts, cap = Counter(p for p in prompt if p is not None), max(2, int(template_share * n))
+    pictures: dict = {}
+    for i, (p, im) in enumerate(zip(prompt, image)):
+        pictures.setdefault(p, set()).add(im if im is not None else ("row", i))
     for keys, is_prompt in ((image, False), (sample, False), (prompt, True)):
         first = {}
         for i, key in enumerate(keys):
-            if key is None or (is_prompt and counts[key] > cap):
+            if key is None or (is_prompt and len(pictures[key]) > max_pictures):
                 continue
             ra, rb = find(first.setdefault(key, i)), find(i)
             parent[max(ra, rb)] = min(ra, rb)

@@ -41,6 +41,7 @@ class ProbeResult:
     encoder: dict = field(default_factory=dict)      # its entry under summary["encoders"]
     summary: dict = field(default_factory=dict)      # its own top-level summary keys
     extra: dict = field(default_factory=dict)        # anything its `summary` hook needs later
+    nested: Any = None     # text role: fold f -> margins of the rows outside f from heads that never saw f
 
 
 class Probe:

@@ -78,9 +78,10 @@ def bilinear_rows(t: np.ndarray, v: np.ndarray):
 
 
 def multimodal_margins(image_rows, chosen_rows, rejected_rows, n: int, folds: np.ndarray, groups: np.ndarray,
-                       text_margin: np.ndarray, seed: int, dims: int = 32, max_fit: int | None = None
+                       text_margin, seed: int, dims: int = 32, max_fit: int | None = None
                        ) -> tuple[np.ndarray, float]:
-    """`*_rows(idx) -> float32 rows`: image features and chosen / rejected embeddings of the pairs."""
+    """`*_rows(idx) -> float32 rows`: image features and chosen / rejected embeddings of the pairs.
+    `text_margin`: the offset, one array or a function of the held-out fold (`audit.bt.nested_margins`)."""
     t, v = bilinear_projections(image_rows, chosen_rows, rejected_rows, n, dims, seed)
     return cross_fit(LinearBT, bilinear_rows(t, v), folds, groups, offset=text_margin, seed=seed, max_fit=max_fit)
 
@@ -103,9 +104,13 @@ class BilinearProbe(Probe):
         cfg = self.cfg
         _, emb = ctx.inputs["text"]
         ienc, image_rows = ctx.inputs["image"]
+        text = fitted["text"]
         margin, l2 = multimodal_margins(image_rows, lambda i: emb.take(i, "c")[0], lambda i: emb.take(i, "r")[0],
-                                        ctx.m, ctx.folds, ctx.groups, fitted["text"].margin, cfg.seed,
+                                        ctx.m, ctx.folds, ctx.groups, text.nested or text.margin, cfg.seed,
                                         dims=cfg.mm_dims, max_fit=cfg.fit_pairs)
         return ProbeResult(margin, l2=l2, encoder={
             "mm": f"bilinear probe on {cfg.mm_dims}x{cfg.mm_dims} PCA dims (product of experts with the text margin)",
-            "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint})
+            "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint,
+            "offset": ("nested out-of-fold text margins (no offset saw the multimodal head's test fold)"
+                       if text.nested else "out-of-fold text margins (not nested: the fine-tuned text probe is "
+                       "fitted once per fold)")})

@@ -54,10 +54,11 @@ class TextEmbeddingProbe(Probe):
         return cfg.text_probe == "embedding"
 
     def fit(self, ctx, fitted) -> ProbeResult:
-        from audit.bt import LinearBT, cross_fit
+        from audit.bt import LinearBT, cross_fit, nested_margins
 
         enc, emb = ctx.inputs["text"]
-        margin, l2 = cross_fit(LinearBT, text_feature_rows(emb), ctx.folds, ctx.groups, seed=self.cfg.seed,
-                               max_fit=self.cfg.fit_pairs)
-        return ProbeResult(margin, l2=l2, encoder={"probe": "embedding", "name": self.cfg.text_encoder,
+        x = text_feature_rows(emb)
+        margin, l2 = cross_fit(LinearBT, x, ctx.folds, ctx.groups, seed=self.cfg.seed, max_fit=self.cfg.fit_pairs)
+        nested = nested_margins(LinearBT, x, ctx.folds, l2, self.cfg.seed, self.cfg.fit_pairs)
+        return ProbeResult(margin, l2=l2, nested=nested, encoder={"probe": "embedding", "name": self.cfg.text_encoder,
                                                    "pooling": enc.pooling, "fingerprint": enc.fingerprint})
