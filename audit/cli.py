@@ -11,8 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from audit.config import (AppConfig, BenchConfig, CardConfig, EvalConfig, TrainConfig, DemoConfig, ExportConfig, IngestConfig, ScoreConfig, SynthConfig, add_arguments,
-                          from_args)
+from audit.config import (AppConfig, BenchConfig, CardConfig, EvalConfig, TrainConfig, DemoConfig, ExportConfig, IngestConfig,
+                          OverlapConfig, ScoreConfig, SynthConfig, add_arguments, from_args)
 from audit.errors import AuditError
 
 
@@ -180,6 +180,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_overlap(args: argparse.Namespace) -> int:
+    from audit.overlap import KINDS, OVERLAP_JSON, OVERLAP_PARQUET, overlap
+
+    cfg = from_args(OverlapConfig, args)
+    rep = overlap(cfg)
+    print(f"A: {rep['a_rows']} rows   B: {rep['b_rows']} rows ({rep['b_compared']} compared)")
+    print(f"{'kind':<14} {'matches':>8} {'B rows':>8} {'A rows':>8}")
+    for k in KINDS:
+        c = rep["kinds"][k]
+        print(f"{k:<14} {c['matches']:>8} {c['b_rows']:>8} {c['a_rows']:>8}")
+    con = rep["contaminated"]
+    print(f"contaminated B rows ({', '.join(con['kinds'])}): {con['b_rows']} ({100 * con['b_share']:.1f}% of B)")
+    if rep["excluded"]:
+        ex = rep["excluded"]
+        print(f"B without them ({ex['rows_out']} of {ex['rows_in']} rows, format `{ex['format']}`): {ex['path']}")
+    print(f"matches: {cfg.out / OVERLAP_PARQUET}   report: {cfg.out / OVERLAP_JSON}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from audit.demo import demo
 
@@ -205,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("card", "write a Hugging Face dataset card from an audit", CardConfig, _cmd_card),
         ("train", "train a reward model: standard, weighted or shortcut-aware", TrainConfig, _cmd_train),
         ("eval", "pairwise accuracy of a trained reward model on datasets", EvalConfig, _cmd_eval),
+        ("overlap", "what two datasets share: pictures, prompts, answers, pairs (train vs eval)", OverlapConfig,
+         _cmd_overlap),
         ("bench", "the cross-distribution experiment on the synthetic environments", BenchConfig, _cmd_bench),
         ("demo", "run the pipeline on built-in synthetic data, offline", DemoConfig, _cmd_demo),
     ]

@@ -148,6 +148,9 @@ class SynthConfig:
     holdout: int = opt(0, ge=0, help="also write a held-out split of this many pairs of the same distribution: "
                        "the training set goes to OUT/train, the held-out one to OUT/heldout (pass it to "
                        "`eval --iid heldout`)")
+    plant: int = opt(0, ge=0, help="make the first N pairs copies of a training set's pairs (see `--plant-seed`), "
+                     "their pictures re-encoded as JPEG and resized: a contaminated eval set to try `overlap` on")
+    plant_seed: int = opt(0, ge=0, help="with `--plant`: the `--seed` of the training set the copies come from")
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -578,6 +581,41 @@ class EvalConfig:
         if not ((self.run / "model.safetensors").is_file() or (self.run / "model" / "config.json").is_file()):
             raise ConfigError(f"`{self.run}` holds no trained model (model.safetensors or model/); train one with "
                               "`shortcut-audit train`, or pass `--scores` to evaluate an external model's scores")
+
+
+@dataclass
+class OverlapConfig:
+    """`shortcut-audit overlap`: what two datasets share (say, a training set and an eval set): the same
+    or near-identical pictures, the same specific prompts, answers and whole pairs."""
+
+    a: Path = opt(positional=True, metavar="A", help="the first dataset (e.g. the training set): a source or a pairs folder")
+    b: Path = opt(positional=True, metavar="B", help="the second dataset (e.g. the eval set): a source or a pairs folder")
+    out: Path | None = opt(None, short="-o", help="output folder: overlap.json, overlap.parquet (and with "
+                           "`--exclude`, B without its contaminated rows)")
+    near_distance: int = opt(32, ge=0, le=128, help="two pictures are near-identical when their 256-bit perceptual "
+                             "hashes differ in at most this many bits (see README, `overlap`)")
+    min_chars: int = opt(20, ge=1, help="answers and prompts shorter than this many characters (normalised) are not "
+                         "compared on their own (\"Yes.\" is in every dataset)")
+    kinds: str = opt("image,near_image,pair,swapped_pair,response", metavar="KIND,...",
+                     help="the kinds of match that make a B row contaminated (counted in the summary, removed by "
+                     "`--exclude`); all kinds are listed in overlap.parquet either way: image, near_image, pair, "
+                     "swapped_pair, response, prompt")
+    exclude: bool = opt(False, help="also write B without its contaminated rows (see `--kinds`), in B's own "
+                        "format, to OUT/excluded")
+    overwrite: bool = opt(False, help="replace a non-empty `-o` folder that shortcut-audit wrote earlier, whole "
+                          "(its earlier contents are deleted once this run finishes; a folder of your own is never deleted)")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        if self.out is None:
+            raise ConfigError("`-o/--out` is required: the folder to write overlap.json and overlap.parquet into")
+        self.a, self.b, self.out = Path(self.a), Path(self.b), Path(self.out)
+        valid = ("image", "near_image", "pair", "swapped_pair", "response", "prompt")
+        names = [k.strip() for k in str(self.kinds).split(",") if k.strip()]
+        bad = [k for k in names if k not in valid]
+        if bad or not names:
+            raise ConfigError(f"`--kinds`: unknown kind(s) {', '.join(bad) or '(none given)'}; valid: {', '.join(valid)}")
+        self.kinds = ",".join(names)
 
 
 @dataclass

@@ -76,6 +76,41 @@ def select(ok_weight: np.ndarray, is_shortcut: np.ndarray, pair_ids: list[str], 
     return np.random.default_rng(cfg.seed).choice(n, size=size, replace=True, p=p)
 
 
+def write_rows(frame, idx: np.ndarray, pairs_dir: Path, writer_name: str, out: Path, *, container: str = "parquet",
+               seed: int = 0, extra: dict[str, np.ndarray] | None = None) -> Path:
+    """Write rows `idx` of a pairs (or audited) frame with the writer of a source format, streaming:
+    each image is read from the pairs folder when its row is written. The frame's own scalar columns
+    travel as extra columns (`_NOT_EXTRA` aside); `extra`: float columns to add (say, the weights)."""
+    from audit.sources import get_format
+
+    fmt = get_format(writer_name)
+    roots = image_roots(pairs_dir)
+    extra = extra or {}
+    extra_cols = [c for c in frame.columns if c not in _NOT_EXTRA
+                  and _ARROW_KIND.get(str(frame.schema[c]).split("(")[0])]
+    spec = {c: _ARROW_KIND[str(frame.schema[c]).split("(")[0]] for c in extra_cols}
+    if "src_image_path" in spec and writer_name in ("rlaif-v", "rlhf-v"):
+        spec.pop("src_image_path")   # the writer restores the source's own `image_path`
+    spec.update({c: "float64" for c in extra})
+    cols = {c: frame[c].to_list() for c in set(extra_cols) | {"prompt", "chosen", "rejected", "image_path", "image_id", "sample_id"}}
+
+    def pairs() -> Iterator[ExportPair]:
+        for i in idx:
+            i = int(i)
+            path = cols["image_path"][i]
+            data = resolve_image(pairs_dir, path, allowed_roots=roots).read_bytes()
+            truth = {c: cols[c][i] for c in extra_cols if c in spec}
+            truth.update({c: float(v[i]) for c, v in extra.items()})
+            if "src_image_path" in cols and writer_name in ("rlaif-v", "rlhf-v"):
+                truth["image_path"] = cols["src_image_path"][i]
+            yield ExportPair(sample_id=str(cols["sample_id"][i]), image_id=cols["image_id"][i],
+                             ext=Path(path).suffix.lstrip(".") or "png", image_png=data, prompt=cols["prompt"][i],
+                             chosen=cols["chosen"][i], rejected=cols["rejected"][i], truth=truth)
+
+    out.mkdir(parents=True, exist_ok=True)
+    return fmt.write(pairs(), out, container=container, seed=seed, extra_spec=spec)
+
+
 def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
     """Run an export; `only` restricts it to these pair ids (the app's current filter)."""
     from audit.io import claim_output
@@ -89,10 +124,6 @@ def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
 
 def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_dir: Path) -> dict:
     import polars as pl
-
-    from audit.sources import get_format
-
-    roots = image_roots(pairs_dir)
 
     if only is not None:
         df = df.filter(pl.col("pair_id").is_in(list(only)))
@@ -116,14 +147,7 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
                               "pick an explicit `--format`")
         fmt_name = sources[0]
     writer_name = {"parquet": "pairs", "hf": "pairs", "alignrm": "alignrm", "trl": "trl"}.get(fmt_name, fmt_name)
-    fmt = get_format(writer_name)
 
-    extra_cols = [c for c in ok.columns if c not in _NOT_EXTRA and _ARROW_KIND.get(str(ok.schema[c]).split("(")[0])]
-    spec = {c: _ARROW_KIND[str(ok.schema[c]).split("(")[0]] for c in extra_cols}
-    if "src_image_path" in spec and writer_name in ("rlaif-v", "rlhf-v"):
-        spec.pop("src_image_path")   # the writer restores the source's own `image_path`
-    spec["weight"] = "float64"
-    spec["audit_weight"] = "float64"
     out_weight = weight if cfg.mode == "weight" else np.ones(ok.height)
     # A subset (the app's filter, a scheme recomputed here) keeps mean weight 1 over what is exported: a
     # weighted trainer then runs at its learning rate, not at a fraction of it.
@@ -131,26 +155,9 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
     renormalised = cfg.mode == "weight" and exported_mean > 0 and abs(exported_mean - 1.0) > 1e-9
     if renormalised:
         out_weight = out_weight / exported_mean
-
-    cols = {c: ok[c].to_list() for c in set(extra_cols) | {"prompt", "chosen", "rejected", "image_path", "image_id", "sample_id"}}
-
-    def pairs() -> Iterator[ExportPair]:
-        for i in idx:
-            i = int(i)
-            path = cols["image_path"][i]
-            data = resolve_image(pairs_dir, path, allowed_roots=roots).read_bytes()
-            truth = {c: cols[c][i] for c in extra_cols if c in spec}
-            truth["weight"] = float(out_weight[i])
-            truth["audit_weight"] = float(weight[i])
-            if "src_image_path" in cols and writer_name in ("rlaif-v", "rlhf-v"):
-                truth["image_path"] = cols["src_image_path"][i]
-            yield ExportPair(sample_id=str(cols["sample_id"][i]), image_id=cols["image_id"][i],
-                             ext=Path(path).suffix.lstrip(".") or "png", image_png=data, prompt=cols["prompt"][i],
-                             chosen=cols["chosen"][i], rejected=cols["rejected"][i], truth=truth)
-
-    cfg.out.mkdir(parents=True, exist_ok=True)
     container = "hf" if cfg.format == "hf" or (fmt_name == "trl" and cfg.container == "hf") else "parquet"
-    path = fmt.write(pairs(), cfg.out, container=container, seed=cfg.seed, extra_spec=spec)
+    path = write_rows(ok, idx, pairs_dir, writer_name, cfg.out, container=container, seed=cfg.seed,
+                      extra={"weight": out_weight, "audit_weight": weight})
     rows_out = int(len(idx))
     report = {
         "audit": str(cfg.audit), "mode": cfg.mode, "format": cfg.format, "written_as": writer_name, "path": str(path),

@@ -78,7 +78,8 @@ def strip_image_token(prompt: Any) -> Any:
 
 
 # Types of the ground-truth columns synth adds to every row (writers take any such spec).
-TRUTH_SPEC = {"env": "string", "task": "string", "cue": "string", "cue_on_chosen": "bool", "cue_p": "float64"}
+TRUTH_SPEC = {"env": "string", "task": "string", "cue": "string", "cue_on_chosen": "bool", "cue_p": "float64",
+              "planted_copy_of": "string"}
 
 
 def hf_image(png: bytes, path: str | None = None) -> dict:

@@ -21,6 +21,8 @@ from audit.synth.scenes import draw_scene, encode_png, make_question, make_scene
 
 log = logging.getLogger(__name__)
 
+JPEG_MAGIC = bytes([0xFF, 0xD8])
+
 __all__ = ["SynthPair", "generate", "synth", "ENVIRONMENTS", "get_env"]
 
 
@@ -38,7 +40,8 @@ class SynthPair:
 
     @property
     def image_name(self) -> str:
-        return f"{self.scene_id}.png"
+        ext = "jpg" if self.image_png[:2] == JPEG_MAGIC else "png"
+        return f"{self.scene_id}.{ext}"
 
 
 def _env_key(name: str) -> int:
@@ -76,6 +79,32 @@ def generate(env: Environment | str, n: int, seed: int = 0, p: float | None = No
                         image_png=png, prompt=q.prompt, chosen=chosen, rejected=rejected, truth=truth)
 
 
+def reencoded(png: bytes, scale: float = 1.5, quality: int = 85) -> bytes:
+    """The same picture as another file: resized by `scale` and saved as JPEG."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        im = im.convert("RGB").resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=quality)
+        return buf.getvalue()
+
+
+def planted(pairs: Iterator[SynthPair], copies: Iterator[SynthPair]) -> Iterator[SynthPair]:
+    """`pairs` with its first ones replaced by `copies` (another set's pairs: same texts, the picture
+    re-encoded and resized, a sample id of this set). The copies' truth says `planted_copy_of`."""
+    for copy in copies:
+        pair = next(pairs, None)
+        if pair is None:
+            return
+        yield SynthPair(sample_id=pair.sample_id, scene_id=copy.scene_id + "-copy", image_png=reencoded(copy.image_png),
+                        prompt=copy.prompt, chosen=copy.chosen, rejected=copy.rejected,
+                        truth={**copy.truth, "planted_copy_of": copy.sample_id})
+    yield from pairs
+
+
 def synth(cfg: SynthConfig) -> Path:
     """Write an environment in `cfg.format` under `cfg.out`; returns the main data file or folder."""
     from audit.io import claim_output
@@ -98,6 +127,9 @@ def _synth(cfg: SynthConfig, env, fmt) -> Path:
     out = cfg.out / "train" if cfg.holdout else cfg.out
     out.mkdir(parents=True, exist_ok=True)
     pairs = generate(env, cfg.n, cfg.seed, cfg.p, cfg.pairs_per_image, cfg.image_size)
+    if cfg.plant:
+        pairs = planted(pairs, generate(env, min(cfg.plant, cfg.n), cfg.plant_seed, cfg.p, cfg.pairs_per_image,
+                                        cfg.image_size))
     path = fmt.write(pairs, out, container=cfg.container, seed=cfg.seed)
     log.info("wrote %d pairs of `%s` as %s to %s", cfg.n, env.name, fmt.name, path)
     return path

@@ -1,0 +1,292 @@
+"""`overlap A B -o DIR`: what two datasets share, so an eval set's numbers are not inflated by its
+training set (VL-RewardBench draws pairs from RLAIF-V, POVID, RLHF-V and VLFeedback; those share
+COCO pictures).
+
+Kinds of match (each row of `overlap.parquet` is one A row and one B row):
+
+    image         the same image bytes
+    near_image    a near-identical picture (re-encoded, resized): perceptual hashes at most
+                  `--near-distance` bits apart (`audit.links`); `distance` is that number
+    pair          the same prompt and answers on the same sides (texts normalised)
+    swapped_pair  the same prompt and answers with the preference reversed
+    response      the same answer (chosen or rejected, either side), at least `--min-chars` long
+    prompt        the same specific prompt, at least `--min-chars` long
+
+A prompt or an answer that either dataset uses with more than `audit.folds.TEMPLATE_PICTURES`
+different pictures is a template ("Describe this image in detail.") and is not a match. Rows are
+compared when they have texts and an image (status `ok` or `duplicate`). A B row is contaminated when it
+has a match of one of `--kinds` (all but `prompt` by default); `--exclude` writes B without those rows.
+
+Streams A: B's keys are held (a few dozen bytes a row), A is read twice in batches (template counts
+of B's texts, then the matches), and matches are written as they are found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from audit import schema
+from audit.config import IngestConfig, OverlapConfig, to_dict
+from audit.folds import TEMPLATE_PICTURES
+from audit.io import atomic_path, versions, write_json_atomic
+from audit.links import BandIndex, hash_words, normalise
+from audit.stream import read_batches
+
+log = logging.getLogger(__name__)
+
+KINDS = ("image", "near_image", "pair", "swapped_pair", "response", "prompt")
+OVERLAP_JSON, OVERLAP_PARQUET = "overlap.json", "overlap.parquet"
+_COLUMNS = ["pair_id", "sample_id", "source", "prompt", "chosen", "rejected", "image_id", "image_phash", "status"]
+_COMPARED = (schema.OK, schema.DUPLICATE)
+
+
+def _k(*texts: str) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return int.from_bytes(h.digest(), "big", signed=True)
+
+
+def keys_of(batch, min_chars: int, start: int = 0):
+    """The comparison keys of a batch of pairs rows (a pyarrow table or polars frame), as a polars
+    frame: row (position in its table), image_id, prompt_k, chosen_k, rejected_k, pair_k, swapped_k;
+    null where a row is not compared or a text is too short to compare on its own."""
+    import polars as pl
+
+    df = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
+    n = df.height
+    cols = {c: df[c].to_list() if c in df.columns else [None] * n for c in _COLUMNS}
+    out = {k: [None] * n for k in ("prompt_k", "chosen_k", "rejected_k", "pair_k", "swapped_k")}
+    for i in range(n):
+        if cols["status"][i] not in _COMPARED:
+            continue
+        p, c, r = (normalise(cols[k][i]) for k in ("prompt", "chosen", "rejected"))
+        out["pair_k"][i], out["swapped_k"][i] = _k(p, c, r), _k(p, r, c)
+        if len(p) >= min_chars:
+            out["prompt_k"][i] = _k(p)
+        if len(c) >= min_chars:
+            out["chosen_k"][i] = _k(c)
+        if len(r) >= min_chars:
+            out["rejected_k"][i] = _k(r)
+    compared = [s in _COMPARED for s in cols["status"]]
+    return pl.DataFrame({
+        "row": np.arange(start, start + n, dtype=np.int64),
+        "image_id": [v if ok else None for v, ok in zip(cols["image_id"], compared)],
+        "image_phash": [v if ok else None for v, ok in zip(cols["image_phash"], compared)],
+        **{k: pl.Series(k, v, dtype=pl.Int64) for k, v in out.items()},
+    })
+
+
+def _texts(keys) -> "object":
+    """(key, image_id) of a keys frame's prompts and answers, long format."""
+    import polars as pl
+
+    return pl.concat([keys.select(pl.col(c).alias("key"), "image_id") for c in ("prompt_k", "chosen_k", "rejected_k")]
+                     ).drop_nulls()
+
+
+def _capped(pairs, cap: int = TEMPLATE_PICTURES + 1):
+    """Distinct (key, image_id), at most `cap` images per key (enough to tell a template)."""
+    import polars as pl
+
+    return pairs.unique().group_by("key").head(cap).select("key", "image_id").sort("key", "image_id")
+
+
+def _pairs_dir(src: Path, out: Path, name: str) -> Path:
+    if (src / schema.PAIRS_FILE).is_file() and (src / schema.REPORT_FILE).is_file():
+        return src
+    from audit.ingest import ingest
+
+    dest = out / "pairs" / name
+    ingest(IngestConfig(source=src, out=dest, overwrite=True))
+    return dest
+
+
+def overlap(cfg: OverlapConfig) -> dict:
+    """Compare A with B; returns the report (also OUT/overlap.json)."""
+    from audit.io import claim_output
+
+    with claim_output(cfg.out, "overlap", [cfg.a, cfg.b], overwrite=cfg.overwrite, resumable=True):
+        return _overlap(cfg)
+
+
+class _Counts:
+    """Distinct rows per kind on each side, overall and per source."""
+
+    def __init__(self, b_n: int, b_source: np.ndarray, contaminating: tuple[str, ...]) -> None:
+        self.contaminating = contaminating
+        self.b_hit = {k: np.zeros(b_n, dtype=bool) for k in KINDS}
+        self.b_source = b_source
+        self.a_rows = {k: 0 for k in KINDS}
+        self.a_any = 0
+        self.a_by_source: dict[str, dict[str, int]] = {}
+        self.matches = {k: 0 for k in KINDS}
+
+    def add(self, m, a_source: list) -> None:
+        import polars as pl
+
+        for kind in KINDS:
+            sel = m.filter(pl.col("kind") == kind)
+            if sel.height == 0:
+                continue
+            self.matches[kind] += sel.height
+            self.b_hit[kind][sel["b_row"].to_numpy()] = True
+            a_rows = sel["a_pos"].unique().to_numpy()
+            self.a_rows[kind] += len(a_rows)
+            for s in (a_source[i] for i in a_rows):
+                d = self.a_by_source.setdefault(s, {k: 0 for k in KINDS})
+                d[kind] += 1
+        bad = m.filter(pl.col("kind").is_in(list(self.contaminating)))
+        self.a_any += bad["a_pos"].n_unique()
+
+    def contaminated(self) -> np.ndarray:
+        return np.logical_or.reduce([self.b_hit[k] for k in self.contaminating])
+
+
+def _overlap(cfg: OverlapConfig) -> dict:
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    a_dir, b_dir = _pairs_dir(cfg.a, cfg.out, "a"), _pairs_dir(cfg.b, cfg.out, "b")
+    a_file, b_file = a_dir / schema.PAIRS_FILE, b_dir / schema.PAIRS_FILE
+
+    # B: its keys, held (B is the smaller side, an eval set).
+    b_cols = [c for c in _COLUMNS if c in pq.read_schema(b_file).names]
+    b = pl.read_parquet(b_file, columns=b_cols)
+    bk = keys_of(b, cfg.min_chars)
+    b_words, b_pos = hash_words(bk["image_phash"])
+    b_uniq, b_inv = (np.unique(b_words, axis=0, return_inverse=True) if len(b_pos)
+                     else (b_words, np.zeros(0, dtype=np.int64)))
+    b_hash = pl.DataFrame({"h": b_inv.ravel().astype(np.int64), "b_row": b_pos.astype(np.int64)})
+    index = BandIndex(b_uniq)
+
+    # Pass 1 over A: which of B's texts are templates (seen with too many pictures in A or in B).
+    b_texts = _capped(_texts(bk))
+    wanted = b_texts["key"].unique()
+    seen = b_texts
+    a_cols = [c for c in _COLUMNS if c in pq.read_schema(a_file).names]
+    a_n = 0
+    for batch in read_batches(a_file, a_cols):
+        ak = keys_of(batch, cfg.min_chars, a_n)
+        a_n += batch.num_rows
+        seen = _capped(pl.concat([seen, _capped(_texts(ak).filter(pl.col("key").is_in(wanted)))]))
+    per_key = seen.group_by("key").agg(pl.col("image_id").n_unique().alias("pictures"))
+    templates = per_key.filter(pl.col("pictures") > TEMPLATE_PICTURES)["key"]
+
+    def specific(frame, col):
+        return frame.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(templates))
+
+    b_resp = pl.concat([specific(bk, c).select("row", pl.col(c).alias("key")) for c in ("chosen_k", "rejected_k")])
+    counts = _Counts(b.height, b["source"].to_numpy(), tuple(cfg.kinds.split(",")))
+
+    # Pass 2: the matches, batch by batch.
+    out_file = cfg.out / OVERLAP_PARQUET
+    out_schema = pa.schema([("a_sample_id", pa.string()), ("a_pair_id", pa.string()), ("a_source", pa.string()),
+                            ("b_sample_id", pa.string()), ("b_pair_id", pa.string()), ("b_source", pa.string()),
+                            ("kind", pa.string()), ("distance", pa.int64())])
+    b_meta = b.select(pl.col("sample_id").alias("b_sample_id"), pl.col("pair_id").alias("b_pair_id"),
+                      pl.col("source").alias("b_source")).with_row_index("b_row").with_columns(pl.col("b_row").cast(pl.Int64))
+    a_start = 0
+    with atomic_path(out_file) as tmp:
+        writer = pq.ParquetWriter(tmp, out_schema, compression="zstd")
+        try:
+            for batch in read_batches(a_file, a_cols):
+                ak = keys_of(batch, cfg.min_chars, 0)
+                a_meta = pl.from_arrow(batch).select(pl.col("sample_id").alias("a_sample_id"),
+                                                     pl.col("pair_id").alias("a_pair_id"), pl.col("source").alias("a_source"))
+                m = _matches(ak, bk, b_resp, b_hash, index, specific, cfg.near_distance)
+                if m.height:
+                    m = m.with_columns(pl.col("a_pos").cast(pl.Int64), pl.col("b_row").cast(pl.Int64))
+                    counts.add(m, a_meta["a_source"].to_list())
+                    rows = pl.concat([a_meta[m["a_pos"].to_numpy()], b_meta[m["b_row"].to_numpy()].drop("b_row"),
+                                      m.select("kind", "distance")], how="horizontal")
+                    writer.write_table(rows.select(out_schema.names).to_arrow().cast(out_schema))
+                a_start += batch.num_rows
+        finally:
+            writer.close()
+
+    contaminated = counts.contaminated()
+    b_sources = sorted(set(b["source"].to_list()))
+    report = {
+        "a": str(cfg.a), "b": str(cfg.b), "a_pairs_dir": str(a_dir), "b_pairs_dir": str(b_dir),
+        "a_rows": a_n, "b_rows": b.height,
+        "b_compared": int(b["status"].is_in(list(_COMPARED)).sum()),
+        "kinds": {k: {"matches": counts.matches[k], "b_rows": int(counts.b_hit[k].sum()), "a_rows": counts.a_rows[k]}
+                  for k in KINDS},
+        "contaminated": {"b_rows": int(contaminated.sum()), "b_share": round(float(contaminated.mean()), 4) if b.height else 0.0,
+                         "a_rows": counts.a_any, "kinds": cfg.kinds.split(",")},
+        "b_by_source": {s: {"rows": int((b["source"] == s).sum()),
+                            **{k: int(counts.b_hit[k][(b["source"] == s).to_numpy()].sum()) for k in KINDS},
+                            "contaminated": int(contaminated[(b["source"] == s).to_numpy()].sum())} for s in b_sources},
+        "a_by_source": counts.a_by_source,
+        "templates_skipped": int(templates.len()),
+        "near_distance": cfg.near_distance, "min_chars": cfg.min_chars,
+        "excluded": None,
+    }
+    if cfg.exclude:
+        report["excluded"] = _write_excluded(cfg, b_dir, ~contaminated)
+    report.update({"seconds": round(time.perf_counter() - t0, 3), "config": to_dict(cfg), "versions": versions()})
+    write_json_atomic(cfg.out / OVERLAP_JSON, report)
+    return report
+
+
+def _matches(ak, bk, b_resp, b_hash, index: BandIndex, specific, near_distance: int):
+    """The matches of one batch of A against B: a_pos (row in the batch), b_row, kind, distance."""
+    import polars as pl
+
+    parts = []
+
+    def add(frame, kind, distance=0):
+        if frame.height:
+            parts.append(frame.select(pl.col("a_pos").cast(pl.Int64), pl.col("b_row").cast(pl.Int64),
+                                      pl.lit(kind).alias("kind"),
+                                      (pl.col("distance") if isinstance(distance, str) else pl.lit(distance)).cast(pl.Int64).alias("distance")))
+
+    a = ak.with_row_index("a_pos").with_columns(pl.col("a_pos").cast(pl.Int64))
+    bb = bk.rename({"row": "b_row"})
+    add(a.drop_nulls("image_id").join(bb.drop_nulls("image_id").select("image_id", "b_row"), on="image_id"), "image")
+    # Near-identical pictures: A's hashes looked up in B's band index; exact bytes are `image` already.
+    words, pos = hash_words(a["image_phash"])
+    if len(pos):
+        q, x, d = index.query(words, near_distance)
+        if len(q):
+            near = pl.DataFrame({"a_pos": pos[q].astype(np.int64), "h": x.astype(np.int64), "distance": d.astype(np.int64)})
+            near = near.join(b_hash, on="h").join(a.select("a_pos", "image_id"), on="a_pos")
+            near = near.join(bb.select("b_row", pl.col("image_id").alias("b_image")), on="b_row")
+            add(near.filter(pl.col("image_id").is_null() | (pl.col("image_id") != pl.col("b_image"))), "near_image", "distance")
+    add(a.drop_nulls("pair_k").join(bb.drop_nulls("pair_k").select("pair_k", "b_row"), on="pair_k"), "pair")
+    add(a.drop_nulls("pair_k").join(bb.drop_nulls("swapped_k").select(pl.col("swapped_k").alias("pair_k"), "b_row"),
+                                    on="pair_k"), "swapped_pair")
+    a_resp = pl.concat([specific(a, c).select("a_pos", pl.col(c).alias("key")) for c in ("chosen_k", "rejected_k")])
+    add(a_resp.join(b_resp.rename({"row": "b_row"}), on="key").unique(["a_pos", "b_row"]), "response")
+    add(specific(a, "prompt_k").join(specific(bb, "prompt_k").select("prompt_k", "b_row"), on="prompt_k"), "prompt")
+    if not parts:
+        return pl.DataFrame(schema={"a_pos": pl.Int64, "b_row": pl.Int64, "kind": pl.String, "distance": pl.Int64})
+    return pl.concat(parts).sort("a_pos", "b_row", "kind")
+
+
+def _write_excluded(cfg: OverlapConfig, b_dir: Path, keep: np.ndarray) -> dict:
+    """B's rows that share nothing contaminating with A, written in B's own format to OUT/excluded."""
+    import json
+
+    import polars as pl
+
+    from audit.export import write_rows
+
+    table = pl.read_parquet(b_dir / schema.PAIRS_FILE)
+    fmt = json.loads((b_dir / schema.REPORT_FILE).read_text(encoding="utf-8")).get("format", "pairs")
+    writable = table["status"].is_in(list(_COMPARED)).to_numpy()
+    idx = np.flatnonzero(keep & writable)
+    dest = cfg.out / "excluded"
+    path = write_rows(table, idx, b_dir, "pairs" if fmt in ("pairs", None) else fmt, dest)
+    not_written = table.filter(pl.Series(~writable)).group_by("status").len().sort("status")
+    return {"path": str(path), "format": fmt, "rows_in": table.height, "rows_out": int(len(idx)),
+            "removed": int((~keep & writable).sum()), "not_written": dict(not_written.iter_rows())}
