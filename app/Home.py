@@ -7,6 +7,8 @@ import streamlit as st
 
 from common import open_audit, overview_of, pct
 
+from audit.score import grouping_line
+
 st.set_page_config(page_title="shortcut-audit", layout="wide")
 audit = open_audit()
 ov = overview_of(audit)
@@ -26,6 +28,9 @@ m[5].metric("Top cue", s["top_cue"])
 st.write("Rows by status: " + ", ".join(f"`{k}` {v:,}" for k, v in ov["status"].items()))
 for w in s.get("warnings", []):
     st.warning(w[0].upper() + w[1:] + ".")
+grouping = grouping_line(s)
+if grouping:
+    st.caption(grouping[0].upper() + grouping[1:] + ".")
 
 left, right = st.columns(2)
 for col, name, label in ((left, "sfc", "SFC = L_text / (L_mm + L_text)"), (right, "weight", f"weight ({s['scheme']})")):

@@ -141,6 +141,11 @@ def _headline(summary: dict) -> list[str]:
     L += ["| metric | key | value |", "|---|---|---:|"]
     L += [f"| {label} | `{key}` | {fmt(summary.get(key))} |" for label, key in HEADLINE]
     L += ["", "Rows by status: " + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()), ""]
+    from audit.score import grouping_line
+
+    grouping = grouping_line(summary)
+    if grouping:
+        L += [f"Grouping: {grouping}.", ""]
     if summary.get("per_source") and len(summary["per_source"]) > 1:
         L += ["| source | pairs | text acc | mm acc | shortcut rate |", "|---|---:|---:|---:|---:|"]
         L += [f"| {p['source']} | {p['n']} | {fmt(p['text_acc'])} | {fmt(p['mm_acc'])} | {fmt(p['shortcut_rate'])} |"

@@ -71,6 +71,10 @@ def _print_summary(s: dict, out: Path) -> None:
         r = s["rm"]
         print(f"reward model {r['model']}: acc {pct(r['acc'])} with the image, {pct(r['blank_acc'])} with a blank "
               f"image; flip rate {pct(r['flip_rate'])}; SFD vs text probe {_num(r['sfd_vs_text'])}")
+    from audit.score import grouping_line
+
+    if grouping_line(s):
+        print("grouping: " + grouping_line(s))
     for w in s.get("warnings", []):
         print(f"warning: {w}")
     print(f"audited table: {out / 'audited.parquet'}   summary: {out / 'summary.json'}")

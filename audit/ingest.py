@@ -24,7 +24,7 @@ from audit.config import IngestConfig, to_dict
 from audit.errors import FormatError, SourceError
 from audit.images import ImageStore
 from audit.io import atomic_path, versions, write_json_atomic
-from audit.links import text_key
+from audit.links import hash_words, text_key
 from audit.sources import detect_format, get_format
 from audit.sources.base import BadRecord, NotPaired, RawPair, SourceFormat, strip_image_token
 from audit.sources.readers import SourceFiles, iter_records, locate
@@ -92,6 +92,41 @@ class Dedup:
         # Merge two sorted arrays in O(n): one new array, no re-sort of what was there.
         self.keys = np.insert(self.keys, np.searchsorted(self.keys, new), new)
         self.pending = {}
+
+
+class SameContent:
+    """Whether an earlier row had the same normalised texts and a near-identical picture (perceptual
+    hashes at most `audit.links.NEAR_DISTANCE` bits apart): per row 8 bytes of text key and 32 of
+    hash, in sorted numpy arrays merged batch by batch (no Python object per row)."""
+
+    def __init__(self, flush_every: int = 65536) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.words = np.empty((0, 4), dtype=np.uint64)
+        self.pending: dict[int, list[np.ndarray]] = {}
+        self.n_pending = 0
+        self.flush_every = flush_every
+
+    def seen_before(self, key: int, words: np.ndarray) -> bool:
+        from audit.links import NEAR_DISTANCE, distance
+
+        lo, hi = np.searchsorted(self.keys, np.uint64(key), "left"), np.searchsorted(self.keys, np.uint64(key), "right")
+        cands = [self.words[lo:hi], *(w[None] for w in self.pending.get(key, []))]
+        cands = np.concatenate(cands) if len(cands) > 1 else cands[0]
+        dup = bool(len(cands)) and bool((distance(cands, np.broadcast_to(words, cands.shape)) <= NEAR_DISTANCE).any())
+        if not dup:      # a copy adds nothing new to compare against
+            self.pending.setdefault(key, []).append(words)
+            self.n_pending += 1
+            if self.n_pending >= self.flush_every:
+                self._flush()
+        return dup
+
+    def _flush(self) -> None:
+        keys = np.array([k for k, ws in self.pending.items() for _ in ws], dtype=np.uint64)
+        words = np.stack([w for ws in self.pending.values() for w in ws])
+        at = np.searchsorted(self.keys, keys)
+        self.keys = np.insert(self.keys, at, keys)
+        self.words = np.insert(self.words, at, words, axis=0)
+        self.pending, self.n_pending = {}, 0
 
 
 def _infer_type(values: list[Any]) -> str:
@@ -222,7 +257,7 @@ class _Run:
     def __init__(self, fmt: SourceFormat, src: SourceFiles, store: ImageStore, root: Path) -> None:
         self.fmt, self.src, self.store, self.root = fmt, src, store, root
         self.dedup = Dedup()        # exact content: numbers repeated rows for a stable, unique pair_id
-        self.same = Dedup()         # normalised content and perceptual picture: marks later copies `duplicate`
+        self.same = SameContent()   # normalised texts and near-identical picture: marks later copies `duplicate`
         self.status_counts: Counter[str] = Counter()
 
     def row(self, raw: RawPair, where: str) -> tuple[dict, dict]:
@@ -245,8 +280,9 @@ class _Run:
         if status == schema.OK:
             key = _h64(prompt, raw.chosen, raw.rejected, image_id or "")
             seen = self.dedup.seen_before(int.from_bytes(key, "big"))
-            same = bytes.fromhex(text_key(prompt, raw.chosen, raw.rejected, phash or image_id or ""))
-            if self.same.seen_before(int.from_bytes(same, "big")):
+            same = int(text_key(prompt, raw.chosen, raw.rejected, "" if phash else f"id:{image_id}"), 16)
+            words = hash_words([phash])[0][0] if phash else np.zeros(4, dtype=np.uint64)
+            if self.same.seen_before(same, words):
                 status, detail = schema.DUPLICATE, ("same prompt, responses and image as an earlier row" if seen else
                                                     "same prompt, responses and picture as an earlier row (up to "
                                                     "case, spacing or the picture's encoding)")

@@ -177,12 +177,12 @@ def _overlap(cfg: OverlapConfig) -> dict:
     for batch in read_batches(a_file, a_cols):
         ak = keys_of(batch, cfg.min_chars, a_n)
         a_n += batch.num_rows
-        seen = _capped(pl.concat([seen, _capped(_texts(ak).filter(pl.col("key").is_in(wanted)))]))
+        seen = _capped(pl.concat([seen, _capped(_texts(ak).filter(pl.col("key").is_in(wanted.implode())))]))
     per_key = seen.group_by("key").agg(pl.col("image_id").n_unique().alias("pictures"))
     templates = per_key.filter(pl.col("pictures") > TEMPLATE_PICTURES)["key"]
 
     def specific(frame, col):
-        return frame.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(templates))
+        return frame.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(templates.implode()))
 
     b_resp = pl.concat([specific(bk, c).select("row", pl.col(c).alias("key")) for c in ("chosen_k", "rejected_k")])
     counts = _Counts(b.height, b["source"].to_numpy(), tuple(cfg.kinds.split(",")))

@@ -267,6 +267,21 @@ def _group_warnings(summary: dict) -> list[str]:
             "only makes the scores noisier"]
 
 
+def grouping_line(summary: dict) -> str | None:
+    """One sentence on how the pairs were grouped for cross-fitting (card, app, `score`'s output)."""
+    f = summary.get("folds") or {}
+    links = f.get("links")
+    if not links:
+        return None
+    big = links["largest_group"]
+    near = links.get("near_copy_rows")
+    return (f"{f['n_groups']:,} groups for {f['k']}-fold cross-fitting (pairs that share a picture, a source row, a "
+            f"specific prompt or their two answers stay in one fold); perceptual links: "
+            f"{'not available (re-ingest to hash the pictures)' if near is None else f'{near:,} rows whose picture has a near-identical copy'}; "
+            f"text links: {links['prompt_linked_rows']:,} rows by prompt, {links.get('answers_linked_rows') or 0:,} by their answers; "
+            f"largest group {big['rows']:,} rows ({100 * big['share']:.1f}%)")
+
+
 def _mm_warnings(summary: dict) -> list[str]:
     mm, text = summary["mm_acc"], summary["text_acc"]
     if not (mm < WEAK_MM_ACC or mm < text):
