@@ -200,14 +200,17 @@ def cross_fit(make: Callable[[float], object], x, folds: np.ndarray, groups: np.
 
 
 def nested_margins(make: Callable[[float], object], x, folds: np.ndarray, l2: float, seed: int = 0,
-                   max_fit: int | None = None) -> Callable[[int], np.ndarray]:
+                   max_fit: int | None = None) -> Callable[[int], np.ndarray] | None:
     """For each outer fold f, out-of-fold margins of the rows outside f from heads that never saw f
     either (inner folds: every other fold j, fitted on the folds other than f and j). A second model
     trained with these as its offset (the multimodal probe) and tested on f then has no information
-    from f in its offsets. K (K - 1) fits, cached per f."""
+    from f in its offsets. K (K - 1) fits, cached per f. None with fewer than 3 folds (no fold is left
+    to fit an inner head on)."""
     import functools
 
     fold_ids = np.unique(folds)
+    if len(fold_ids) < 3:
+        return None
 
     @functools.lru_cache(maxsize=None)
     def for_outer(f: int) -> np.ndarray:

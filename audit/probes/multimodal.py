@@ -113,4 +113,4 @@ class BilinearProbe(Probe):
             "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint,
             "offset": ("nested out-of-fold text margins (no offset saw the multimodal head's test fold)"
                        if text.nested else "out-of-fold text margins (not nested: the fine-tuned text probe is "
-                       "fitted once per fold)")})
+                       "fitted once per fold, and 2 folds leave none to nest)")})
