@@ -23,7 +23,6 @@ of B's texts, then the matches), and matches are written as they are found.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from audit import schema
 from audit.config import IngestConfig, OverlapConfig, to_dict
 from audit.folds import TEMPLATE_PICTURES
 from audit.io import atomic_path, versions, write_json_atomic
-from audit.links import BandIndex, hash_words, normalise
+from audit.links import BandIndex, hash_words
 from audit.stream import read_batches
 
 log = logging.getLogger(__name__)
@@ -45,42 +44,43 @@ _COLUMNS = ["pair_id", "sample_id", "source", "prompt", "chosen", "rejected", "i
 _COMPARED = (schema.OK, schema.DUPLICATE)
 
 
-def _k(*texts: str) -> int:
-    h = hashlib.blake2b(digest_size=8)
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return int.from_bytes(h.digest(), "big", signed=True)
+def _norm(col: str):
+    """`audit.links.normalise` as a polars expression: NFKC, lower case, whitespace collapsed, trimmed."""
+    import polars as pl
+
+    return (pl.col(col).fill_null("").str.normalize("NFKC").str.to_lowercase()
+            .str.replace_all(r"\s+", " ").str.strip_chars())
+
+
+def _key(*cols: str):
+    import polars as pl
+
+    return pl.concat_str([pl.col(c) for c in cols], separator="\x00").hash(seed=20250303).reinterpret(signed=True)
 
 
 def keys_of(batch, min_chars: int, start: int = 0):
     """The comparison keys of a batch of pairs rows (a pyarrow table or polars frame), as a polars
-    frame: row (position in its table), image_id, prompt_k, chosen_k, rejected_k, pair_k, swapped_k;
-    null where a row is not compared or a text is too short to compare on its own."""
+    frame: row (position in its table), image_id, image_phash, prompt_k, chosen_k, rejected_k, pair_k,
+    swapped_k; null where a row is not compared or a text is too short to compare on its own.
+    Vectorised (polars string kernels and 64-bit hashes), so no Python object per row."""
     import polars as pl
 
     df = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
-    n = df.height
-    cols = {c: df[c].to_list() if c in df.columns else [None] * n for c in _COLUMNS}
-    out = {k: [None] * n for k in ("prompt_k", "chosen_k", "rejected_k", "pair_k", "swapped_k")}
-    for i in range(n):
-        if cols["status"][i] not in _COMPARED:
-            continue
-        p, c, r = (normalise(cols[k][i]) for k in ("prompt", "chosen", "rejected"))
-        out["pair_k"][i], out["swapped_k"][i] = _k(p, c, r), _k(p, r, c)
-        if len(p) >= min_chars:
-            out["prompt_k"][i] = _k(p)
-        if len(c) >= min_chars:
-            out["chosen_k"][i] = _k(c)
-        if len(r) >= min_chars:
-            out["rejected_k"][i] = _k(r)
-    compared = [s in _COMPARED for s in cols["status"]]
-    return pl.DataFrame({
-        "row": np.arange(start, start + n, dtype=np.int64),
-        "image_id": [v if ok else None for v, ok in zip(cols["image_id"], compared)],
-        "image_phash": [v if ok else None for v, ok in zip(cols["image_phash"], compared)],
-        **{k: pl.Series(k, v, dtype=pl.Int64) for k, v in out.items()},
-    })
+    df = df.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in _COLUMNS if c not in df.columns])
+    compared = pl.col("status").is_in(list(_COMPARED)).fill_null(False)
+    t = df.select(pl.int_range(start, start + df.height, dtype=pl.Int64).alias("row"), compared.alias("cmp"),
+                  pl.col("image_id").cast(pl.String), pl.col("image_phash").cast(pl.String),
+                  _norm("prompt").alias("p"), _norm("chosen").alias("c"), _norm("rejected").alias("r"))
+
+    def when(cond, expr, name):
+        return pl.when(pl.col("cmp") & cond).then(expr).otherwise(None).alias(name)
+
+    return t.select(
+        "row", when(pl.lit(True), pl.col("image_id"), "image_id"), when(pl.lit(True), pl.col("image_phash"), "image_phash"),
+        when(pl.col("p").str.len_chars() >= min_chars, _key("p"), "prompt_k"),
+        when(pl.col("c").str.len_chars() >= min_chars, _key("c"), "chosen_k"),
+        when(pl.col("r").str.len_chars() >= min_chars, _key("r"), "rejected_k"),
+        when(pl.lit(True), _key("p", "c", "r"), "pair_k"), when(pl.lit(True), _key("p", "r", "c"), "swapped_k"))
 
 
 def _texts(keys) -> "object":
@@ -159,9 +159,16 @@ def _overlap(cfg: OverlapConfig) -> dict:
     a_file, b_file = a_dir / schema.PAIRS_FILE, b_dir / schema.PAIRS_FILE
 
     # B: its keys, held (B is the smaller side, an eval set).
+    # Only keys and ids are held: the texts are read batch by batch and dropped.
     b_cols = [c for c in _COLUMNS if c in pq.read_schema(b_file).names]
-    b = pl.read_parquet(b_file, columns=b_cols)
-    bk = keys_of(b, cfg.min_chars)
+    parts, metas, start = [], [], 0
+    for batch in read_batches(b_file, b_cols):
+        parts.append(keys_of(batch, cfg.min_chars, start))
+        metas.append(pl.from_arrow(batch.select(["sample_id", "pair_id", "source", "status"])))
+        start += batch.num_rows
+    bk = pl.concat(parts) if parts else keys_of(pl.DataFrame({c: [] for c in b_cols}, schema={c: pl.String for c in b_cols}), cfg.min_chars)
+    b = pl.concat(metas) if metas else pl.DataFrame(schema={c: pl.String for c in ("sample_id", "pair_id", "source", "status")})
+    del parts, metas
     b_words, b_pos = hash_words(bk["image_phash"])
     b_uniq, b_inv = (np.unique(b_words, axis=0, return_inverse=True) if len(b_pos)
                      else (b_words, np.zeros(0, dtype=np.int64)))

@@ -9,7 +9,7 @@
 2. Grouping: the largest group and the group count of templated synthetic data under the old rule (a
    prompt shared by at most 10% of the rows links) and the current one (texts used with at most 3
    pictures link; perceptual and answer links added).
-3. `overlap` on generated pairs tables (A rows x B rows, texts and hashes only, 5% of B copied from A
+3. `overlap` on generated pairs tables (row groups of 8,192 rows, as ingest writes them) (A rows x B rows, texts and hashes only, 5% of B copied from A
    with flipped hash bits): seconds and peak RSS of the command in a fresh process, at two sizes of A.
 
 Results: benchmarks/results/links.json, printed as Markdown for benchmarks/RESULTS.md.
@@ -147,7 +147,7 @@ def write_table(path: Path, n: int, seed: int, copy_from: Path | None = None, co
                     cols["image_phash"][j] = bytes(h).hex()
                     for c in ("prompt", "chosen", "rejected"):
                         cols[c][j] = src[c][r].as_py()
-            w.write_table(pa.Table.from_pydict(cols, schema=schema.PAIRS_SCHEMA))
+            w.write_table(pa.Table.from_pydict(cols, schema=schema.PAIRS_SCHEMA), row_group_size=8192)   # as ingest writes
     (path / schema.REPORT_FILE).write_text(json.dumps({"format": "pairs", "image_roots": []}))
 
 
@@ -160,13 +160,43 @@ def main() -> int:
     ap.add_argument("--overlap", type=int, nargs="*", default=[100_000, 1_000_000], help="sizes of A")
     ap.add_argument("--b-rows", type=int, default=100_000)
     ap.add_argument("--results", type=Path, default=HERE / "results" / "links.json")
+    ap.add_argument("--make-table", nargs=3, metavar=("DIR", "ROWS", "SEED"), help=argparse.SUPPRESS)
+    ap.add_argument("--copy-from", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.make_table:
+        d, n, seed = args.make_table
+        write_table(Path(d), int(n), int(seed), copy_from=args.copy_from, copies=0.05)
+        return 0
 
     from audit.io import versions
     from audit.synth.scenes import draw_scene, make_scene
 
     out = {"command": "python benchmarks/links_bench.py " + " ".join(sys.argv[1:]),
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "versions": versions()}
+    work = HERE / "_work" / "overlap"
+    shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    # First, while this process is small: a child's peak RSS (wait4) starts from its parent's, since
+    # exec keeps the high-water mark of the memory it replaces. The tables are made by child processes.
+    me = [sys.executable, str(Path(__file__).resolve())]
+    for n_a in args.overlap:
+        for cmd in (me + ["--make-table", str(work / f"a{n_a}"), str(n_a), "1"],
+                    me + ["--make-table", str(work / f"b{n_a}"), str(args.b_rows), "2", "--copy-from", str(work / f"a{n_a}")]):
+            assert run_measured(cmd)[2] == 0
+        secs, rss, rc = run_measured([sys.executable, "-m", "audit", "overlap", str(work / f"a{n_a}"),
+                                      str(work / f"b{n_a}"), "-o", str(work / f"o{n_a}")])
+        assert rc == 0
+        rep = json.loads((work / f"o{n_a}" / "overlap.json").read_text())
+        import polars as pl
+
+        planted = int(pl.read_parquet(work / f"b{n_a}" / "pairs.parquet", columns=["prompt"])["prompt"]
+                      .str.contains("picture 1-", literal=True).sum())
+        rows.append({"a_rows": n_a, "b_rows": args.b_rows, "planted_copies": planted, "seconds": round(secs, 1), "peak_rss_mib": round(rss, 1),
+                     "near_image_b_rows": rep["kinds"]["near_image"]["b_rows"], "pair_b_rows": rep["kinds"]["pair"]["b_rows"],
+                     "contaminated_b_rows": rep["contaminated"]["b_rows"]})
+        print(json.dumps(rows[-1]), flush=True)
+        shutil.rmtree(work / f"a{n_a}")
+    out["overlap"] = rows
     rng = np.random.default_rng(0)
     out["quality"] = [quality("synthetic scenes 64 px", [draw_scene(make_scene(rng), 64) for _ in range(args.scenes)],
                               args.copies),
@@ -174,23 +204,7 @@ def main() -> int:
     print(json.dumps(out["quality"], indent=1), flush=True)
     out["grouping"] = grouping(args.grouping)
     print(json.dumps(out["grouping"]), flush=True)
-    work = HERE / "_work" / "overlap"
-    shutil.rmtree(work, ignore_errors=True)
-    rows = []
-    for n_a in args.overlap:
-        write_table(work / f"a{n_a}", n_a, 1)
-        write_table(work / f"b{n_a}", args.b_rows, 2, copy_from=work / f"a{n_a}", copies=0.05)
-        secs, rss, rc = run_measured([sys.executable, "-m", "audit", "overlap", str(work / f"a{n_a}"),
-                                      str(work / f"b{n_a}"), "-o", str(work / f"o{n_a}")])
-        assert rc == 0
-        rep = json.loads((work / f"o{n_a}" / "overlap.json").read_text())
-        rows.append({"a_rows": n_a, "b_rows": args.b_rows, "seconds": round(secs, 1), "peak_rss_mib": round(rss, 1),
-                     "near_image_b_rows": rep["kinds"]["near_image"]["b_rows"], "pair_b_rows": rep["kinds"]["pair"]["b_rows"],
-                     "contaminated_b_rows": rep["contaminated"]["b_rows"]})
-        print(json.dumps(rows[-1]), flush=True)
-        shutil.rmtree(work / f"a{n_a}")
     shutil.rmtree(HERE / "_work", ignore_errors=True)
-    out["overlap"] = rows
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(out, indent=1))
     return 0
