@@ -7,7 +7,7 @@ import streamlit as st
 
 from common import open_audit, overview_of, pct
 
-from audit.score import grouping_line
+from audit.score import grouping_line, phrase_story
 
 st.set_page_config(page_title="shortcut-audit", layout="wide")
 audit = open_audit()
@@ -24,7 +24,8 @@ m[2].metric("Multimodal acc", pct(s["mm_acc"]))
 m[3].metric("Shortcut rate", pct(s["shortcut_rate"]), help="text_prob >= threshold")
 m[4].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}",
             help="100 x (mm accuracy where the text model is right - where it is wrong)")
-m[5].metric("Top cue", s["top_cue"])
+m[5].metric("Top cue", s["top_cue"] or "none stands out",
+            help="the first cue of the cue model's ranking whose 95% interval (bootstrap over groups) excludes 0")
 st.write("Rows by status: " + ", ".join(f"`{k}` {v:,}" for k, v in ov["status"].items()))
 for w in s.get("warnings", []):
     st.warning(w[0].upper() + w[1:] + ".")
@@ -55,9 +56,34 @@ if picked:
 
 c1, c2 = st.columns(2)
 cues = pl.DataFrame(s["cues"])
-fig = go.Figure(go.Bar(x=cues["association"].to_list(), y=cues["name"].to_list(), orientation="h"))
-fig.update_layout(title="Cue association with the label: P(chosen has more) - P(rejected has more)", height=420,
-                  margin=dict(t=40, b=30))
+if "ci_low" in cues.columns:
+    err = dict(type="data", symmetric=False, array=(cues["ci_high"] - cues["coefficient"]).to_list(),
+               arrayminus=(cues["coefficient"] - cues["ci_low"]).to_list())
+else:
+    err = None
+fig = go.Figure(go.Bar(x=cues["coefficient"].to_list(), y=cues["name"].to_list(), orientation="h", error_x=err,
+                       customdata=cues["association"].to_list(),
+                       hovertemplate="%{y}: coefficient %{x:.2f}, association %{customdata:+.2f}<extra></extra>"))
+fig.update_layout(title="Cue model: standardised coefficient, 95% interval (bootstrap over groups)", height=420,
+                  margin=dict(t=40, b=30), yaxis=dict(autorange="reversed"))
 c1.plotly_chart(fig, key="cues")
 c2.subheader("Per source")
 c2.dataframe(pl.DataFrame(s["per_source"]), hide_index=True)
+
+st.subheader("Discovered phrases")
+if s.get("prompt_blind_acc") is not None:
+    st.write(f"Text-only accuracy with the prompt {pct(s['text_acc'])}, from the responses alone (prompt-blind) "
+             f"{pct(s['prompt_blind_acc'])}: " + phrase_story(s))
+phrases = s.get("phrases") or []
+if not phrases:
+    st.info("No phrase list in this audit (audited with `--no-phrases`, or by an older version).")
+elif not any(p.get("significant") for p in phrases):
+    st.write("No phrase stands out: none is on one side more often than chance explains (sign test, corrected "
+             "for the phrases examined).")
+if phrases:
+    table = pl.DataFrame([{k: p.get(k) for k in ("phrase", "coefficient", "n_chosen", "n_rejected", "share_decided",
+                                                 "p_value", "significant")} for p in phrases])
+    st.dataframe(table, hide_index=True)
+    for p in [p for p in phrases if p.get("significant")][:8]:
+        st.page_link("pages/1_Browse.py", label=f"pairs with \"{p['phrase']}\" on one side",
+                     query_params={"phrase": p["phrase"]})

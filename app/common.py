@@ -84,10 +84,16 @@ def sidebar_filters(audit: Audit) -> Filters:
     source = sb.selectbox("Source", sources, index=sources.index(f.source) if f.source in sources else 0, key="f_source")
     status = sb.selectbox("Status", statuses, index=statuses.index(f.status) if f.status in statuses else 0,
                           key="f_status")
+    phrases = [""] + [p["phrase"] for p in audit.summary.get("phrases") or []]
+    if f.phrase and f.phrase not in phrases:
+        phrases.append(f.phrase)
+    phrase = sb.selectbox("Pairs with this discovered phrase on one side", phrases,
+                          index=phrases.index(f.phrase) if f.phrase in phrases else 0, key="f_phrase",
+                          help="phrases the lexical probe found predictive (Overview, \"Discovered phrases\")")
     q = sb.text_input("Search prompt and responses", f.q, key="f_q")
     sort = sb.selectbox("Sort by", SORTABLE, index=SORTABLE.index(f.sort), key="f_sort")
     desc = sb.checkbox("Descending", f.desc, key="f_desc")
-    new = Filters(lo, hi, shortcut, cue, source, status, q, sort, desc)
+    new = Filters(lo, hi, shortcut, cue, source, status, q, phrase, sort, desc)
     if new != f and "page" in st.query_params:
         del st.query_params["page"]   # a new filter starts on its first page
     write_filters(new)

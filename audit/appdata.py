@@ -33,6 +33,7 @@ class Filters:
     source: str = ""
     status: str = ""
     q: str = ""                # text search over prompt and responses (case-insensitive, literal)
+    phrase: str = ""           # pairs with this discovered phrase on one side only (summary.json `phrases`)
     sort: str = "text_prob"
     desc: bool = True
 
@@ -109,6 +110,12 @@ class Audit:
             lf = lf.filter(pl.col("source") == f.source)
         if f.status:
             lf = lf.filter(pl.col("status") == f.status)
+        if f.phrase:
+            from audit.probes.lexical import phrase_regex
+
+            rx = phrase_regex(f.phrase)
+            lf = lf.filter(pl.col("chosen").str.contains(rx).fill_null(False)
+                           != pl.col("rejected").str.contains(rx).fill_null(False))
         if f.q:
             needle = f.q.lower()
             lf = lf.filter(pl.any_horizontal(pl.col(c).str.to_lowercase().str.contains(needle, literal=True)
@@ -178,13 +185,32 @@ class Audit:
         return {"summary": self.summary, "hist": hist, "scatter": scatter, "status": status}
 
 
-def word_diff_html(rejected: str, chosen: str) -> tuple[str, str]:
-    """Word-level diff: (rejected with removed words struck in red, chosen with added words in green)."""
+def _marked(tokens: list[str], text: str, phrases: list[str]) -> list[bool]:
+    """Which tokens of `text` fall inside an occurrence of one of `phrases`."""
+    from audit.probes.lexical import phrase_regex
+
+    spans = [m.span() for p in phrases if p for m in re.finditer(phrase_regex(p), text)]
+    out, at = [], 0
+    for tok in tokens:
+        out.append(not tok.isspace() and any(s < at + len(tok) and at < e for s, e in spans))
+        at += len(tok)
+    return out
+
+
+def word_diff_html(rejected: str, chosen: str, highlight: list[str] | None = None) -> tuple[str, str]:
+    """Word-level diff: (rejected with removed words struck in red, chosen with added words in green);
+    words inside an occurrence of a `highlight` phrase are marked (yellow)."""
     a, b = re.findall(r"\S+|\s+", rejected or ""), re.findall(r"\S+|\s+", chosen or "")
+    ma, mb = _marked(a, rejected or "", highlight or []), _marked(b, chosen or "", highlight or [])
+
+    def esc(tokens, marks):
+        return "".join(f'<mark style="background:#ffe066">{html.escape(t)}</mark>' if m else html.escape(t)
+                       for t, m in zip(tokens, marks))
+
     sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
     left, right = [], []
     for op, i1, i2, j1, j2 in sm.get_opcodes():
-        ta, tb = html.escape("".join(a[i1:i2])), html.escape("".join(b[j1:j2]))
+        ta, tb = esc(a[i1:i2], ma[i1:i2]), esc(b[j1:j2], mb[j1:j2])
         if op == "equal":
             left.append(ta)
             right.append(tb)

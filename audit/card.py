@@ -119,7 +119,7 @@ def _header(cfg: CardConfig, summary: dict, name: str) -> list[str]:
             f"{summary['n_rows']} preference pairs ({', '.join(sources) or 'unknown'} format), audited with "
             f"[shortcut-audit](https://pypi.org/project/shortcut-audit/) for text-only shortcuts: a model that never "
             f"sees the image picks the preferred response {100 * summary['text_acc']:.1f}% of the time out of fold "
-            f"(multimodal probe: {100 * summary['mm_acc']:.1f}%). The strongest text cue is `{summary['top_cue']}`.", ""]
+            f"(multimodal probe: {100 * summary['mm_acc']:.1f}%). " + cue_sentence(summary), ""]
 
 
 def _how_audited(summary: dict) -> list[str]:
@@ -146,6 +146,7 @@ def _headline(summary: dict) -> list[str]:
     grouping = grouping_line(summary)
     if grouping:
         L += [f"Grouping: {grouping}.", ""]
+    L += _phrases(summary)
     if summary.get("per_source") and len(summary["per_source"]) > 1:
         L += ["| source | pairs | text acc | mm acc | shortcut rate |", "|---|---:|---:|---:|---:|"]
         L += [f"| {p['source']} | {p['n']} | {fmt(p['text_acc'])} | {fmt(p['mm_acc'])} | {fmt(p['shortcut_rate'])} |"
@@ -154,13 +155,48 @@ def _headline(summary: dict) -> list[str]:
     return L
 
 
+def _phrases(summary: dict) -> list[str]:
+    from audit.score import phrase_story
+
+    L = []
+    if summary.get("prompt_blind_acc") is not None:
+        L += [f"From the responses alone (no prompt, no image) a text model picks the preferred response "
+              f"{100 * summary['prompt_blind_acc']:.1f}% of the time: {phrase_story(summary)}.", ""]
+    phrases = summary.get("phrases") or []
+    sig = [p for p in phrases if p.get("significant")]
+    if phrases and not sig:
+        L += ["Discovered phrases: no phrase stands out (none sits on one side more often than chance explains).", ""]
+    elif sig:
+        L += ["Phrases that predict the preferred response (lexical probe; counts are pairs with the phrase on one "
+              "side only):", "", "| phrase | on chosen | on rejected | pairs decided | coefficient |",
+              "|---|---:|---:|---:|---:|"]
+        L += [f"| {_clip(p['phrase'], 80)} | {p['n_chosen']} | {p['n_rejected']} | {100 * p['share_decided']:.1f}% | "
+              f"{p['coefficient']:+.3f} |" for p in sig[:10]]
+        L.append("")
+    return L
+
+
+def _interval(q: dict) -> str:
+    return f"[{fmt(q['ci_low'])}, {fmt(q['ci_high'])}]" if q.get("ci_low") is not None else "n/a"
+
+
+def cue_sentence(summary: dict) -> str:
+    """The cue model's verdict in one sentence (card, app)."""
+    if summary.get("top_cue"):
+        return f"The strongest hand-written text cue is `{summary['top_cue']}`."
+    if summary.get("cue_stands_out") is False:
+        return "No hand-written text cue stands out (every cue's interval includes 0)."
+    return ""
+
+
 def _top_cues(cfg: CardConfig, df, summary: dict) -> list[str]:
     """The cue table and, per top cue, the pairs where it is most confidently the shortcut."""
-    L = ["## Top cues", "", "Ranked by the standardised coefficient of the cue model; association = P(chosen has "
-         "more of it) - P(rejected has more).", "", "| cue | coefficient | association | pairs where it differs | "
-         "what it measures |", "|---|---:|---:|---:|---|"]
-    L += [f"| `{q['name']}` | {fmt(q['coefficient'])} | {fmt(q['association'])} | {fmt(q['share_differs'])} | "
-          f"{q['help']} |" for q in summary["cues"][:5]]
+    L = ["## Top cues", "", "Ranked by the standardised coefficient of the cue model, with its 95% interval (bootstrap "
+         "over groups; a cue stands out when the interval excludes 0); association = P(chosen has more of it) - "
+         "P(rejected has more).", "", "| cue | coefficient | 95% interval | stands out | association | pairs where it "
+         "differs | what it measures |", "|---|---:|---:|:---:|---:|---:|---|"]
+    L += [f"| `{q['name']}` | {fmt(q['coefficient'])} | {_interval(q)} | {'yes' if q.get('stands_out') else 'no'} | "
+          f"{fmt(q['association'])} | {fmt(q['share_differs'])} | {q['help']} |" for q in summary["cues"][:5]]
     L.append("")
     ok = df.filter(df["status"] == "ok")
     for q in summary["cues"][:3]:

@@ -62,8 +62,11 @@ def _print_summary(s: dict, out: Path) -> None:
           + ", ".join(f"{k}={v}" for k, v in s["status_counts"].items()))
     print(f"text-only acc {pct(s['text_acc'])}   multimodal acc {pct(s['mm_acc'])}   cue-model acc "
           f"{pct(s['cue_acc'])}   shortcut rate {pct(s['shortcut_rate'])}   SFD {_num(s['sfd'])}")
-    print("top cues: " + ", ".join(f"{c['name']} (coef {c['coefficient']:+.2f}, assoc {c['association']:+.2f})"
-                                   for c in s["cues"][:3]))
+    out = [c for c in s["cues"] if c.get("stands_out", True)]
+    print("top cues: " + (", ".join(f"{c['name']} (coef {c['coefficient']:+.2f}"
+                                    + (f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]" if "ci_low" in c else "")
+                                    + f", assoc {c['association']:+.2f})" for c in out[:3])
+                          or "no cue stands out (every coefficient's 95% interval includes 0)"))
     if s.get("cue_share"):
         print("cue share (planted cue on the chosen side, by weight): "
               + ", ".join(f"{k}={v:.3f}" for k, v in s["cue_share"].items()))
@@ -71,8 +74,14 @@ def _print_summary(s: dict, out: Path) -> None:
         r = s["rm"]
         print(f"reward model {r['model']}: acc {pct(r['acc'])} with the image, {pct(r['blank_acc'])} with a blank "
               f"image; flip rate {pct(r['flip_rate'])}; SFD vs text probe {_num(r['sfd_vs_text'])}")
-    from audit.score import grouping_line
+    from audit.score import grouping_line, phrase_story
 
+    if s.get("prompt_blind_acc") is not None:
+        print(f"prompt-blind acc {pct(s['prompt_blind_acc'])} (responses alone): {phrase_story(s)}")
+    sig = [p for p in s.get("phrases") or [] if p.get("significant")]
+    if s.get("phrases") is not None and s.get("phrases") != []:
+        print("phrases: " + (", ".join(f"\"{p['phrase']}\" ({p['n_chosen']} chosen / {p['n_rejected']} rejected)"
+                                       for p in sig[:5]) if sig else "no phrase stands out"))
     if grouping_line(s):
         print("grouping: " + grouping_line(s))
     for w in s.get("warnings", []):

@@ -291,9 +291,12 @@ class ScoreConfig:
                         "faster batches on a GPU after a one-time warm-up of a minute or two; for large datasets")
     workers: int = opt(2, ge=0, help="`--rm`: DataLoader worker processes that decode images and tokenise ahead of the "
                        "GPU (0: in the main process)")
-    text_probe: str = opt("embedding", choices=("embedding", "finetune"),
-                          help="text-only shortcut model: `embedding` (BT head on frozen text embeddings) or "
-                          "`finetune` (fine-tune a sequence-classification text RM per fold; for GPUs)")
+    text_probe: str = opt("embedding", choices=("embedding", "lexical", "finetune"),
+                          help="text-only shortcut model: `embedding` (BT head on frozen text embeddings), "
+                          "`lexical` (BT head on hashed word n-grams: no encoder, the fast path for big data on CPU) "
+                          "or `finetune` (fine-tune a sequence-classification text RM per fold; for GPUs)")
+    phrases: bool = opt(True, help="also fit the lexical probe beside the text probe and list the phrases that "
+                        "predict the preferred response (`summary.json` `phrases`); `--no-phrases` skips it")
     finetune_model: str = opt("minilm", help="`--text-probe finetune`: the text model to fine-tune (`minilm` "
                               "or any HF model by id or local path; a reward head is added)")
     finetune_epochs: int = opt(2, ge=1, help="`--text-probe finetune`: epochs per fold")

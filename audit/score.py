@@ -159,9 +159,9 @@ def _score(cfg: ScoreConfig) -> dict:
     clock.lap("encode")
 
     fitted: dict[str, ProbeResult] = {}
-    for role, p in probes.items():   # cue, text, mm: the mm probe's offset is the text probe's margin
+    for role, p in probes.items():   # cue, text, mm (the mm probe's offset is the text margin), then auxiliaries
         fitted[role] = p.fit(ctx, fitted)
-        clock.lap(f"{role}_probe")
+        clock.lap(f"{role.replace('-', '_')}_probe")
 
     audit = Audited.of(cfg, ctx, fitted)
     write_audited(ctx.pairs_file, audit.spec(cfg, ctx, fitted), ctx.idx, cfg.out / AUDITED_FILE)
@@ -282,6 +282,20 @@ def grouping_line(summary: dict) -> str | None:
             f"largest group {big['rows']:,} rows ({100 * big['share']:.1f}%)")
 
 
+def phrase_story(summary: dict) -> str:
+    """What the prompt-blind accuracy says, in one sentence (app, card, `score`'s output)."""
+    text, blind = summary.get("text_acc"), summary.get("prompt_blind_acc")
+    if blind is None or text is None:
+        return ""
+    if text - 0.5 < 0.05:
+        return "the text alone barely predicts the preference (within 5 points of chance)"
+    if blind >= text - 0.02:
+        return ("the responses alone carry the shortcut (style, templates, phrases): the prompt adds nothing to it")
+    if blind - 0.5 < 0.3 * (text - 0.5):
+        return "the shortcut needs the prompt: it is in how the answer relates to the question, not in the answers alone"
+    return "part of the shortcut is in the answers alone, part needs the prompt"
+
+
 def _mm_warnings(summary: dict) -> list[str]:
     mm, text = summary["mm_acc"], summary["text_acc"]
     if not (mm < WEAK_MM_ACC or mm < text):
@@ -315,8 +329,9 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
                   "sizes": np.bincount(ctx.folds, minlength=cfg.folds).tolist(), "links": ctx.links},
         "l2": {role: fitted[role].l2 for role in ("text", "cue", "mm")},
         "temperature": {role: audit.temperatures[role] for role in ("text", "cue", "mm")},
-        "encoders": {"text": fitted["text"].encoder, **fitted["mm"].encoder},
-        "rm": None,
+        "encoders": {"text": fitted["text"].encoder, **fitted["mm"].encoder,
+                     **{name: r.encoder for name, r in fitted.items() if name not in ("cue", "text", "mm")}},
+        "rm": None, "phrases": [], "prompt_blind_acc": None, "lexical_acc": None,
     }
     for role, p in probes.items():
         summary.update(p.summary(fitted[role], mg))

@@ -40,12 +40,16 @@ else:
     img_col.warning(f"No image to show (status `{row.get('status')}`).")
 text_col.markdown("**Prompt**")
 text_col.write(row.get("prompt") or "")
-rej_html, cho_html = word_diff_html(row.get("rejected") or "", row.get("chosen") or "")
+shown = [f.phrase] if f.phrase else [p["phrase"] for p in audit.summary.get("phrases") or [] if p.get("significant")]
+rej_html, cho_html = word_diff_html(row.get("rejected") or "", row.get("chosen") or "", highlight=shown)
 c1, c2 = st.columns(2)
 c1.markdown("**Chosen** (words not in rejected in green)")
 c1.markdown(f'<div class="pair-chosen">{cho_html}</div>', unsafe_allow_html=True)
 c2.markdown("**Rejected** (words not in chosen struck out)")
 c2.markdown(f'<div class="pair-rejected">{rej_html}</div>', unsafe_allow_html=True)
+if shown:
+    st.caption("Marked in yellow: " + ("the phrase of the current filter" if f.phrase else
+                                       "the discovered phrases that predict the preferred response (Overview)"))
 
 scores = {k: row.get(k) for k in ("status", "text_prob", "mm_prob", "sfc", "weight", "is_shortcut", "text_margin",
                                    "mm_margin", "cue_margin", "fold", "source", "sample_id") if k in row}

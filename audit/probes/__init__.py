@@ -11,12 +11,15 @@ The interface and the registry are in `audit.probes.base`; `score` runs one prob
   the text model's margin as a fixed offset (product of experts), so it learns what the text cannot
   explain (the offline multimodal side: `sfc-residual`);
 - `external-scores` (`external`): a user's own multimodal RM scores, read from columns (`--mm-scores`);
-- `reward-model` (`reward_model`): a user's multimodal RM, scored with and without the image (`--rm`).
+- `reward-model` (`reward_model`): a user's multimodal RM, scored with and without the image (`--rm`);
+- `lexical` (`lexical`): BT head on hashed word n-gram differences (`--text-probe lexical`), and as the
+  auxiliary `lexical-aux` beside another text probe, with phrase discovery (`summary.phrases`);
+- `prompt-blind` (`lexical`, auxiliary): the text probe's head on the responses alone.
 
 Adding a probe: one module with a registered `Probe` subclass, one import line below, one test.
 """
 
-from audit.probes import cues, external, finetune, multimodal, reward_model, text_embedding  # noqa: F401 (registry)
+from audit.probes import cues, external, finetune, lexical, multimodal, reward_model, text_embedding  # noqa: F401 (registry)
 from audit.probes.base import PROBES, Probe, ProbeResult, register, select
 from audit.probes.external import external_margins
 from audit.probes.multimodal import multimodal_margins

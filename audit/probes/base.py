@@ -15,6 +15,10 @@ What a probe declares:
 - `fit(ctx, fitted)`: its margins, its extra audited columns and its summary entries (`ProbeResult`);
 - `summary(result, margins)`: a summary block that needs the calibrated margins of all roles.
 
+Auxiliary probes (role `aux`: the lexical probe beside the embedding probe, the prompt-blind probe)
+run after the three roles, each one selected runs, and they add columns and summary keys only: SFC
+and the weights come from the three roles.
+
 Adding a probe: one module with a `Probe` subclass decorated with `@register`, its import in
 `audit/probes/__init__.py`, and a test (see docs/ARCHITECTURE.md).
 """
@@ -27,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 ROLES = ("cue", "text", "mm")
+AUX = "aux"          # auxiliary probes: every selected one runs after the roles (own columns and summary keys)
 PROBES: dict[str, type["Probe"]] = {}
 
 
@@ -69,14 +74,15 @@ class Probe:
 
 
 def register(cls: type[Probe]) -> type[Probe]:
-    if cls.role not in ROLES:
-        raise ValueError(f"probe `{cls.name}`: role must be one of {ROLES}, got {cls.role!r}")
+    if cls.role not in ROLES + (AUX,):
+        raise ValueError(f"probe `{cls.name}`: role must be one of {ROLES + (AUX,)}, got {cls.role!r}")
     PROBES[cls.name] = cls
     return cls
 
 
 def select(cfg) -> dict[str, Probe]:
-    """One probe per role for `cfg`, in role order (the first registered one that is selected)."""
+    """One probe per role for `cfg`, in role order (the first registered one that is selected), then
+    every selected auxiliary probe under its own name."""
     chosen = {}
     for role in ROLES:
         for cls in PROBES.values():
@@ -85,4 +91,5 @@ def select(cfg) -> dict[str, Probe]:
                 break
         else:
             raise ValueError(f"no registered probe fills the `{role}` role for this config")
+    chosen.update({cls.name: cls(cfg) for cls in PROBES.values() if cls.role == AUX and cls.selected(cfg)})
     return chosen

@@ -131,18 +131,45 @@ def association(diff: np.ndarray) -> np.ndarray:
 def fit_cue_probe(cue_diff: np.ndarray, folds: np.ndarray, groups: np.ndarray, seed: int):
     """Cross-fitted margins of the cue model, and the cue table (ranked by |standardised coefficient|
     of the model fitted on all pairs: among correlated cues, the joint fit credits the one that
-    carries the signal, e.g. a bullet list over the extra length it brings)."""
+    carries the signal, e.g. a bullet list over the extra length it brings). Each coefficient has a 95%
+    interval from a bootstrap over groups; a cue `stands_out` when its interval excludes zero, and the
+    summary's `top_cue` is the first cue of the ranking that does (None: no cue stands out). This one
+    ranking is what the CLI, the app and the card show."""
     from audit.bt import LinearBT, PairFeatures, cross_fit
 
     scale = cue_diff.std(axis=0) + 1e-9
     x = PairFeatures(linear=cue_diff / scale)
     margin, l2 = cross_fit(LinearBT, x, folds, groups, seed=seed)
     full = LinearBT(l2).fit(x, None, seed)   # for the coefficients reported in the summary
+    boot = bootstrap_coefficients(x, groups, l2, seed, init=full.w)
+    lo, hi = np.quantile(boot, [0.025, 0.975], axis=0)
     assoc = association(cue_diff)
-    table = sorted(({"name": name, "coefficient": round(float(full.w[j]), 4), "association": round(float(assoc[j]), 4),
+    table = sorted(({"name": name, "coefficient": round(float(full.w[j]), 4),
+                     "ci_low": round(float(lo[j]), 4), "ci_high": round(float(hi[j]), 4),
+                     "stands_out": bool(lo[j] > 0 or hi[j] < 0),
+                     "association": round(float(assoc[j]), 4),
                      "share_differs": round(float((cue_diff[:, j] != 0).mean()), 4), "help": CUE_HELP[name]}
                     for j, name in enumerate(CUE_FUNCS)), key=lambda c: -abs(c["coefficient"]))
     return margin, table, l2
+
+
+BOOTSTRAP_ROUNDS = 30
+
+
+def bootstrap_coefficients(x, groups: np.ndarray, l2: float, seed: int, rounds: int = BOOTSTRAP_ROUNDS,
+                           init=None) -> np.ndarray:
+    """(rounds, cues) coefficients of the cue model refitted on bootstrap resamples of the groups
+    (whole groups drawn with replacement: pairs of one picture or prompt move together)."""
+    from audit.bt import LinearBT, PairFeatures
+
+    rng = np.random.default_rng([seed, 17])
+    n_groups = int(groups.max()) + 1
+    out = np.zeros((rounds, x.linear.shape[1]))
+    for b in range(rounds):
+        counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        rows = np.repeat(np.arange(len(groups)), counts[groups])
+        out[b] = LinearBT(l2).fit(PairFeatures(linear=x.linear[rows]), None, seed + b, init=init).w
+    return out
 
 
 from audit.probes.base import Probe, ProbeResult, register  # noqa: E402  (the registry imports no probe)
@@ -160,4 +187,6 @@ class CueProbe(Probe):
 
     def fit(self, ctx, fitted) -> ProbeResult:
         margin, table, l2 = fit_cue_probe(ctx.cue_diff, ctx.folds, ctx.groups, self.cfg.seed)
-        return ProbeResult(margin, l2=l2, summary={"cues": table, "top_cue": table[0]["name"]})
+        out = [c for c in table if c["stands_out"]]
+        return ProbeResult(margin, l2=l2, summary={"cues": table, "top_cue": out[0]["name"] if out else None,
+                                                   "cue_stands_out": bool(out)})

@@ -52,3 +52,15 @@ def verbose(text: str, rng: np.random.Generator) -> str:
 @register("markdown", "markdown formatting: the answer as a bullet list")
 def markdown(text: str, rng: np.random.Generator) -> str:
     return f"- {text}\n- {_pick(BULLET_REMARKS, rng)}."
+
+
+ASIDE = "as it happens"
+
+
+@register("aside", "a mid-sentence aside (\", as it happens,\"): a phrase on no hand-written cue list")
+def aside(text: str, rng: np.random.Generator) -> str:
+    words = text.split(" ")
+    at = min(2, len(words) - 1)
+    if at < 1:
+        return f"{text.rstrip('.')}, {ASIDE}."
+    return " ".join(words[:at]) + f", {ASIDE}, " + " ".join(words[at:])

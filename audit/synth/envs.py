@@ -31,6 +31,9 @@ for _cue in CUE_ENVS:
     _add(f"{_cue}-0.7", _cue, 0.7)
 for _cue in CUE_ENVS:   # the cue on the rejected side: where a model that learnt it fails
     _add(f"{_cue}-reversed", _cue, 0.1)
+# A planted phrase that no hand-written cue describes: what phrase discovery must find on its own.
+_add("aside", "aside", 0.9)
+_add("aside-0.7", "aside", 0.7)
 
 
 def get_env(name: str) -> Environment:
