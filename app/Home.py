@@ -33,26 +33,31 @@ grouping = grouping_line(s)
 if grouping:
     st.caption(grouping[0].upper() + grouping[1:] + ".")
 
-left, right = st.columns(2)
-for col, name, label in ((left, "sfc", "SFC = L_text / (L_mm + L_text)"), (right, "weight", f"weight ({s['scheme']})")):
-    h = ov["hist"][name]
-    centers = [(a + b) / 2 for a, b in zip(h["edges"][:-1], h["edges"][1:])]
-    fig = go.Figure(go.Bar(x=centers, y=h["counts"], width=h["edges"][1] - h["edges"][0]))
-    fig.update_layout(title=f"{label} histogram", height=320, margin=dict(t=40, b=30), xaxis_title=label)
-    col.plotly_chart(fig, key=f"hist_{name}")
+if s.get("text_only"):
+    st.info("A text-only audit (`score --text-only`): the pictures were not used, so there is no multimodal side, "
+            "no SFC and no shortcut map; the weights come from the text-only scheme "
+            f"`{s['scheme']}`. {s.get('scored_without_image') or 0:,} pairs were scored without their image.")
+else:
+    left, right = st.columns(2)
+    for col, name, label in ((left, "sfc", "SFC = L_text / (L_mm + L_text)"), (right, "weight", f"weight ({s['scheme']})")):
+        h = ov["hist"][name]
+        centers = [(a + b) / 2 for a, b in zip(h["edges"][:-1], h["edges"][1:])]
+        fig = go.Figure(go.Bar(x=centers, y=h["counts"], width=h["edges"][1] - h["edges"][0]))
+        fig.update_layout(title=f"{label} histogram", height=320, margin=dict(t=40, b=30), xaxis_title=label)
+        col.plotly_chart(fig, key=f"hist_{name}")
 
-sc = ov["scatter"]
-fig = px.scatter(sc.to_pandas() if hasattr(sc, "to_pandas") else sc, x="text_prob", y="mm_prob", color="is_shortcut",
-                 custom_data=["pair_id"], opacity=0.5, title="Shortcut map: select points to open their pairs")
-fig.update_layout(height=420, margin=dict(t=40, b=30))
-event = st.plotly_chart(fig, key="shortcut_map", on_select="rerun", selection_mode=("points", "box", "lasso"))
-picked = []
-if event and getattr(event, "selection", None):
-    picked = [p["customdata"][0] for p in event.selection.get("points", []) if p.get("customdata")]
-if picked:
-    st.subheader(f"{len(picked)} selected pairs")
-    for pid in picked[:20]:
-        st.page_link("pages/2_Pair.py", label=f"open pair {pid}", query_params={"pair": pid})
+    sc = ov["scatter"]
+    fig = px.scatter(sc.to_pandas() if hasattr(sc, "to_pandas") else sc, x="text_prob", y="mm_prob", color="is_shortcut",
+                     custom_data=["pair_id"], opacity=0.5, title="Shortcut map: select points to open their pairs")
+    fig.update_layout(height=420, margin=dict(t=40, b=30))
+    event = st.plotly_chart(fig, key="shortcut_map", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    picked = []
+    if event and getattr(event, "selection", None):
+        picked = [p["customdata"][0] for p in event.selection.get("points", []) if p.get("customdata")]
+    if picked:
+        st.subheader(f"{len(picked)} selected pairs")
+        for pid in picked[:20]:
+            st.page_link("pages/2_Pair.py", label=f"open pair {pid}", query_params={"pair": pid})
 
 c1, c2 = st.columns(2)
 cues = pl.DataFrame(s["cues"])

@@ -49,18 +49,25 @@ def _figures(df, summary: dict, out: Path, mode: str) -> tuple[list[tuple[str, s
     import plotly.express as px
     import plotly.graph_objects as go
 
-    ok = df.filter(df["status"] == "ok")
+    ok = df.filter(df["text_prob"].is_not_null()) if "text_prob" in df.columns else df.filter(df["status"] == "ok")
     figs = [
         ("Weight distribution", "weights", px.histogram(x=ok["weight"].to_list(), nbins=50,
                                                         labels={"x": f"weight ({summary['scheme']})"})),
-        ("SFC distribution", "sfc", px.histogram(x=ok["sfc"].to_list(), nbins=50, labels={"x": "SFC"})),
-        ("Shortcut map: text-only vs multimodal probability of the chosen response", "shortcut_map",
-         px.scatter(x=ok["text_prob"].to_list()[:20000], y=ok["mm_prob"].to_list()[:20000], opacity=0.4,
-                    labels={"x": "text_prob", "y": "mm_prob"})),
-        ("Cue association with the preference label", "cues",
-         go.Figure(go.Bar(x=[c["association"] for c in summary["cues"]], y=[c["name"] for c in summary["cues"]],
-                          orientation="h"))),
     ]
+    if not summary.get("text_only"):      # a text-only audit has no multimodal side: no SFC, no shortcut map
+        figs += [
+            ("SFC distribution", "sfc", px.histogram(x=ok["sfc"].to_list(), nbins=50, labels={"x": "SFC"})),
+            ("Shortcut map: text-only vs multimodal probability of the chosen response", "shortcut_map",
+             px.scatter(x=ok["text_prob"].to_list()[:20000], y=ok["mm_prob"].to_list()[:20000], opacity=0.4,
+                        labels={"x": "text_prob", "y": "mm_prob"})),
+        ]
+    figs.append(("Cue model: standardised coefficient with its 95% interval", "cues",
+                 go.Figure(go.Bar(x=[c["coefficient"] for c in summary["cues"]], y=[c["name"] for c in summary["cues"]],
+                                  orientation="h",
+                                  error_x=None if "ci_low" not in summary["cues"][0] else dict(
+                                      type="data", symmetric=False,
+                                      array=[c["ci_high"] - c["coefficient"] for c in summary["cues"]],
+                                      arrayminus=[c["coefficient"] - c["ci_low"] for c in summary["cues"]])))))
     written, reason = [], None
     for title, stem, fig in figs:
         fig.update_layout(title=title, width=760, height=420, template="plotly_white")
@@ -119,7 +126,13 @@ def _header(cfg: CardConfig, summary: dict, name: str) -> list[str]:
             f"{summary['n_rows']} preference pairs ({', '.join(sources) or 'unknown'} format), audited with "
             f"[shortcut-audit](https://pypi.org/project/shortcut-audit/) for text-only shortcuts: a model that never "
             f"sees the image picks the preferred response {100 * summary['text_acc']:.1f}% of the time out of fold "
-            f"(multimodal probe: {100 * summary['mm_acc']:.1f}%). " + cue_sentence(summary), ""]
+            + (f"(multimodal probe: {100 * summary['mm_acc']:.1f}%). " if summary.get("mm_acc") is not None else
+               f"(a text-only audit: the pictures were not used{_without(summary)}). ") + cue_sentence(summary), ""]
+
+
+def _without(summary: dict) -> str:
+    n = summary.get("scored_without_image") or 0
+    return f"; {n} pairs were scored without their image" if n else ""
 
 
 def _how_audited(summary: dict) -> list[str]:

@@ -57,15 +57,18 @@ def _num(x: float | None) -> str:
 
 
 def _print_summary(s: dict, out: Path) -> None:
-    pct = lambda x: f"{100 * x:.1f}%"
+    pct = lambda x: "n/a" if x is None or x != x else f"{100 * x:.1f}%"   # noqa: E731
     print(f"scored {s['n_scored']} of {s['n_rows']} pairs   status: "
           + ", ".join(f"{k}={v}" for k, v in s["status_counts"].items()))
+    if s.get("text_only"):
+        print(f"text-only audit: no multimodal side (mm_* and SFC null); {s.get('scored_without_image', 0)} pairs scored "
+              f"without their image; weights from `{s['scheme']}`")
     print(f"text-only acc {pct(s['text_acc'])}   multimodal acc {pct(s['mm_acc'])}   cue-model acc "
           f"{pct(s['cue_acc'])}   shortcut rate {pct(s['shortcut_rate'])}   SFD {_num(s['sfd'])}")
-    out = [c for c in s["cues"] if c.get("stands_out", True)]
+    standing = [c for c in s["cues"] if c.get("stands_out", True)]
     print("top cues: " + (", ".join(f"{c['name']} (coef {c['coefficient']:+.2f}"
                                     + (f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]" if "ci_low" in c else "")
-                                    + f", assoc {c['association']:+.2f})" for c in out[:3])
+                                    + f", assoc {c['association']:+.2f})" for c in standing[:3])
                           or "no cue stands out (every coefficient's 95% interval includes 0)"))
     if s.get("cue_share"):
         print("cue share (planted cue on the chosen side, by weight): "

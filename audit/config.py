@@ -295,6 +295,10 @@ class ScoreConfig:
                           help="text-only shortcut model: `embedding` (BT head on frozen text embeddings), "
                           "`lexical` (BT head on hashed word n-grams: no encoder, the fast path for big data on CPU) "
                           "or `finetune` (fine-tune a sequence-classification text RM per fold; for GPUs)")
+    text_only: bool = opt(False, help="audit the texts alone, without the pictures (not downloaded yet, a JSONL without "
+                          "its image folder): rows whose image is missing or unreadable are scored too; no multimodal "
+                          "side, so the mm_* columns and SFC are null and the weights come from a text-only scheme "
+                          "(debias, ipw, jtt, none)")
     phrases: bool = opt(True, help="also fit the lexical probe beside the text probe and list the phrases that "
                         "predict the preferred response (`summary.json` `phrases`); `--no-phrases` skips it")
     finetune_model: str = opt("minilm", help="`--text-probe finetune`: the text model to fine-tune (`minilm` "
@@ -327,7 +331,10 @@ class ScoreConfig:
         from audit.schemes import check_scheme
 
         self.source, self.out = Path(self.source), Path(self.out)
-        check_scheme(self.scheme, "paper" if (self.rm or self.mm_scores) else "residual")
+        if self.text_only and (self.rm or self.mm_scores):
+            raise ConfigError("`--text-only` audits without a multimodal side; drop `--rm` / `--mm-scores`, or drop "
+                              "`--text-only` to use them")
+        check_scheme(self.scheme, "text-only" if self.text_only else "paper" if (self.rm or self.mm_scores) else "residual")
         if self.folds < 2:
             raise ConfigError(f"`--folds` must be at least 2, got {self.folds}")
         if not 0.5 <= self.threshold < 1.0:

@@ -112,12 +112,13 @@ def open_pairs(cfg: ScoreConfig, pairs_dir: Path, device: str) -> ScoreContext:
         raise FormatError(f"`{pairs_file}` lacks column(s) {', '.join(missing)}: "
                           "it is not a pairs table; run `shortcut-audit ingest` first")
     status = pl.read_parquet(pairs_file, columns=["status"])["status"]
-    ok = (status == schema.OK).to_numpy()
+    scored_statuses = [schema.OK, *(schema.IMAGE_STATUSES if cfg.text_only else ())]
+    ok = status.is_in(scored_statuses).to_numpy()
     status_counts = dict(status.value_counts().sort("status").iter_rows())
     idx = np.where(ok)[0]
     m = idx.size
     if m < 2 * cfg.folds:
-        raise FormatError(f"only {m} scorable (`ok`) pairs in `{pairs_dir}`; cross-fitting with "
+        raise FormatError(f"only {m} scorable ({', '.join(f'`{x}`' for x in scored_statuses)}) pairs in `{pairs_dir}`; cross-fitting with "
                           f"{cfg.folds} folds needs at least {2 * cfg.folds} (see the status column)")
 
     def scored(name: str) -> pl.Series:      # one column at a time, as integer codes where it is an id

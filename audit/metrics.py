@@ -8,12 +8,14 @@ import numpy as np
 def bt_loss(margin: np.ndarray) -> np.ndarray:
     """Bradley-Terry loss -log sigmoid(margin), computed as softplus(-margin) without overflow."""
     m = np.asarray(margin, dtype=np.float64)
-    return np.logaddexp(0.0, -m)
+    with np.errstate(invalid="ignore"):      # NaN margins (no multimodal side) stay NaN
+        return np.logaddexp(0.0, -m)
 
 
 def sigmoid(margin: np.ndarray) -> np.ndarray:
     m = np.asarray(margin, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -m))
+    with np.errstate(invalid="ignore"):
+        return np.exp(-np.logaddexp(0.0, -m))
 
 
 def sfc(text_loss: np.ndarray, mm_loss: np.ndarray) -> np.ndarray:

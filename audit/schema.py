@@ -22,6 +22,9 @@ IMAGE_OUTSIDE_ROOT = "image_outside_root"  # path (or symlink) escapes the datas
 DUPLICATE = "duplicate"                  # same prompt, responses and picture as an earlier row (texts normalised,
                                          # the picture by perceptual hash: a re-encoded copy is the same picture)
 
+# A row with one of these has usable texts: `score --text-only` scores it.
+IMAGE_STATUSES = (IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_TOO_LARGE, IMAGE_OUTSIDE_ROOT)
+
 STATUSES = (OK, BAD_ROW, MISSING_FIELD, BAD_TEXT, EMPTY_RESPONSE, IDENTICAL_RESPONSES,
             IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_TOO_LARGE, IMAGE_OUTSIDE_ROOT, DUPLICATE)
 

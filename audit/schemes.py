@@ -39,14 +39,19 @@ SFC_SCHEME = {"paper": "sfc", "residual": "sfc-residual"}   # sfc_kind -> the sc
 def sfc_kind_of(summary: dict) -> str:
     """`paper` or `residual`: what the audit's `sfc` column is (audits written before `sfc_kind` existed
     are told by their multimodal side)."""
-    if summary.get("sfc_kind") in SFC_SCHEME:
+    if summary.get("sfc_kind") in SFC_SCHEME or summary.get("sfc_kind") == TEXT_ONLY:
         return summary["sfc_kind"]
     mm = ((summary.get("encoders") or {}).get("mm") or "")
     return "paper" if mm in ("reward model", "external") else "residual"
 
 
+TEXT_ONLY = "text-only"     # an audit without a multimodal side (`score --text-only`): no SFC
+
+
 def schemes_for(kind: str) -> list[str]:
     """The schemes that apply to an audit whose `sfc` column is of this kind."""
+    if kind == TEXT_ONLY:
+        return [s for s in SCHEMES if s not in SFC_SCHEME.values()]
     other = SFC_SCHEME["residual" if kind == "paper" else "paper"]
     return [s for s in SCHEMES if s != other]
 
@@ -54,6 +59,11 @@ def schemes_for(kind: str) -> list[str]:
 def check_scheme(scheme: str, kind: str) -> None:
     """Refuse the `sfc` variant that does not match what the audit's multimodal loss is."""
     SCHEMES.get_or_raise(scheme)
+    if kind == TEXT_ONLY and scheme in SFC_SCHEME.values():
+        from audit.errors import ConfigError
+
+        raise ConfigError(f"`--scheme {scheme}` needs a multimodal side; a text-only audit has no SFC: use "
+                          "`--scheme debias`, `ipw`, `jtt` or `none`")
     if scheme in SFC_SCHEME.values() and scheme != SFC_SCHEME[kind]:
         from audit.errors import ConfigError
 

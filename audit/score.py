@@ -33,7 +33,7 @@ from audit.context import ScoreContext, open_pairs, pairs_dir_for
 from audit.io import atomic_path, versions, write_json_atomic
 from audit.probes import ProbeResult, select
 from audit.probes.cues import CUE_FUNCS
-from audit.schemes import schemes_for, weights
+from audit.schemes import TEXT_ONLY, schemes_for, weights
 from audit.stream import read_batches
 
 log = logging.getLogger(__name__)
@@ -196,9 +196,9 @@ class Audited:
             margins[role], temps[role] = calibrate(r.margin, ctx.folds) if r.calibrate else (r.margin, None)
         text_loss, mm_loss = metrics.bt_loss(margins["text"]), metrics.bt_loss(margins["mm"])
         text_prob = metrics.sigmoid(margins["text"])
-        sfc = metrics.sfc(text_loss, mm_loss)
+        sfc_kind = TEXT_ONLY if cfg.text_only else "paper" if (cfg.rm or cfg.mm_scores) else "residual"
+        sfc = np.full(ctx.m, np.nan) if cfg.text_only else metrics.sfc(text_loss, mm_loss)
         kw = dict(text_prob=text_prob, sfc=sfc, clip=cfg.clip, ipw_floor=cfg.ipw_floor, jtt_factor=cfg.jtt_factor)
-        sfc_kind = "paper" if (cfg.rm or cfg.mm_scores) else "residual"
         ones = np.ones(ctx.m, dtype=bool)
         all_weights = {s: weights(s, ones, **kw) for s in schemes_for(sfc_kind)}
         return cls(margins, temps, text_prob, text_loss, metrics.sigmoid(margins["mm"]), mm_loss, sfc, sfc_kind,
@@ -234,7 +234,7 @@ def _per_source(cfg: ScoreConfig, ctx: ScoreContext, audit: Audited) -> list[dic
     for src in sorted(ctx.sub["source"].drop_nulls().unique().to_list()):
         sel = (ctx.sub["source"] == src).to_numpy()
         out.append({"source": src, "n": int(sel.sum()), "text_acc": metrics.accuracy(mg["text"][sel]),
-                    "mm_acc": metrics.accuracy(mg["mm"][sel]), "cue_acc": metrics.accuracy(mg["cue"][sel]),
+                    "mm_acc": None if audit.sfc_kind == TEXT_ONLY else metrics.accuracy(mg["mm"][sel]), "cue_acc": metrics.accuracy(mg["cue"][sel]),
                     "shortcut_rate": float((audit.text_prob[sel] >= cfg.threshold).mean())})
     return out
 
@@ -298,7 +298,7 @@ def phrase_story(summary: dict) -> str:
 
 def _mm_warnings(summary: dict) -> list[str]:
     mm, text = summary["mm_acc"], summary["text_acc"]
-    if not (mm < WEAK_MM_ACC or mm < text):
+    if mm is None or not (mm < WEAK_MM_ACC or mm < text):
         return []
     where = (f"the multimodal side is weak (accuracy {100 * mm:.1f}%, text-only {100 * text:.1f}%): its loss is "
              "close to log 2 on most pairs, so SFC is close to L_text / (L_text + 0.69) and mostly follows the "
@@ -315,11 +315,14 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
     """summary.json: the headline numbers, then what each probe owns (its summary keys, its encoder
     entry, its ridge strength and temperature), then how the run went."""
     mg, w = audit.margins, audit.weight
+    text_only = audit.sfc_kind == TEXT_ONLY
     summary = {
-        "n_rows": ctx.n, "n_scored": ctx.m, "status_counts": ctx.status_counts,
-        "text_acc": metrics.accuracy(mg["text"]), "mm_acc": metrics.accuracy(mg["mm"]),
+        "n_rows": ctx.n, "n_scored": ctx.m, "status_counts": ctx.status_counts, "text_only": text_only,
+        "scored_without_image": int(ctx.m - ctx.status_counts.get("ok", 0)) if text_only else 0,
+        "text_acc": metrics.accuracy(mg["text"]), "mm_acc": None if text_only else metrics.accuracy(mg["mm"]),
         "cue_acc": metrics.accuracy(mg["cue"]), "shortcut_rate": float((audit.text_prob >= cfg.threshold).mean()),
-        "sfd": metrics.sfd(mg["text"], mg["mm"]), "sfc_mean": float(audit.sfc.mean()), "sfc_kind": audit.sfc_kind,
+        "sfd": None if text_only else metrics.sfd(mg["text"], mg["mm"]),
+        "sfc_mean": None if text_only else float(audit.sfc.mean()), "sfc_kind": audit.sfc_kind,
         "scheme": cfg.scheme, "threshold": cfg.threshold,
         "weights": {"min": float(w.min()), "max": float(w.max()),
                     "quantiles": {q: float(np.quantile(w, float(q))) for q in ("0.05", "0.25", "0.5", "0.75", "0.95")}},

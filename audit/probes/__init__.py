@@ -14,11 +14,13 @@ The interface and the registry are in `audit.probes.base`; `score` runs one prob
 - `reward-model` (`reward_model`): a user's multimodal RM, scored with and without the image (`--rm`);
 - `lexical` (`lexical`): BT head on hashed word n-gram differences (`--text-probe lexical`), and as the
   auxiliary `lexical-aux` beside another text probe, with phrase discovery (`summary.phrases`);
-- `prompt-blind` (`lexical`, auxiliary): the text probe's head on the responses alone.
+- `prompt-blind` (`lexical`, auxiliary): the text probe's head on the responses alone;
+- `text-only` (`text_only`): the empty multimodal side of `score --text-only` (NaN margins).
 
 Adding a probe: one module with a registered `Probe` subclass, one import line below, one test.
 """
 
+from audit.probes import text_only  # noqa: F401 (registered first: `--text-only` fills the mm role with no model)
 from audit.probes import cues, external, finetune, lexical, multimodal, reward_model, text_embedding  # noqa: F401 (registry)
 from audit.probes.base import PROBES, Probe, ProbeResult, register, select
 from audit.probes.external import external_margins

@@ -98,7 +98,7 @@ class BilinearProbe(Probe):
 
     @classmethod
     def selected(cls, cfg) -> bool:
-        return not (cfg.rm or cfg.mm_scores)
+        return not (cfg.rm or cfg.mm_scores or cfg.text_only)
 
     def fit(self, ctx, fitted) -> ProbeResult:
         cfg = self.cfg
