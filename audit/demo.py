@@ -73,7 +73,12 @@ def _demo(cfg: DemoConfig) -> Iterator[str]:
         yield (f"[{env}] score -> {audit_dir / 'audited.parquet'}: text-only acc {100 * s['text_acc']:.1f}%, "
                f"multimodal acc {100 * s['mm_acc']:.1f}%, shortcut rate {100 * s['shortcut_rate']:.1f}%, "
                f"SFD {_sfd(s['sfd'])}")
-        yield "  top cues: " + ", ".join(f"{c['name']} ({c['coefficient']:+.2f})" for c in s["cues"][:3])
+        standing = [c for c in s["cues"] if c.get("stands_out")]
+        yield "  top cues: " + (", ".join(f"{c['name']} ({c['coefficient']:+.2f}, 95% [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])"
+                                          for c in standing[:3]) or "none stands out")
+        sig = [p for p in s.get("phrases") or [] if p.get("significant")]
+        yield (f"  prompt-blind acc {100 * s['prompt_blind_acc']:.1f}%; phrases: "
+               + (", ".join(f"\"{p['phrase']}\" ({p['n_chosen']}/{p['n_rejected']})" for p in sig[:3]) or "none stands out"))
         if s.get("cue_share"):
             yield ("  cue share by weight (untouched " + f"{s['cue_share']['untouched']:.2f}): "
                    + ", ".join(f"{k} {v:.2f}" for k, v in s["cue_share"].items() if k != "untouched"))

@@ -131,6 +131,10 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
     excluded = dict(df.filter(~pl.Series(ok_mask)).group_by("status").len().sort("status").iter_rows())
     ok = df.filter(pl.Series(ok_mask))
     if ok.height == 0:
+        if summary.get("text_only"):
+            raise FormatError(f"`{cfg.audit}` is a text-only audit whose pairs have no usable image, and an export "
+                              "carries the pictures; use the `weight` column of its audited.parquet (by `pair_id`), or "
+                              "re-audit once the images are in place")
         raise FormatError(f"`{cfg.audit}` has no scored (`ok`) pairs to export")
     weight = ok["weight"].to_numpy().astype(np.float64)
     if cfg.scheme is not None:
