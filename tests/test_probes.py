@@ -19,16 +19,21 @@ def pairs(tmp_path_factory):
     return synth(SynthConfig(env="leadin", out=d / "s", n=80, image_size=32)).parent
 
 
-@pytest.mark.parametrize("kw,expected", [
-    ({}, ("cue", "text-embedding", "bilinear")),
-    ({"mm_scores": "a,b"}, ("cue", "text-embedding", "external-scores")),
-    ({"rm": "some/model", "scheme": "sfc"}, ("cue", "text-embedding", "reward-model")),
-    ({"text_probe": "finetune", "mm_scores": "a"}, ("cue", "text-finetune", "external-scores")),
+@pytest.mark.parametrize("kw,expected,aux", [
+    ({}, ("cue", "text-embedding", "bilinear"), ("lexical-aux", "prompt-blind")),
+    ({"mm_scores": "a,b"}, ("cue", "text-embedding", "external-scores"), ("lexical-aux", "prompt-blind")),
+    ({"rm": "some/model", "scheme": "sfc"}, ("cue", "text-embedding", "reward-model"), ("lexical-aux", "prompt-blind")),
+    ({"text_probe": "finetune", "mm_scores": "a"}, ("cue", "text-finetune", "external-scores"), ("lexical-aux",)),
+    ({"text_probe": "lexical"}, ("cue", "lexical", "bilinear"), ("prompt-blind",)),
+    ({"text_only": True, "no_phrases": True}, ("cue", "text-embedding", "text-only"), ("prompt-blind",)),
 ])
-def test_the_config_chooses_one_probe_per_role(tmp_path, kw, expected):
+def test_the_config_chooses_one_probe_per_role_then_the_auxiliaries(tmp_path, kw, expected, aux):
+    if kw.pop("no_phrases", False):
+        kw["phrases"] = False
     cfg = ScoreConfig(source=tmp_path, out=tmp_path / "o", **kw)
     chosen = base.select(cfg)
-    assert tuple(chosen) == ("cue", "text", "mm") and tuple(p.name for p in chosen.values()) == expected
+    assert tuple(chosen)[:3] == ("cue", "text", "mm") and tuple(p.name for p in chosen.values())[:3] == expected
+    assert tuple(chosen)[3:] == aux and all(chosen[a].role == "aux" for a in aux)
 
 
 def test_a_registered_probe_runs_in_its_role_and_owns_its_columns_and_summary(pairs, tmp_path, monkeypatch):
@@ -48,7 +53,7 @@ def test_a_registered_probe_runs_in_its_role_and_owns_its_columns_and_summary(pa
 
     monkeypatch.setattr(base, "PROBES", {"test-length": LengthProbe, **base.PROBES})   # first: chosen for `text`
     s = score(ScoreConfig(source=pairs, out=tmp_path / "a", cache_dir=tmp_path / "c", folds=3))
-    assert s["probes"] == {"cue": "cue", "text": "test-length", "mm": "bilinear"}
+    assert {k: s["probes"][k] for k in ("cue", "text", "mm")} == {"cue": "cue", "text": "test-length", "mm": "bilinear"}
     assert s["encoders"]["text"] == {"probe": "test-length"} and s["length_probe"] == {"n": 80}
     df = pl.read_parquet(tmp_path / "a" / "audited.parquet")
     assert "length_margin" in df.columns
@@ -80,6 +85,7 @@ def test_only_the_inputs_the_chosen_probes_need_are_encoded(tmp_path, monkeypatc
     s = score(ScoreConfig(source=tmp_path / "d.jsonl", out=tmp_path / "a", mm_scores="rm_c,rm_r", folds=3,
                           text_probe="finetune", finetune_model=str(tiny_text_rm(tmp_path / "textrm")),
                           finetune_epochs=1, finetune_batch=8, cache_dir=tmp_path / "c"))
-    assert s["probes"] == {"cue": "cue", "text": "text-finetune", "mm": "external-scores"} and s["n_scored"] == 40
+    assert {k: s["probes"][k] for k in ("cue", "text", "mm")} == {"cue": "cue", "text": "text-finetune",
+                                                                  "mm": "external-scores"} and s["n_scored"] == 40
     with pytest.raises(ValueError, match="unknown probe input"):
         InputStore(None, {"audio"})

@@ -14,7 +14,10 @@ Two probes use it:
   (embedding: e_c - e_r; lexical: the response block). Its accuracy beside the text probe's says
   whether the shortcut lives in the answers alone (style, templates) or in answer-given-question.
 
-Phrases (`summary.phrases`): a head fitted on the response block of the pairs (at most `--fit-pairs`)
+Memory: the heads are fitted on a seeded sample of the scored rows (all of them up to `--fit-pairs`
+per fold), whose sparse features are held; every row is then scored window by window.
+
+Phrases (`summary.phrases`): a head fitted on the response block of that sample
 ranks the buckets; the top buckets are mapped back to the n-grams that fill them (hashing the n-grams
 of the responses again), overlapping n-grams are merged into the longest phrase that still carries
 most of their pairs ("as it happens" rather than "as it", "it happens"), and each phrase is counted
@@ -62,17 +65,32 @@ def pair_features(prompts: list, chosen: list, rejected: list, with_prompt: bool
     return d
 
 
-def read_features(ctx, with_prompt: bool):
-    """The pair features of every scored row, window by window (texts are not kept)."""
-    import scipy.sparse as sp
+class LexicalRows:
+    """The lexical features of a bounded sample of the scored rows (what the heads are fitted on: at
+    most `--fit-pairs` per fold), and a window-by-window pass that scores every row: memory is the
+    sample's sparse matrix plus one window, whatever the dataset size."""
 
-    blocks, where = [], []
-    for pos, cols in ctx.rows.windows(["prompt", "chosen", "rejected"]):
-        blocks.append(pair_features(cols["prompt"], cols["chosen"], cols["rejected"], with_prompt))
-        where.append(pos)
-    x = sp.vstack(blocks, format="csr")
-    order = np.argsort(np.concatenate(where), kind="stable")
-    return x[order]
+    def __init__(self, ctx, with_prompt: bool, max_fit: int | None, seed: int) -> None:
+        from audit.bt import fit_sample
+
+        k = len(np.unique(ctx.folds))
+        cap = None if max_fit is None else -(-max_fit * k // (k - 1))
+        self.ctx, self.with_prompt = ctx, with_prompt
+        self.sample = np.sort(fit_sample(np.arange(ctx.m), cap, seed))
+        got = ctx.rows.take(self.sample, ["prompt", "chosen", "rejected"])
+        self.x = pair_features(got["prompt"], got["chosen"], got["rejected"], with_prompt)
+
+    def margins(self, coef_by_fold: dict[int, np.ndarray]) -> np.ndarray:
+        """Every scored row's margin under the head of its own fold (out of fold)."""
+        out = np.zeros(self.ctx.m, dtype=np.float64)
+        for pos, cols in self.ctx.rows.windows(["prompt", "chosen", "rejected"]):
+            x = pair_features(cols["prompt"], cols["chosen"], cols["rejected"], self.with_prompt)
+            folds = self.ctx.folds[pos]
+            for f, coef in coef_by_fold.items():
+                sel = np.flatnonzero(folds == f)
+                if sel.size:
+                    out[pos[sel]] = x[sel] @ coef
+        return out
 
 
 def _fit(x, c: float, seed: int):
@@ -106,19 +124,16 @@ def choose_c(x, groups: np.ndarray, seed: int) -> float:
     return C_GRID[int(np.argmin(losses))]
 
 
-def cross_fit_lexical(x, folds: np.ndarray, groups: np.ndarray, seed: int, max_fit: int | None) -> tuple[np.ndarray, float]:
-    """Out-of-fold margins and the C used (chosen on the first fold's training groups only)."""
-    from audit.bt import fit_sample
-
+def cross_fit_lexical(rows: LexicalRows, folds: np.ndarray, groups: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """Out-of-fold margins and the C used (chosen on the first fold's training groups only). Heads are
+    fitted on the sample's rows outside their fold; every row is scored by the head of its own fold."""
+    s = rows.sample
+    f_s, g_s = folds[s], groups[s]
     fold_ids = np.unique(folds)
-    first = fit_sample(np.flatnonzero(folds != fold_ids[0]), max_fit, seed)
-    c = choose_c(x[first], groups[first], seed)
-    out = np.zeros(x.shape[0], dtype=np.float64)
-    for f in fold_ids:
-        test = np.flatnonzero(folds == f)
-        train = fit_sample(np.flatnonzero(folds != f), max_fit, seed + 1 + int(f))
-        out[test] = x[test] @ _fit(x[train], c, seed + int(f))
-    return out, c
+    first = np.flatnonzero(f_s != fold_ids[0])
+    c = choose_c(rows.x[first], g_s[first], seed)
+    coefs = {int(f): _fit(rows.x[np.flatnonzero(f_s != f)], c, seed + int(f)) for f in fold_ids}
+    return rows.margins(coefs), c
 
 
 def bucket_of(ngrams: list[str]) -> np.ndarray:
@@ -179,15 +194,16 @@ def _contains_phrase(texts: list, phrase: str) -> np.ndarray:
     return np.array([bool(pat.search(t)) if isinstance(t, str) else False for t in texts])
 
 
-def discover_phrases(ctx, x_resp, groups: np.ndarray, seed: int, max_fit: int | None) -> list[dict]:
+def discover_phrases(ctx, rows: LexicalRows, groups: np.ndarray, seed: int) -> list[dict]:
     """The phrases that most predict chosen vs rejected (see the module docstring)."""
     from scipy.stats import binomtest
 
     from audit.bt import fit_sample
 
-    n = x_resp.shape[0]
-    sample = fit_sample(np.arange(n), max_fit, seed)
-    coef = _fit(x_resp[sample], choose_c(x_resp[sample], groups[sample], seed), seed)
+    n = ctx.m
+    x_resp = rows.x[:, :N_FEATURES]
+    g = groups[rows.sample]
+    coef = _fit(x_resp, choose_c(x_resp, g, seed), seed)
     top = np.argsort(-np.abs(coef))[:TOP_BUCKETS]
     top = top[np.abs(coef[top]) > 1e-6]
     if top.size == 0:
@@ -197,7 +213,7 @@ def discover_phrases(ctx, x_resp, groups: np.ndarray, seed: int, max_fit: int | 
     seen: dict[int, dict[str, int]] = {int(b): {} for b in top}
     look = set(seen)
     scan = np.sort(fit_sample(np.arange(n), 20000, seed + 7))
-    got = ctx.rows.take(scan, ["chosen", "rejected"])
+    got = ctx.rows.take(scan, ["chosen", "rejected"])     # a sample is enough to name a bucket
     for text in got["chosen"] + got["rejected"]:
         grams = sorted(set(analyzer(text if isinstance(text, str) else "")))
         for g, b in zip(grams, bucket_of(grams)):
@@ -254,9 +270,9 @@ class LexicalProbe(Probe):
 
     def fit(self, ctx, fitted) -> ProbeResult:
         cfg = self.cfg
-        x = read_features(ctx, with_prompt=True)
-        margin, c = cross_fit_lexical(x, ctx.folds, ctx.groups, cfg.seed, cfg.fit_pairs)
-        phrases = discover_phrases(ctx, x[:, :N_FEATURES], ctx.groups, cfg.seed, cfg.fit_pairs) if cfg.phrases else []
+        rows = LexicalRows(ctx, True, cfg.fit_pairs, cfg.seed)
+        margin, c = cross_fit_lexical(rows, ctx.folds, ctx.groups, cfg.seed)
+        phrases = discover_phrases(ctx, rows, ctx.groups, cfg.seed) if cfg.phrases else []
         summary = {"phrases": phrases}
         if self.role == "aux":
             summary["lexical_acc"] = _calibrated_acc(margin)
@@ -264,7 +280,7 @@ class LexicalProbe(Probe):
                            columns=[("lexical_margin", margin, None)] if self.role == "aux" else [],
                            encoder={"probe": "lexical", "features": f"hashed word {NGRAMS[0]}-{NGRAMS[1]}-grams, "
                                     f"{N_FEATURES} buckets, chosen - rejected, + prompt-echo block", "C": c},
-                           extra={"x": None})
+                           )
 
 
 @register
@@ -298,8 +314,8 @@ class PromptBlindProbe(Probe):
     def fit(self, ctx, fitted) -> ProbeResult:
         cfg = self.cfg
         if cfg.text_probe == "lexical":
-            x = read_features(ctx, with_prompt=False)
-            margin, c = cross_fit_lexical(x, ctx.folds, ctx.groups, cfg.seed, cfg.fit_pairs)
+            rows = LexicalRows(ctx, False, cfg.fit_pairs, cfg.seed)
+            margin, c = cross_fit_lexical(rows, ctx.folds, ctx.groups, cfg.seed)
             l2 = round(1.0 / c, 6)
         else:
             from audit.bt import LazyFeatures, LinearBT, cross_fit
