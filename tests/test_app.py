@@ -212,3 +212,20 @@ def test_a_crafted_report_naming_root_as_image_root_shows_no_file(audits, tmp_pa
     (a_dir / "pairs" / "ingest_report.json").write_text(json.dumps(rep))
     a = Audit(a_dir)
     assert a.image_bytes("/etc/passwd") is None and a.image_bytes("/etc/hostname") is None
+
+
+def test_home_lists_discovered_phrases_and_browse_filters_by_one(app, audits):
+    """The overview shows the phrase table and the prompt-blind reading; the phrase filter in the URL
+    keeps the pairs with that phrase on one side only, and survives a page change."""
+    s = json.loads((audits["leadin"] / "summary.json").read_text())
+    at = app()
+    assert any("Discovered phrases" in h.value for h in at.subheader)
+    assert any("prompt-blind" in m.value for m in at.markdown)
+    phrase = s["phrases"][0]["phrase"]
+    at = app("pages/1_Browse.py", {"phrase": phrase})
+    assert at.query_params["phrase"] == [phrase] or at.query_params["phrase"] == phrase
+    p = s["phrases"][0]
+    assert _matching(at) == p["n_chosen"] + p["n_rejected"]
+    at.switch_page("pages/2_Pair.py")
+    at.run()
+    assert not at.exception and "phrase" in at.query_params
