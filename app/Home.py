@@ -1,31 +1,46 @@
-"""Overview: headline numbers, SFC and weight histograms, the shortcut map, cue associations, sources."""
+"""Overview: the headline (text-only accuracy with its interval, what it means, what to do next), the
+SFC and weight histograms, the shortcut map (a selection opens in Browse), the cue model, per-source
+numbers and the discovered phrases."""
 
-import plotly.express as px
 import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from common import open_audit, overview_of, pct
+from common import PAGES, open_audit, overview_of, pct, plural, sidebar_filters
 
-from audit.score import grouping_line, phrase_story
+from audit.appdata import Filters
+from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, grouping_line, headline, interval, level, phrase_story,
+                           threshold_label, verdict)
 
 st.set_page_config(page_title="shortcut-audit", layout="wide")
 audit = open_audit()
+f = sidebar_filters(audit)
 ov = overview_of(audit)
 s = ov["summary"]
+CHART = {"displaylogo": False}          # plotly's toolbar shows on hover only, beside (not over) our titles
 
 st.title("Shortcut audit")
 st.caption(f"{audit.dir} — scheme `{s['scheme']}`, {s['config']['folds']} folds, text encoder "
            f"`{s['config']['text_encoder']}`, image encoder `{s['config']['image_encoder']}`")
+box = {"none": st.success, "weak": st.info, "moderate": st.warning, "strong": st.error}[level(s)]
+box(f"**{headline(s)}** {verdict(s)}")
+
 m = st.columns(6)
-m[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table")
-m[1].metric("Text-only acc", pct(s["text_acc"]), help="out-of-fold accuracy of a model that never sees the image")
-m[2].metric("Multimodal acc", pct(s["mm_acc"]))
-m[3].metric("Shortcut rate", pct(s["shortcut_rate"]), help="text_prob >= threshold")
-m[4].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}",
-            help="100 x (mm accuracy where the text model is right - where it is wrong)")
-m[5].metric("Top cue", s["top_cue"] or "none stands out",
-            help="the first cue of the cue model's ranking whose 95% interval (bootstrap over groups) excludes 0")
+m[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table (every status)")
+ci = interval(s.get("text_acc_ci"))
+m[1].metric("Text-only accuracy", pct(s["text_acc"]),
+            None if s["text_acc"] is None else f"{100 * (s['text_acc'] - 0.5):+.1f} pts vs chance", delta_color="off",
+            help="out-of-fold accuracy of a model that never sees the image" + (f"; {ci}" if ci else ""))
+m[2].metric("Pairs with a text signal", pct(s.get("text_signal_share"), 0), help=SIGNAL_HELP)
+m[3].metric("Multimodal accuracy", pct(s["mm_acc"]), help="out-of-fold accuracy of the probe that sees the image")
+m[4].metric(threshold_label(s), pct(s["shortcut_rate"]),
+            help="share of the pairs a text-only model is confident about (`--threshold`); the 'shortcut pairs' "
+                 "filter and `export --mode prune` use this cut")
+m[5].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}", help=SFD_HELP)
+standing = [c for c in s["cues"] if c.get("stands_out")]
+st.write("**Top cue:** " + (", ".join(f"`{c['name']}` (coefficient {c['coefficient']:+.2f}, 95% interval "
+                                      f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])" for c in standing[:3])
+                            or "no cue stands out (every coefficient's 95% interval includes 0)"))
 st.write("Rows by status: " + ", ".join(f"`{k}` {v:,}" for k, v in ov["status"].items()))
 for w in s.get("warnings", []):
     st.warning(w[0].upper() + w[1:] + ".")
@@ -33,47 +48,99 @@ grouping = grouping_line(s)
 if grouping:
     st.caption(grouping[0].upper() + grouping[1:] + ".")
 
+
+def histogram(name: str, label: str, help: str) -> None:
+    h = ov["hist"][name]
+    edges = h["edges"]
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    fig = go.Figure(go.Bar(x=centers, y=h["counts"], width=edges[1] - edges[0],
+                           hovertemplate=f"{label} %{{x:.3f}}: %{{y}} pairs<extra></extra>"))
+    pad = (edges[-1] - edges[0]) * 0.02          # every bar whole, the last one included
+    fig.update_layout(height=300, margin=dict(t=10, b=40, l=40, r=10), xaxis_title=label, yaxis_title="pairs",
+                      xaxis_range=[edges[0] - pad, edges[-1] + pad], bargap=0.05)
+    st.markdown(f"**{label}**", help=help)
+    st.plotly_chart(fig, key=f"hist_{name}", config=CHART)
+
+
 if s.get("text_only"):
     st.info("A text-only audit (`score --text-only`): the pictures were not used, so there is no multimodal side, "
             "no SFC and no shortcut map; the weights come from the text-only scheme "
             f"`{s['scheme']}`. {s.get('scored_without_image') or 0:,} pairs were scored without their image.")
 else:
     left, right = st.columns(2)
-    for col, name, label in ((left, "sfc", "SFC = L_text / (L_mm + L_text)"), (right, "weight", f"weight ({s['scheme']})")):
-        h = ov["hist"][name]
-        centers = [(a + b) / 2 for a, b in zip(h["edges"][:-1], h["edges"][1:])]
-        fig = go.Figure(go.Bar(x=centers, y=h["counts"], width=h["edges"][1] - h["edges"][0]))
-        fig.update_layout(title=f"{label} histogram", height=320, margin=dict(t=40, b=30), xaxis_title=label)
-        col.plotly_chart(fig, key=f"hist_{name}")
+    with left:
+        histogram("sfc", "SFC = L_text / (L_mm + L_text)", SFC_HELP)
+    with right:
+        histogram("weight", f"weight ({s['scheme']})", "the training weight of each pair; mean 1 over the scored pairs")
 
     sc = ov["scatter"]
-    fig = px.scatter(sc.to_pandas() if hasattr(sc, "to_pandas") else sc, x="text_prob", y="mm_prob", color="is_shortcut",
-                     custom_data=["pair_id"], opacity=0.5, title="Shortcut map: select points to open their pairs")
-    fig.update_layout(height=420, margin=dict(t=40, b=30))
-    event = st.plotly_chart(fig, key="shortcut_map", on_select="rerun", selection_mode=("points", "box", "lasso"))
-    picked = []
-    if event and getattr(event, "selection", None):
-        picked = [p["customdata"][0] for p in event.selection.get("points", []) if p.get("customdata")]
-    if picked:
-        st.subheader(f"{len(picked)} selected pairs")
-        for pid in picked[:20]:
-            st.page_link("pages/2_Pair.py", label=f"open pair {pid}", query_params={"pair": pid})
+    thr = s.get("threshold", 0.8)
+    above, below = f"text_prob >= {thr:.2f}", f"text_prob < {thr:.2f}"
+    colours = {above: "#d62728", below: "#1f77b4"}         # the same meaning and colour in every audit
+    fig = go.Figure()
+    for name, part in ((below, sc.filter(~pl.col("is_shortcut"))), (above, sc.filter(pl.col("is_shortcut")))):
+        fig.add_trace(go.Scattergl(x=part["text_prob"].to_list(), y=part["mm_prob"].to_list(), mode="markers",
+                                   name=name, marker=dict(color=colours[name], size=5, opacity=0.5),
+                                   customdata=part["pair_id"].to_list(),
+                                   hovertemplate="text_prob %{x:.3f}, mm_prob %{y:.3f}<br>%{customdata}<extra></extra>"))
+    fig.update_layout(height=440, margin=dict(t=10, b=40, l=40, r=10), dragmode="select",
+                      xaxis=dict(title="text_prob (text-only model, chosen preferred)", range=[-0.02, 1.02]),
+                      yaxis=dict(title="mm_prob (multimodal model)", range=[-0.02, 1.02]),
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0))
+    st.markdown("**Shortcut map**: drag a box (or switch to lasso in the chart's toolbar) to open those pairs in "
+                "Browse.", help="right: the text alone predicts the preference; top: the multimodal model does. "
+                                "Bottom right: pairs a model can get right without looking, and gets wrong by looking")
+    n_shown = sc.height
+    if n_shown < (ov["status"].get("ok") or 0):
+        st.caption(f"{n_shown:,} of {ov['status']['ok']:,} scored pairs drawn (an even sample); a box selection "
+                   "filters every pair in the box.")
+    event = st.plotly_chart(fig, key="shortcut_map", on_select="rerun", selection_mode=("box", "lasso", "points"),
+                            config=CHART)
+    sel = getattr(event, "selection", None) if event else None
+    if sel:
+        boxes = sel.get("box") or []
+        points = [p["customdata"] if isinstance(p.get("customdata"), str) else (p.get("customdata") or [None])[0]
+                  for p in sel.get("points", [])]
+        points = [p for p in points if p]
+        if boxes and len(boxes[0].get("x", [])) == 2 and len(boxes[0].get("y", [])) == 2:
+            x0, x1 = sorted(boxes[0]["x"])
+            y0, y1 = sorted(boxes[0]["y"])
+            clip = lambda v: min(max(round(v, 3), 0.0), 1.0)   # noqa: E731
+            target = Filters(**{**f.__dict__, "tp_min": clip(x0), "tp_max": clip(x1), "mm_min": clip(y0),
+                                "mm_max": clip(y1), "sel": ""})
+            what = f"the box text_prob {clip(x0):.2f}-{clip(x1):.2f}, mm_prob {clip(y0):.2f}-{clip(y1):.2f}"
+        elif points:
+            target = Filters(**{**f.__dict__, "sel": audit.save_selection(points)})
+            what = f"the {plural(len(points), 'selected pair')}"
+        else:
+            target = None
+        if target is not None:
+            st.page_link(PAGES[1][0], label=f"Browse {what}", query_params=target.to_params(), icon=":material/open_in_new:")
 
 c1, c2 = st.columns(2)
-cues = pl.DataFrame(s["cues"])
-if "ci_low" in cues.columns:
-    err = dict(type="data", symmetric=False, array=(cues["ci_high"] - cues["coefficient"]).to_list(),
-               arrayminus=(cues["coefficient"] - cues["ci_low"]).to_list())
-else:
+with c1:
+    cues = pl.DataFrame(s["cues"])
+    st.markdown("**Cue model**: standardised coefficient with its 95% interval",
+                help="a logistic model on hand-written cues (chosen - rejected); the interval is a bootstrap over "
+                     "the cross-fitting groups. A cue whose interval includes 0 does not stand out")
     err = None
-fig = go.Figure(go.Bar(x=cues["coefficient"].to_list(), y=cues["name"].to_list(), orientation="h", error_x=err,
-                       customdata=cues["association"].to_list(),
-                       hovertemplate="%{y}: coefficient %{x:.2f}, association %{customdata:+.2f}<extra></extra>"))
-fig.update_layout(title="Cue model: standardised coefficient, 95% interval (bootstrap over groups)", height=420,
-                  margin=dict(t=40, b=30), yaxis=dict(autorange="reversed"))
-c1.plotly_chart(fig, key="cues")
-c2.subheader("Per source")
-c2.dataframe(pl.DataFrame(s["per_source"]), hide_index=True)
+    if "ci_low" in cues.columns:
+        err = dict(type="data", symmetric=False, array=(cues["ci_high"] - cues["coefficient"]).to_list(),
+                   arrayminus=(cues["coefficient"] - cues["ci_low"]).to_list())
+    fig = go.Figure(go.Bar(x=cues["coefficient"].to_list(), y=cues["name"].to_list(), orientation="h", error_x=err,
+                           customdata=cues["association"].to_list(),
+                           hovertemplate="%{y}: coefficient %{x:.2f}, association %{customdata:+.2f}<extra></extra>"))
+    fig.update_layout(height=max(260, 26 * cues.height + 60), margin=dict(t=10, b=40, l=10, r=10),
+                      yaxis=dict(autorange="reversed", automargin=True), xaxis_title="coefficient (standardised)")
+    st.plotly_chart(fig, key="cues", config=CHART)
+with c2:
+    st.markdown("**Per source**")
+    per = pl.DataFrame(s["per_source"])
+    if per.height:
+        per = per.with_columns([(pl.col(c) * 100).alias(c) for c in ("text_acc", "mm_acc", "cue_acc", "shortcut_rate")
+                                if c in per.columns and per[c].dtype != pl.Null])
+        st.dataframe(per, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(c, format="%.1f%%") for c in ("text_acc", "mm_acc", "cue_acc", "shortcut_rate")})
 
 st.subheader("Discovered phrases")
 if s.get("prompt_blind_acc") is not None:
@@ -90,5 +157,5 @@ if phrases:
                                                  "p_value", "significant")} for p in phrases])
     st.dataframe(table, hide_index=True)
     for p in [p for p in phrases if p.get("significant")][:8]:
-        st.page_link("pages/1_Browse.py", label=f"pairs with \"{p['phrase']}\" on one side",
-                     query_params={"phrase": p["phrase"]})
+        st.page_link(PAGES[1][0], label=f"pairs with \"{p['phrase']}\" on one side",
+                     query_params={**f.to_params(), "phrase": p["phrase"]})

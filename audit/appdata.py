@@ -18,29 +18,52 @@ from audit.errors import SourceError
 from audit.images import image_roots, resolve_image
 
 SORTABLE = ("text_prob", "mm_prob", "sfc", "weight", "text_margin", "mm_margin", "cue_margin", "text_loss", "mm_loss")
-TABLE_COLUMNS = ("pair_id", "source", "status", "prompt", "chosen", "rejected", "text_prob", "mm_prob", "sfc", "weight",
-                 "is_shortcut", "image_path")
+# Scores first: they stay on screen however long the texts are.
+TABLE_COLUMNS = ("pair_id", "text_prob", "mm_prob", "sfc", "weight", "is_shortcut", "status", "source", "prompt",
+                 "chosen", "rejected", "image_path")
+
+
+# Query parameters whose value is a number, with the range a value must fall in (anything else falls
+# back to the default: a hand-edited URL never breaks a page).
+_BOUNDS = {"w_min": (0.0, float("inf")), "w_max": (0.0, float("inf"))}
+CUE_SIDES = ("any", "chosen", "rejected")
+TAG_FILTERS = ("tagged", "untagged")          # besides the tags themselves (audit.tags.TAGS)
+SELECTIONS = "app_selections"                 # AUDIT_DIR/app_selections/<id>.json: a chart selection's pair ids
+_SEL_ID = re.compile(r"^[0-9a-f]{12}$")
 
 
 @dataclass
 class Filters:
-    """The browse filters; they round-trip through the URL's query parameters."""
+    """The browse filters; they round-trip through the URL's query parameters (only the ones that differ
+    from the default appear there, under these names)."""
 
     sfc_min: float = 0.0
     sfc_max: float = 1.0
-    shortcut: str = "any"      # any | yes | no
+    shortcut: str = "any"      # any | yes | no  (is_shortcut: text_prob >= the audit's threshold)
     cue: str = ""              # pairs where this cue differs between chosen and rejected
+    cue_side: str = "any"      # with `cue`: the cue on the chosen side (value > 0) or on the rejected side (< 0)
     source: str = ""
     status: str = ""
     q: str = ""                # text search over prompt and responses (case-insensitive, literal)
     phrase: str = ""           # pairs with this discovered phrase on one side only (summary.json `phrases`)
+    tp_min: float = 0.0        # text_prob range
+    tp_max: float = 1.0
+    mm_min: float = 0.0        # mm_prob range
+    mm_max: float = 1.0
+    w_min: float = 0.0         # weight range
+    w_max: float = float("inf")
+    tag: str = ""              # a tag (audit.tags.TAGS), `tagged` or `untagged`
+    sel: str = ""              # a saved chart selection (SELECTIONS)
+    meta_col: str = ""         # one of the dataset's own text columns (annotator, task, ...) ...
+    meta_val: str = ""         # ... equal to this value
     sort: str = "text_prob"
     desc: bool = True
 
     def to_params(self) -> dict[str, str]:
         d = asdict(self)
         default = asdict(Filters())
-        return {k: (str(int(v)) if isinstance(v, bool) else str(v)) for k, v in d.items() if v != default[k]}
+        return {k: (str(int(v)) if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v))
+                for k, v in d.items() if v != default[k]}
 
     @classmethod
     def from_params(cls, params: dict) -> "Filters":
@@ -54,7 +77,8 @@ class Filters:
             try:
                 if fld.type in ("float", float):
                     val = float(raw)
-                    if not 0.0 <= val <= 1.0:
+                    lo, hi = _BOUNDS.get(fld.name, (0.0, 1.0))
+                    if not lo <= val <= hi:
                         continue
                 elif fld.type in ("bool", bool):
                     val = str(raw) in ("1", "true", "True")
@@ -65,9 +89,18 @@ class Filters:
             setattr(f, fld.name, val)
         if f.shortcut not in ("any", "yes", "no"):
             f.shortcut = "any"
+        if f.cue_side not in CUE_SIDES:
+            f.cue_side = "any"
         if f.sort not in SORTABLE:
             f.sort = "text_prob"
+        if f.sel and not _SEL_ID.match(f.sel):
+            f.sel = ""
         return f
+
+    def active(self) -> list[str]:
+        """The filters that differ from the default, as short readable phrases (sort order aside)."""
+        d, default = self.to_params(), Filters().to_params()
+        return [f"{k}={v}" for k, v in d.items() if k not in ("sort", "desc") and default.get(k) != v]
 
 
 class Audit:
@@ -94,6 +127,70 @@ class Audit:
         self.cues = [c["name"] for c in self.summary.get("cues", []) if f"cue_{c['name']}" in self.schema]
         self.pairs_dir = schema.pairs_dir_of(self.dir, self.summary)
         self.roots = image_roots(self.pairs_dir)
+        # The dataset's own text columns (annotator, task, ...): neither the pairs contract nor an audit output.
+        core = set(schema.PAIRS_COLUMNS) | {"extra_json", "src_image_path"}
+        self.meta_columns = [c for c, t in self.schema.items()
+                             if c not in core and t == pl.String and not c.startswith("cue_")]
+
+    # ---- tags and selections (the only files the app writes into an audit folder) --------------
+    def tags(self) -> dict[str, str]:
+        from audit.tags import read_tags
+
+        return read_tags(self.dir)
+
+    def set_tags(self, pair_ids: list[str], tag: str | None) -> dict[str, str]:
+        from audit.tags import set_tags
+
+        return set_tags(self.dir, pair_ids, tag)
+
+    def save_selection(self, pair_ids: list[str]) -> str:
+        """Store a chart selection's pair ids; returns its id for the URL (`sel=`): the same pairs, the same id."""
+        import hashlib
+
+        from audit.io import write_json_atomic
+
+        ids = sorted({str(p) for p in pair_ids})
+        sid = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+        path = self.dir / SELECTIONS / f"{sid}.json"
+        if not path.is_file():
+            write_json_atomic(path, {"pair_ids": ids})
+        return sid
+
+    def selection(self, sid: str) -> list[str]:
+        if not _SEL_ID.match(sid or ""):
+            return []
+        try:
+            return [str(p) for p in json.loads((self.dir / SELECTIONS / f"{sid}.json").read_text())["pair_ids"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def meta_values(self, col: str, limit: int = 200) -> list[str]:
+        """The distinct values of a metadata column (the most common first), for a select box."""
+        import polars as pl
+
+        if col not in self.meta_columns:
+            return []
+        df = (self.scan.group_by(col).len().sort(["len", col], descending=[True, False]).head(limit)
+              .collect())
+        return [v for v in df[col].to_list() if v is not None]
+
+    def slice_stats(self, f: Filters) -> dict:
+        """Per-slice statistics of the filtered pairs (scored rows): accuracies, mean SFC and weight."""
+        import polars as pl
+
+        lf = self.filtered(f).filter(pl.col("status") == schema.OK)
+        cols = self.schema
+        aggs = [pl.len().alias("n")]
+        for name, col in (("text_acc", "text_margin"), ("mm_acc", "mm_margin")):
+            if col in cols:
+                aggs.append(((pl.col(col) > 0).cast(pl.Float64) + 0.5 * (pl.col(col) == 0).cast(pl.Float64))
+                            .mean().alias(name))
+        for name, col in (("sfc_mean", "sfc"), ("weight_mean", "weight"), ("text_prob_mean", "text_prob")):
+            if col in cols:
+                aggs.append(pl.col(col).mean().alias(name))
+        if "is_shortcut" in cols:
+            aggs.append(pl.col("is_shortcut").cast(pl.Float64).mean().alias("shortcut_rate"))
+        return lf.select(aggs).collect().row(0, named=True)
 
     # ---- filtering -----------------------------------------------------------------------------
     def filtered(self, f: Filters):
@@ -116,6 +213,25 @@ class Audit:
             rx = phrase_regex(f.phrase)
             lf = lf.filter(pl.col("chosen").str.contains(rx).fill_null(False)
                            != pl.col("rejected").str.contains(rx).fill_null(False))
+        if f.cue and f.cue in self.cues and f.cue_side != "any":
+            lf = lf.filter(pl.col(f"cue_{f.cue}") > 0 if f.cue_side == "chosen" else pl.col(f"cue_{f.cue}") < 0)
+        for col, lo, hi, top in (("text_prob", f.tp_min, f.tp_max, 1.0), ("mm_prob", f.mm_min, f.mm_max, 1.0),
+                                 ("weight", f.w_min, f.w_max, float("inf"))):
+            if (lo > 0.0 or hi < top) and col in self.schema:
+                lf = lf.filter(pl.col(col).is_between(lo, hi))
+        if f.tag:
+            from audit.tags import TAGS
+
+            tags = self.tags()
+            if f.tag in TAGS:
+                lf = lf.filter(pl.col("pair_id").is_in([p for p, t in tags.items() if t == f.tag]))
+            elif f.tag in TAG_FILTERS:
+                inside = pl.col("pair_id").is_in(list(tags))
+                lf = lf.filter(inside if f.tag == "tagged" else ~inside)
+        if f.sel:
+            lf = lf.filter(pl.col("pair_id").is_in(self.selection(f.sel)))
+        if f.meta_col and f.meta_col in self.meta_columns:
+            lf = lf.filter(pl.col(f.meta_col) == f.meta_val)
         if f.q:
             needle = f.q.lower()
             lf = lf.filter(pl.any_horizontal(pl.col(c).str.to_lowercase().str.contains(needle, literal=True)
@@ -128,8 +244,14 @@ class Audit:
         return int(self.filtered(f).select(pl.len()).collect().item())
 
     def page(self, f: Filters, page: int, size: int):
+        """One page of the filtered pairs, with their tag (if any)."""
+        import polars as pl
+
         cols = [c for c in TABLE_COLUMNS if c in self.schema]
-        return self.filtered(f).select(cols).slice(page * size, size).collect()
+        df = self.filtered(f).select(cols).slice(page * size, size).collect()
+        tags = self.tags()
+        return df.with_columns(pl.col("pair_id").replace_strict(tags, default=None, return_dtype=pl.String)
+                               .alias("tag"))
 
     def neighbours(self, f: Filters, pair_id: str) -> tuple[str | None, str | None, int | None, int]:
         """(previous id, next id, position, total) of `pair_id` within the filtered, sorted pairs."""
@@ -222,11 +344,26 @@ def word_diff_html(rejected: str, chosen: str, highlight: list[str] | None = Non
     return "".join(left), "".join(right)
 
 
+# Headline keys compared, and whether a rise is good news for the data: a lower text-only accuracy or
+# shortcut rate means fewer text shortcuts; a higher multimodal accuracy, a model that looks.
+COMPARE_KEYS = ("text_acc", "mm_acc", "cue_acc", "shortcut_rate", "sfd", "sfc_mean")
+RISE_IS_GOOD = {"text_acc": False, "mm_acc": True, "cue_acc": False, "shortcut_rate": False, "sfd": False,
+                "sfc_mean": True}
+
+
+def config_diff(a: Audit, b: Audit) -> list[dict]:
+    """The settings that differ between two audits (what can explain changed verdicts)."""
+    ca, cb = a.summary.get("config") or {}, b.summary.get("config") or {}
+    skip = {"out", "cache_dir"}
+    return [{"setting": k, "A": str(ca.get(k)), "B": str(cb.get(k))} for k in sorted(set(ca) | set(cb))
+            if k not in skip and ca.get(k) != cb.get(k)]
+
+
 def compare(a: Audit, b: Audit):
     """Headline deltas (b - a) and the pairs whose verdict (`is_shortcut`, or the text model's pick) changed."""
     import polars as pl
 
-    keys = ("text_acc", "mm_acc", "cue_acc", "shortcut_rate", "sfd", "sfc_mean")
+    keys = COMPARE_KEYS
     deltas = {k: {"a": a.summary.get(k), "b": b.summary.get(k),
                   "delta": (None if a.summary.get(k) is None or b.summary.get(k) is None
                             else b.summary[k] - a.summary[k])} for k in keys}

@@ -18,7 +18,9 @@ from audit.io import atomic_path
 log = logging.getLogger(__name__)
 
 HEADLINE = (("pairs (rows)", "n_rows"), ("scored pairs", "n_scored"), ("text-only accuracy", "text_acc"),
-            ("multimodal accuracy", "mm_acc"), ("cue-model accuracy", "cue_acc"), ("shortcut rate", "shortcut_rate"),
+            ("pairs with a text signal (2 x accuracy - 1)", "text_signal_share"),
+            ("multimodal accuracy", "mm_acc"), ("cue-model accuracy", "cue_acc"),
+            ("shortcut rate (share with text_prob >= threshold)", "shortcut_rate"), ("threshold", "threshold"),
             ("SFD", "sfd"), ("mean SFC", "sfc_mean"))
 
 
@@ -102,7 +104,8 @@ def card(cfg: CardConfig) -> Path:
 
 def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
     figures, png_reason = _figures(df, summary, out, cfg.figures)
-    sections = [_header(cfg, summary, name), _how_audited(summary), _headline(summary), _top_cues(cfg, df, summary),
+    sections = [_header(cfg, summary, name), _how_audited(summary), _headline(summary), _tags(cfg),
+                _top_cues(cfg, df, summary),
                 _weights(summary, figures, png_reason), _exported(cfg), LIMITATIONS]
     with atomic_path(out / "README.md") as tmp:
         tmp.write_text("\n".join(line for section in sections for line in section), encoding="utf-8")
@@ -112,6 +115,8 @@ def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
 def _header(cfg: CardConfig, summary: dict, name: str) -> list[str]:
     """The YAML front matter the Hub reads, the title and the one-paragraph finding."""
     import yaml  # PyYAML comes with datasets/transformers
+
+    from audit.reading import headline
 
     sources = sorted({p["source"] for p in summary.get("per_source", [])})
     header = {
@@ -124,10 +129,9 @@ def _header(cfg: CardConfig, summary: dict, name: str) -> list[str]:
     }
     return ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "", f"# {name}: shortcut audit", "",
             f"{summary['n_rows']} preference pairs ({', '.join(sources) or 'unknown'} format), audited with "
-            f"[shortcut-audit](https://pypi.org/project/shortcut-audit/) for text-only shortcuts: a model that never "
-            f"sees the image picks the preferred response {100 * summary['text_acc']:.1f}% of the time out of fold "
-            + (f"(multimodal probe: {100 * summary['mm_acc']:.1f}%). " if summary.get("mm_acc") is not None else
-               f"(a text-only audit: the pictures were not used{_without(summary)}). ") + cue_sentence(summary), ""]
+            f"shortcut-audit for text-only shortcuts. {headline(summary)} "
+            + (f"(Multimodal probe: {100 * summary['mm_acc']:.1f}%.) " if summary.get("mm_acc") is not None else
+               f"(A text-only audit: the pictures were not used{_without(summary)}.) ") + cue_sentence(summary), ""]
 
 
 def _without(summary: dict) -> str:
@@ -153,8 +157,13 @@ def _headline(summary: dict) -> list[str]:
     L += [f"> **Warning:** {w}." for w in summary.get("warnings", [])] + ([""] if summary.get("warnings") else [])
     L += ["| metric | key | value |", "|---|---|---:|"]
     L += [f"| {label} | `{key}` | {fmt(summary.get(key))} |" for label, key in HEADLINE]
+    from audit.reading import SFD_HELP, interval, verdict
+
+    ci = interval(summary.get("text_acc_ci"))
+    L += ["", (f"Text-only accuracy {ci} (bootstrap over the cross-fitting groups). " if ci else "") + verdict(summary),
+          "", SFD_HELP]
     L += ["", "Rows by status: " + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()), ""]
-    from audit.score import grouping_line
+    from audit.reading import grouping_line
 
     grouping = grouping_line(summary)
     if grouping:
@@ -169,7 +178,7 @@ def _headline(summary: dict) -> list[str]:
 
 
 def _phrases(summary: dict) -> list[str]:
-    from audit.score import phrase_story
+    from audit.reading import phrase_story
 
     L = []
     if summary.get("prompt_blind_acc") is not None:
@@ -242,6 +251,17 @@ def _weights(summary: dict, figures: list, png_reason: str | None) -> list[str]:
     return L
 
 
+def _tags(cfg: CardConfig) -> list[str]:
+    """The tags a person set in the app (AUDIT_DIR/tags.parquet), counted."""
+    from audit.tags import TAG_HELP, read_tags, tag_counts
+
+    counts = tag_counts(read_tags(cfg.audit))
+    if not counts:
+        return []
+    return (["## Pairs tagged by hand", "", "| tag | pairs | meaning |", "|---|---:|---|"]
+            + [f"| `{t}` | {n} | {TAG_HELP[t]} |" for t, n in counts.items()] + [""])
+
+
 def _exported(cfg: CardConfig) -> list[str]:
     L = ["## What was exported", ""]
     rep_file = (cfg.export / EXPORT_REPORT) if cfg.export else None
@@ -251,7 +271,9 @@ def _exported(cfg: CardConfig) -> list[str]:
                     f"`{rep['scheme']}`: {rep['rows_out']} rows ({rep['distinct_pairs']} distinct pairs) from "
                     f"{rep['scored']} scored of {rep['rows_in']}."
                     + (" Not exported (unscored): " + ", ".join(f"{k} {v}" for k, v in rep["excluded_unscored"].items())
-                       if rep["excluded_unscored"] else ""), ""]
+                       if rep["excluded_unscored"] else "")
+                    + (f" Tags honoured: {rep['tags']['excluded']} excluded, {rep['tags']['swapped']} swapped, "
+                       f"{rep['tags']['kept']} kept from pruning." if rep.get("tags") else ""), ""]
     return L + ["Nothing yet: `shortcut-audit export AUDIT_DIR -o OUT` writes a reweighted, pruned or resampled "
                 "dataset; pass `--export OUT` to this command to describe it here.", ""]
 

@@ -57,14 +57,19 @@ def _num(x: float | None) -> str:
 
 
 def _print_summary(s: dict, out: Path) -> None:
-    pct = lambda x: "n/a" if x is None or x != x else f"{100 * x:.1f}%"   # noqa: E731
+    from audit.reading import grouping_line, headline, interval, pct, phrase_story, shortcut_rate_line, verdict
+
     print(f"scored {s['n_scored']} of {s['n_rows']} pairs   status: "
           + ", ".join(f"{k}={v}" for k, v in s["status_counts"].items()))
     if s.get("text_only"):
         print(f"text-only audit: no multimodal side (mm_* and SFC null); {s.get('scored_without_image', 0)} pairs scored "
               f"without their image; weights from `{s['scheme']}`")
-    print(f"text-only acc {pct(s['text_acc'])}   multimodal acc {pct(s['mm_acc'])}   cue-model acc "
-          f"{pct(s['cue_acc'])}   shortcut rate {pct(s['shortcut_rate'])}   SFD {_num(s['sfd'])}")
+    print(headline(s))
+    print(verdict(s))
+    ci = interval(s.get("text_acc_ci"))
+    print(f"text-only acc {pct(s['text_acc'])}{f' ({ci})' if ci else ''}   multimodal acc {pct(s['mm_acc'])}   "
+          f"cue-model acc {pct(s['cue_acc'])}   SFD {_num(s['sfd'])} (see README, \"Reading the results\")")
+    print(shortcut_rate_line(s))
     standing = [c for c in s["cues"] if c.get("stands_out", True)]
     print("top cues: " + (", ".join(f"{c['name']} (coef {c['coefficient']:+.2f}"
                                     + (f" [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]" if "ci_low" in c else "")
@@ -77,8 +82,6 @@ def _print_summary(s: dict, out: Path) -> None:
         r = s["rm"]
         print(f"reward model {r['model']}: acc {pct(r['acc'])} with the image, {pct(r['blank_acc'])} with a blank "
               f"image; flip rate {pct(r['flip_rate'])}; SFD vs text probe {_num(r['sfd_vs_text'])}")
-    from audit.score import grouping_line, phrase_story
-
     if s.get("prompt_blind_acc") is not None:
         print(f"prompt-blind acc {pct(s['prompt_blind_acc'])} (responses alone): {phrase_story(s)}")
     sig = [p for p in s.get("phrases") or [] if p.get("significant")]
@@ -112,6 +115,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
           f"from {rep['scored']} scored of {rep['rows_in']}; scheme {rep['scheme']}")
     if rep["excluded_unscored"]:
         print("not exported (unscored): " + ", ".join(f"{k}={v}" for k, v in rep["excluded_unscored"].items()))
+    if rep.get("tags") is not None:
+        t = rep["tags"]
+        print(f"tags ({t['in_file']} in the audit's tags.parquet): {t['excluded']} excluded, {t['swapped']} written "
+              f"with chosen and rejected swapped, {t['kept']} kept from pruning, {t['review']} marked for review")
     if rep["weights"]["renormalised_from_mean"] is not None:
         print(f"weights rescaled to mean 1 over the exported pairs (their audit weights averaged "
               f"{rep['weights']['renormalised_from_mean']:.3f}); the audit's own are in `audit_weight`")
@@ -136,11 +143,27 @@ def app_command(cfg: AppConfig) -> tuple[list[str], dict]:
     home = Path(spec.origin).parent / "Home.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", cfg.host,
            "--server.port", str(cfg.port), "--browser.gatherUsageStats", "false",
-           "--server.headless", "false" if cfg.open else "true"]   # headless: Streamlit never prompts
+           "--server.headless", "false" if cfg.open else "true",   # headless: Streamlit never prompts
+           "--client.showSidebarNavigation", "false"]   # the app draws its own links, which carry the filters
     env = {**os.environ, "SHORTCUT_AUDIT_DIR": str(cfg.audit.resolve())}
     if cfg.compare is not None:
         env["SHORTCUT_AUDIT_COMPARE"] = str(cfg.compare.resolve())
     return cmd, env
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a busy port before saying "serving" (Streamlit would otherwise move to another port or fail)."""
+    import socket
+
+    from audit.errors import ConfigError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as the server will: TIME_WAIT is not busy
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"port {port} on {host} is busy or not available ({e.strerror}): another app may be "
+                              "serving there; pass another `--port`") from None
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
@@ -148,6 +171,7 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
     cfg = from_args(AppConfig, args)
     cmd, env = app_command(cfg)
+    _check_port(cfg.host, cfg.port)
     print(f"serving {cfg.audit} on http://{cfg.host}:{cfg.port}  (Ctrl-C stops)", flush=True)
     os.execve(cmd[0], cmd, env)   # the server takes this process's PID: stopping that PID stops the server
 
@@ -250,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "synth":
             p.add_argument("--list", action="store_true", help="list the built-in environments and exit")
         add_arguments(p, cfg_cls)
+        # `-v` also after the command (`shortcut-audit score ... -v`); SUPPRESS keeps the one given before it
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="log progress and details to stderr")
         p.set_defaults(func=func)
     return parser
 
@@ -257,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:   # no weight-loading progress bars on stderr unless asked (read when transformers loads)
+        import os
+
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -396,6 +396,9 @@ class ExportConfig:
     size: int | None = opt(None, ge=1, help="`resample`: number of pairs to draw (default: the number of scored pairs)")
     seed: int = opt(0, ge=0, help="`resample` seed: the same seed draws the same dataset")
     container: str = opt("parquet", choices=("parquet", "hf"), help="`trl` format container")
+    tags: bool = opt(False, help="honour the tags set in the app (AUDIT_DIR/tags.parquet): `exclude` pairs are "
+                     "left out, `keep` pairs are never pruned, `swap` pairs are written with chosen and rejected "
+                     "swapped (and weight 1: their scores were for the other label); a `tag` column is added")
 
     def __post_init__(self) -> None:
         check_bounds(self)

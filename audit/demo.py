@@ -66,13 +66,15 @@ def _demo(cfg: DemoConfig) -> Iterator[str]:
         yield f"[{env}] synth -> {src}"
         yield f"[{env}] ingest -> {pairs_dir / 'pairs.parquet'} ({rep['rows_out']} rows in {rep['seconds']:.1f}s)"
         yield from table_summary(pairs_dir)
+        from audit.reading import headline, interval, pct, threshold_label
         from audit.score import score
 
         audit_dir = out / "audit" / env
         s = score(ScoreConfig(source=pairs_dir, out=audit_dir, seed=cfg.seed, cache_dir=out / "cache"))
-        yield (f"[{env}] score -> {audit_dir / 'audited.parquet'}: text-only acc {100 * s['text_acc']:.1f}%, "
-               f"multimodal acc {100 * s['mm_acc']:.1f}%, shortcut rate {100 * s['shortcut_rate']:.1f}%, "
-               f"SFD {_sfd(s['sfd'])}")
+        yield (f"[{env}] score -> {audit_dir / 'audited.parquet'}: text-only acc {pct(s['text_acc'])} "
+               f"({interval(s['text_acc_ci'])}), multimodal acc {pct(s['mm_acc'])}, SFD {_sfd(s['sfd'])}, "
+               f"{threshold_label(s)}: {pct(s['shortcut_rate'])}")
+        yield f"  {headline(s)}"
         standing = [c for c in s["cues"] if c.get("stands_out")]
         yield "  top cues: " + (", ".join(f"{c['name']} ({c['coefficient']:+.2f}, 95% [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])"
                                           for c in standing[:3]) or "none stands out")

@@ -60,15 +60,18 @@ def load_audit(audit_dir: Path):
     return pl.read_parquet(table), json.loads(summary.read_text(encoding="utf-8"))
 
 
-def select(ok_weight: np.ndarray, is_shortcut: np.ndarray, pair_ids: list[str], cfg: ExportConfig) -> np.ndarray:
-    """Row indices (into the scored rows) that the mode exports, in output order."""
+def select(ok_weight: np.ndarray, is_shortcut: np.ndarray, pair_ids: list[str], cfg: ExportConfig,
+           keep: np.ndarray | None = None) -> np.ndarray:
+    """Row indices (into the scored rows) that the mode exports, in output order; `keep` (the pairs
+    tagged `keep`) are never pruned."""
     n = len(ok_weight)
+    keep = np.zeros(n, bool) if keep is None else np.asarray(keep, bool)
     if cfg.mode == "weight":
         return np.arange(n)
     if cfg.mode == "prune":
         if cfg.prune_fraction is None:
-            return np.where(~is_shortcut)[0]
-        order = sorted(range(n), key=lambda i: (ok_weight[i], pair_ids[i]))   # lowest weight first, stable
+            return np.where(~is_shortcut | keep)[0]
+        order = sorted((i for i in range(n) if not keep[i]), key=lambda i: (ok_weight[i], pair_ids[i]))  # lowest first
         drop = set(order[: int(round(cfg.prune_fraction * n))])
         return np.array([i for i in range(n) if i not in drop], dtype=np.int64)
     size = cfg.size or n
@@ -111,6 +114,32 @@ def write_rows(frame, idx: np.ndarray, pairs_dir: Path, writer_name: str, out: P
     return fmt.write(pairs(), out, container=container, seed=seed, extra_spec=spec)
 
 
+def _apply_tags(cfg: ExportConfig, ok, weight: np.ndarray):
+    """With `--tags`: drop the `exclude` pairs, swap chosen and rejected of the `swap` pairs (their weight
+    becomes the mean of the others': the audit scored them under the other label) and add a `tag`
+    column. Returns the rows, their weights and what the tags did (None without `--tags`)."""
+    import polars as pl
+
+    from audit.tags import read_tags, tag_counts
+
+    if not cfg.tags:
+        return ok, weight, None
+    tags = read_tags(cfg.audit)
+    ok = ok.with_columns(pl.col("pair_id").replace_strict(tags, default=None, return_dtype=pl.String).alias("tag"))
+    excluded = (ok["tag"] == "exclude").fill_null(False).to_numpy()
+    ok, weight = ok.filter(pl.Series(~excluded)), weight[~excluded]
+    swap = (ok["tag"] == "swap").fill_null(False)
+    ok = ok.with_columns(pl.when(swap).then(pl.col("rejected")).otherwise(pl.col("chosen")).alias("chosen"),
+                         pl.when(swap).then(pl.col("chosen")).otherwise(pl.col("rejected")).alias("rejected"))
+    swap = swap.to_numpy()
+    if swap.any():
+        weight = weight.copy()
+        weight[swap] = float(weight[~swap].mean()) if (~swap).any() else 1.0
+    return ok, weight, {"file_tags": tag_counts(tags), "in_file": len(tags), "excluded": int(excluded.sum()),
+                        "swapped": int(swap.sum()), "kept": int((ok["tag"] == "keep").fill_null(False).sum()),
+                        "review": int((ok["tag"] == "review").fill_null(False).sum())}
+
+
 def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
     """Run an export; `only` restricts it to these pair ids (the app's current filter)."""
     from audit.io import claim_output
@@ -141,7 +170,11 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
         check_scheme(cfg.scheme, sfc_kind_of(summary))
         weight = weights(cfg.scheme, np.ones(ok.height, bool), text_prob=ok["text_prob"].to_numpy(),
                          sfc=ok["sfc"].to_numpy(), clip=cfg.clip, ipw_floor=cfg.ipw_floor, jtt_factor=cfg.jtt_factor)
-    idx = select(weight, ok["is_shortcut"].to_numpy(), ok["pair_id"].to_list(), cfg)
+    ok, weight, tagged = _apply_tags(cfg, ok, weight)
+    if ok.height == 0:
+        raise FormatError(f"every scored pair of `{cfg.audit}` is tagged `exclude`: nothing to export")
+    idx = select(weight, ok["is_shortcut"].to_numpy(), ok["pair_id"].to_list(), cfg,
+                 keep=(ok["tag"] == "keep").fill_null(False).to_numpy() if cfg.tags else None)
 
     fmt_name = cfg.format
     if fmt_name == "source":
@@ -172,6 +205,7 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
                     "max": float(out_weight[idx].max()),
                     "renormalised_from_mean": exported_mean if renormalised else None},
         "audit_weights": {"mean": float(weight.mean()), "min": float(weight.min()), "max": float(weight.max())},
+        "tags": tagged,
         "config": to_dict(cfg), "versions": versions(),
     }
     write_json_atomic(cfg.out / EXPORT_REPORT, report)

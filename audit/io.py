@@ -134,7 +134,8 @@ def _roll_back(out: Path, inputs: list[Path]) -> None:
 
 @contextlib.contextmanager
 def claim_output(out: Path, command: str, inputs: list = (), *, overwrite: bool = False,
-                 resumable: bool = False, replace_own: bool = False, holds: bool = True) -> Iterator[None]:
+                 resumable: bool = False, replace_own: bool = False, holds: bool = True,
+                 keep: tuple[str, ...] = ()) -> Iterator[None]:
     """Own the output folder `out` for one run of `command`.
 
     `out` must not be, or (with `holds`) contain, one of `inputs`. It may be new or empty. A folder the
@@ -144,7 +145,8 @@ def claim_output(out: Path, command: str, inputs: list = (), *, overwrite: bool 
     deleted). A replaced folder's earlier contents are set aside in `OUT/.shortcut-audit-replaced` and
     put back if the run fails or is killed (the next run restores them), deleted once it finishes.
     The lock (`output_lock`) is held for the whole run; `OUT/.shortcut-audit.json` records the command
-    and whether it finished."""
+    and whether it finished. `keep`: file names copied back into a replaced folder (the user's own work
+    kept beside an output, e.g. an audit's tags)."""
     from audit.errors import ConfigError
 
     check_output(out, list(inputs), command, holds)
@@ -169,6 +171,9 @@ def claim_output(out: Path, command: str, inputs: list = (), *, overwrite: bool 
                 (out / ASIDE).mkdir()
                 for p in [*entries, out / MARKER]:
                     os.replace(p, out / ASIDE / p.name)
+                for name in keep:
+                    if (out / ASIDE / name).is_file():
+                        shutil.copy2(out / ASIDE / name, out / name)
                 replacing = True
             elif not (resumable and prior["command"] == command):
                 raise ConfigError(

@@ -35,6 +35,33 @@ def accuracy(margin: np.ndarray) -> float:
     return float(((m > 0) + 0.5 * (m == 0)).mean())
 
 
+def grouped_accuracy_ci(margin: np.ndarray, groups: np.ndarray, rounds: int = 200, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of the pairwise accuracy, resampling the cross-fitting groups (pairs that
+    share a picture or a text stay together, as they did in the folds) with replacement. None with
+    fewer than two groups."""
+    m = np.asarray(margin, dtype=np.float64)
+    g = np.unique(np.asarray(groups), return_inverse=True)[1]
+    n_groups = int(g.max()) + 1 if g.size else 0
+    if n_groups < 2:
+        return None
+    right = np.bincount(g, weights=(m > 0) + 0.5 * (m == 0), minlength=n_groups)
+    size = np.bincount(g, minlength=n_groups).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    accs = np.empty(rounds)
+    for r in range(rounds):
+        k = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        accs[r] = (k @ right) / max(k @ size, 1.0)
+    tail = (1.0 - level) / 2
+    return float(np.quantile(accs, tail)), float(np.quantile(accs, 1.0 - tail))
+
+
+def text_signal_share(acc: float) -> float:
+    """The share of pairs a text-only model decides beyond chance: if a share s of the pairs were
+    decided by their text and the rest were coin flips, the accuracy would be 0.5 + s / 2."""
+    return float(min(max(2.0 * acc - 1.0, 0.0), 1.0))
+
+
 def sfd(text_margin: np.ndarray, mm_margin: np.ndarray) -> float:
     """Shortcut-Failure Degradation (our definition): 100 x (multimodal accuracy on pairs the text
     model gets right - its accuracy on pairs the text model gets wrong). NaN if a side is empty."""

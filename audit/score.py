@@ -127,7 +127,10 @@ def score(cfg: ScoreConfig) -> dict:
     if launched_world() > 1 and int(os.environ.get("RANK", "0")) != 0:
         check_output(cfg.out, [cfg.source], "score", holds=False)   # AUDIT/pairs as the source of AUDIT is fine
         return _score(cfg)          # waits in the process group's start until rank 0 holds the folder
-    with claim_output(cfg.out, "score", [cfg.source], overwrite=cfg.overwrite, resumable=True, holds=False):
+    from audit.tags import TAGS_FILE
+
+    with claim_output(cfg.out, "score", [cfg.source], overwrite=cfg.overwrite, resumable=True, holds=False,
+                      keep=(TAGS_FILE,)):
         return _score(cfg)
 
 
@@ -267,35 +270,6 @@ def _group_warnings(summary: dict) -> list[str]:
             "only makes the scores noisier"]
 
 
-def grouping_line(summary: dict) -> str | None:
-    """One sentence on how the pairs were grouped for cross-fitting (card, app, `score`'s output)."""
-    f = summary.get("folds") or {}
-    links = f.get("links")
-    if not links:
-        return None
-    big = links["largest_group"]
-    near = links.get("near_copy_rows")
-    return (f"{f['n_groups']:,} groups for {f['k']}-fold cross-fitting (pairs that share a picture, a source row, a "
-            f"specific prompt or their two answers stay in one fold); perceptual links: "
-            f"{'not available (re-ingest to hash the pictures)' if near is None else f'{near:,} rows whose picture has a near-identical copy'}; "
-            f"text links: {links['prompt_linked_rows']:,} rows by prompt, {links.get('answers_linked_rows') or 0:,} by their answers; "
-            f"largest group {big['rows']:,} rows ({100 * big['share']:.1f}%)")
-
-
-def phrase_story(summary: dict) -> str:
-    """What the prompt-blind accuracy says, in one sentence (app, card, `score`'s output)."""
-    text, blind = summary.get("text_acc"), summary.get("prompt_blind_acc")
-    if blind is None or text is None:
-        return ""
-    if text - 0.5 < 0.05:
-        return "the text alone barely predicts the preference (within 5 points of chance)"
-    if blind >= text - 0.02:
-        return ("the responses alone carry the shortcut (style, templates, phrases): the prompt adds nothing to it")
-    if blind - 0.5 < 0.3 * (text - 0.5):
-        return "the shortcut needs the prompt: it is in how the answer relates to the question, not in the answers alone"
-    return "part of the shortcut is in the answers alone, part needs the prompt"
-
-
 def _mm_warnings(summary: dict) -> list[str]:
     mm, text = summary["mm_acc"], summary["text_acc"]
     if mm is None or not (mm < WEAK_MM_ACC or mm < text):
@@ -310,6 +284,12 @@ def _mm_warnings(summary: dict) -> list[str]:
             "check it on pairs whose answer needs the picture"]
 
 
+def _acc_ci(cfg: ScoreConfig, ctx: ScoreContext, margin: np.ndarray) -> list[float] | None:
+    """95% interval of an out-of-fold accuracy, bootstrapping the cross-fitting groups."""
+    ci = metrics.grouped_accuracy_ci(margin, ctx.groups, seed=cfg.seed)
+    return None if ci is None else [round(ci[0], 5), round(ci[1], 5)]
+
+
 def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[str, ProbeResult], audit: Audited,
               clock: StageClock, world: int) -> dict:
     """summary.json: the headline numbers, then what each probe owns (its summary keys, its encoder
@@ -319,7 +299,9 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
     summary = {
         "n_rows": ctx.n, "n_scored": ctx.m, "status_counts": ctx.status_counts, "text_only": text_only,
         "scored_without_image": int(ctx.m - ctx.status_counts.get("ok", 0)) if text_only else 0,
-        "text_acc": metrics.accuracy(mg["text"]), "mm_acc": None if text_only else metrics.accuracy(mg["mm"]),
+        "text_acc": metrics.accuracy(mg["text"]), "text_acc_ci": _acc_ci(cfg, ctx, mg["text"]),
+        "text_signal_share": metrics.text_signal_share(metrics.accuracy(mg["text"])),
+        "mm_acc": None if text_only else metrics.accuracy(mg["mm"]),
         "cue_acc": metrics.accuracy(mg["cue"]), "shortcut_rate": float((audit.text_prob >= cfg.threshold).mean()),
         "sfd": None if text_only else metrics.sfd(mg["text"], mg["mm"]),
         "sfc_mean": None if text_only else float(audit.sfc.mean()), "sfc_kind": audit.sfc_kind,

@@ -1,15 +1,18 @@
-"""Pair view: the image large, the prompt, chosen and rejected side by side with a word diff, every
-score and cue value, and previous / next within the current filter."""
+"""Pair view: the image large, the prompt, chosen and rejected side by side with a word diff, the scores
+in words, every cue value with its meaning, the dataset's own columns, tags, and previous / next
+within the current filter (keys: J next, K previous; X exclude, A keep, V review, S swap, U clear)."""
 
 import streamlit as st
 
+from common import open_audit, sidebar_filters, write_filters
+
 from audit.appdata import word_diff_html
-from common import current_filters, open_audit, write_filters
+from audit.tags import TAG_HELP, TAGS
 
 st.set_page_config(page_title="Pair — shortcut-audit", layout="wide")
 audit = open_audit()
-f = current_filters()
 pid = st.query_params.get("pair")
+f = sidebar_filters(audit, pair=pid)
 if not pid:
     first = audit.page(f, 0, 1)
     if first.height == 0:
@@ -21,16 +24,34 @@ if row is None:
     st.error(f"Pair `{pid}` is not in this audit.")
     st.stop()
 prev_id, next_id, pos, total = audit.neighbours(f, pid)
+write_filters(f, pair=pid)
+KEYS = {"exclude": "X", "keep": "A", "review": "V", "swap": "S", None: "U"}
+
+
+def tag(value: str | None) -> None:
+    audit.set_tags([pid], value)
+
 
 st.title("Pair view")
 nav = st.columns([1, 1, 4])
 # Callbacks run before the next script run, so the page re-renders on the new pair in one step.
 nav[0].button("← previous", disabled=prev_id is None, key="prev", on_click=write_filters, args=(f,),
-              kwargs={"pair": prev_id})
+              kwargs={"pair": prev_id}, shortcut="K", help="previous pair in the current filter (key K)")
 nav[1].button("next →", disabled=next_id is None, key="next", on_click=write_filters, args=(f,),
-              kwargs={"pair": next_id})
-nav[2].write(f"pair `{pid}` — {'' if pos is None else f'{pos + 1:,} of '}{total:,} in the current filter")
-write_filters(f, pair=pid)
+              kwargs={"pair": next_id}, shortcut="J", help="next pair in the current filter (key J)")
+where = f"{pos + 1:,} of {total:,} in the current filter" if pos is not None else \
+    f"not in the current filter ({total:,} pairs)"
+nav[2].write(f"pair `{pid}` — {where}" + (" (filters: " + ", ".join(f"`{a}`" for a in f.active()) + ")"
+                                          if f.active() else ""))
+
+current = audit.tags().get(pid)
+tag_cols = st.columns([1.3] + [1] * (len(TAGS) + 1))
+tag_cols[0].markdown(f"**Tag:** `{current}`" if current else "**Tag:** none", help="; ".join(
+    f"`{t}` (key {KEYS[t]}): {h}" for t, h in TAG_HELP.items()))
+for col, value in zip(tag_cols[1:], (*TAGS, None)):
+    col.button(value or "clear", key=f"tag_{value}", on_click=tag, args=(value,), shortcut=KEYS[value],
+               type="primary" if value is not None and value == current else "secondary",
+               help=f"{TAG_HELP.get(value, 'remove the tag')} (key {KEYS[value]})")
 
 img_col, text_col = st.columns([2, 3])
 data = audit.image_bytes(row.get("image_path"))
@@ -51,11 +72,34 @@ if shown:
     st.caption("Marked in yellow: " + ("the phrase of the current filter" if f.phrase else
                                        "the discovered phrases that predict the preferred response (Overview)"))
 
-scores = {k: row.get(k) for k in ("status", "text_prob", "mm_prob", "sfc", "weight", "is_shortcut", "text_margin",
-                                   "mm_margin", "cue_margin", "fold", "source", "sample_id") if k in row}
-cue_vals = {name: row.get(f"cue_{name}") for name in audit.cues}
-s1, s2 = st.columns(2)
-s1.subheader("Scores")
+
+def said(p, who: str) -> str:
+    if p is None or p != p:
+        return f"no {who} score for this pair"
+    side = "chosen" if p >= 0.5 else "rejected"
+    return f"a {who} model prefers the {side} answer with p = {max(p, 1 - p):.2f}"
+
+
+if row.get("status") != "ok":
+    st.warning(f"Status `{row.get('status')}`: {row.get('status_detail') or 'not scored'}.")
+st.markdown("**In words:** " + "; ".join([said(row.get("text_prob"), "text-only"), said(row.get("mm_prob"), "multimodal")])
+            + (f"; SFC {row['sfc']:.2f} (high: the text alone gets this pair wrong), weight {row['weight']:.2f}."
+               if row.get("sfc") is not None and row.get("weight") is not None else "."))
+scores = {k: (round(v, 4) if isinstance(v, float) else v) for k in (
+    "status", "status_detail", "text_prob", "mm_prob", "sfc", "weight", "is_shortcut", "text_margin", "mm_margin",
+    "cue_margin", "lexical_margin", "prompt_blind_margin", "fold", "source", "sample_id") if k in row
+    for v in [row.get(k)]}
+s1, s2, s3 = st.columns(3)
+s1.markdown("**Scores**")
 s1.json(scores)
-s2.subheader("Cue values (chosen - rejected)")
-s2.json(cue_vals)
+s2.markdown("**Cue values** (chosen - rejected; hover for what each counts)")
+helps = {c["name"]: c.get("help", "") for c in audit.summary.get("cues", [])}
+for name in audit.cues:
+    v = row.get(f"cue_{name}")
+    s2.markdown(f"`{name}` {'n/a' if v is None else f'{v:+.3g}'}", help=helps.get(name) or None)
+s3.markdown("**Your columns**")
+own = {c: row.get(c) for c in audit.meta_columns if row.get(c) is not None}
+if own:
+    s3.json(own)
+else:
+    s3.caption("none beyond the pairs table")

@@ -1,24 +1,50 @@
-"""Compare two audits (e.g. two datasets, or before/after another encoder): headline deltas and the
-pairs whose verdict changed. The second audit is given on the command line (`--compare`)."""
+"""Compare two audits (e.g. two datasets, or before/after another encoder): both values and the change
+of each headline number, the settings that differ, and the pairs whose verdict changed (openable).
+The second audit is given on the command line (`--compare`)."""
 
 import streamlit as st
 
-from audit.appdata import compare
-from common import ENV_COMPARE, open_audit
+from common import ENV_COMPARE, open_audit, plural, sidebar_filters
+
+from audit.appdata import RISE_IS_GOOD, compare, config_diff
 
 st.set_page_config(page_title="Compare — shortcut-audit", layout="wide")
 a = open_audit()
+f = sidebar_filters(a)
 b = open_audit(ENV_COMPARE, required=False)
 st.title("Compare audits")
 if b is None:
     st.info("Start the app with `shortcut-audit app AUDIT_DIR --compare OTHER_AUDIT_DIR` to compare two audits.")
     st.stop()
 deltas, changed, shared = compare(a, b)
-st.write(f"A = `{a.dir}`  B = `{b.dir}`; {shared:,} scored pairs in both.")
+st.write(f"A = `{a.dir}` (this app's audit), B = `{b.dir}`.")
 cols = st.columns(len(deltas))
 for col, (k, d) in zip(cols, deltas.items()):
-    val = "n/a" if d["b"] is None else f"{d['b']:.3f}"
-    delta = None if d["delta"] is None else f"{d['delta']:+.3f}"
-    col.metric(k, val, delta)
-st.subheader(f"{changed.height:,} pairs whose verdict changed")
-st.dataframe(changed.head(500), hide_index=True)
+    pct_like = k != "sfd"
+    fmt = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%") if pct_like else (lambda v: "n/a" if v is None else f"{v:.1f}")
+    delta = None if d["delta"] is None else (f"{100 * d['delta']:+.1f} pts" if pct_like else f"{d['delta']:+.1f}")
+    col.metric(f"{k} (B)", fmt(d["b"]), delta, delta_color="normal" if RISE_IS_GOOD[k] else "inverse",
+               help=f"A: {fmt(d['a'])}, B: {fmt(d['b'])}; green when the change is good news for the data "
+                    "(fewer text shortcuts, a multimodal side that looks)")
+diff = config_diff(a, b)
+st.subheader("Settings that differ")
+if diff:
+    st.dataframe(diff, hide_index=True)
+else:
+    st.write("None: the two audits used the same settings, so differences come from the data.")
+if shared == 0:
+    st.warning("The two audits share no scored pair (no `pair_id` in common): they audit different data, so only "
+               "the headline numbers above compare. Pair ids are content hashes: the same pair in two datasets "
+               "gets the same id.")
+    st.stop()
+st.subheader(f"{plural(changed.height, 'pair')} of {shared:,} shared whose verdict changed")
+st.caption("A verdict: whether the text-only model picks the chosen answer (text_prob > 0.5) and whether the pair "
+           "is a shortcut pair (text_prob >= threshold). `_b` columns are B's.")
+event = st.dataframe(changed.head(500), hide_index=True, key="changed", on_select="rerun", selection_mode="single-row")
+rows = event.selection.rows if event and getattr(event, "selection", None) else []
+if rows:
+    pid = changed["pair_id"][rows[0]]
+    st.page_link("pages/2_Pair.py", label=f"Open pair {pid} (in A)", query_params={"pair": pid},
+                 icon=":material/open_in_new:")
+elif changed.height:
+    st.caption("Select a row to open the pair.")
