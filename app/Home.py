@@ -17,7 +17,8 @@ audit = open_audit()
 f = sidebar_filters(audit)
 ov = overview_of(audit)
 s = ov["summary"]
-CHART = {"displaylogo": False}          # plotly's toolbar shows on hover only, beside (not over) our titles
+CHART = {"displaylogo": False}          # the shortcut map keeps plotly's toolbar (box / lasso); titles sit above it
+STATIC = {"displayModeBar": False}      # histograms and the cue chart: no toolbar over the bars
 
 st.title("Shortcut audit")
 st.caption(f"{audit.dir} — scheme `{s['scheme']}`, {s['config']['folds']} folds, text encoder "
@@ -28,11 +29,11 @@ box(f"**{headline(s)}** {verdict(s)}")
 m = st.columns(6)
 m[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table (every status)")
 ci = interval(s.get("text_acc_ci"))
-m[1].metric("Text-only accuracy", pct(s["text_acc"]),
+m[1].metric("Text-only acc.", pct(s["text_acc"]),
             None if s["text_acc"] is None else f"{100 * (s['text_acc'] - 0.5):+.1f} pts vs chance", delta_color="off",
             help="out-of-fold accuracy of a model that never sees the image" + (f"; {ci}" if ci else ""))
-m[2].metric("Pairs with a text signal", pct(s.get("text_signal_share"), 0), help=SIGNAL_HELP)
-m[3].metric("Multimodal accuracy", pct(s["mm_acc"]), help="out-of-fold accuracy of the probe that sees the image")
+m[2].metric("Text signal", pct(s.get("text_signal_share"), 0), help="pairs with a text signal. " + SIGNAL_HELP)
+m[3].metric("Multimodal acc.", pct(s["mm_acc"]), help="out-of-fold accuracy of the probe that sees the image")
 m[4].metric(threshold_label(s), pct(s["shortcut_rate"]),
             help="share of the pairs a text-only model is confident about (`--threshold`); the 'shortcut pairs' "
                  "filter and `export --mode prune` use this cut")
@@ -59,7 +60,7 @@ def histogram(name: str, label: str, help: str) -> None:
     fig.update_layout(height=300, margin=dict(t=10, b=40, l=40, r=10), xaxis_title=label, yaxis_title="pairs",
                       xaxis_range=[edges[0] - pad, edges[-1] + pad], bargap=0.05)
     st.markdown(f"**{label}**", help=help)
-    st.plotly_chart(fig, key=f"hist_{name}", config=CHART)
+    st.plotly_chart(fig, key=f"hist_{name}", config=STATIC)
 
 
 if s.get("text_only"):
@@ -132,7 +133,7 @@ with c1:
                            hovertemplate="%{y}: coefficient %{x:.2f}, association %{customdata:+.2f}<extra></extra>"))
     fig.update_layout(height=max(260, 26 * cues.height + 60), margin=dict(t=10, b=40, l=10, r=10),
                       yaxis=dict(autorange="reversed", automargin=True), xaxis_title="coefficient (standardised)")
-    st.plotly_chart(fig, key="cues", config=CHART)
+    st.plotly_chart(fig, key="cues", config=STATIC)
 with c2:
     st.markdown("**Per source**")
     per = pl.DataFrame(s["per_source"])
@@ -155,7 +156,10 @@ elif not any(p.get("significant") for p in phrases):
 if phrases:
     table = pl.DataFrame([{k: p.get(k) for k in ("phrase", "coefficient", "n_chosen", "n_rejected", "share_decided",
                                                  "p_value", "significant")} for p in phrases])
-    st.dataframe(table, hide_index=True)
+    st.dataframe(table, hide_index=True, column_config={
+        "coefficient": st.column_config.NumberColumn(format="%+.2f"),
+        "share_decided": st.column_config.NumberColumn("share decided", format="percent"),
+        "p_value": st.column_config.NumberColumn("p (sign test)", format="%.1e")})
     for p in [p for p in phrases if p.get("significant")][:8]:
         st.page_link(PAGES[1][0], label=f"pairs with \"{p['phrase']}\" on one side",
                      query_params={**f.to_params(), "phrase": p["phrase"]})

@@ -144,7 +144,8 @@ def app_command(cfg: AppConfig) -> tuple[list[str], dict]:
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", cfg.host,
            "--server.port", str(cfg.port), "--browser.gatherUsageStats", "false",
            "--server.headless", "false" if cfg.open else "true",   # headless: Streamlit never prompts
-           "--client.showSidebarNavigation", "false"]   # the app draws its own links, which carry the filters
+           "--client.showSidebarNavigation", "false",   # the app draws its own links, which carry the filters
+           "--client.toolbarMode", "viewer"]            # no "Deploy" button
     env = {**os.environ, "SHORTCUT_AUDIT_DIR": str(cfg.audit.resolve())}
     if cfg.compare is not None:
         env["SHORTCUT_AUDIT_COMPARE"] = str(cfg.compare.resolve())

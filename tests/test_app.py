@@ -230,3 +230,85 @@ def test_home_lists_discovered_phrases_and_browse_filters_by_one(app, audits):
     at.switch_page("pages/2_Pair.py")
     at.run()
     assert not at.exception and "phrase" in at.query_params
+
+
+def test_map_page_projects_the_cached_embeddings(app, audits):
+    at = app("pages/5_Map.py")
+    assert not at.exception and not at.info, [i.value for i in at.info]
+    assert any("text embeddings (chosen - rejected" in c.value for c in at.caption)
+    next(w for w in at.selectbox if w.key == "m_kind").set_value("image").run()
+    next(w for w in at.selectbox if w.key == "m_method").set_value("tsne").run()
+    assert not at.exception and any("t-SNE" in c.value for c in at.caption)
+
+
+def test_map_without_a_cache_says_why(app, audits, tmp_path, monkeypatch):
+    import shutil
+
+    a_dir = tmp_path / "a"
+    shutil.copytree(audits["leadin"], a_dir, ignore=shutil.ignore_patterns("cache", "app_exports"))
+    summary = json.loads((a_dir / "summary.json").read_text())
+    summary["config"]["cache_dir"] = str(tmp_path / "gone")
+    (a_dir / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setenv("SHORTCUT_AUDIT_DIR", str(a_dir))
+    at = app("pages/5_Map.py")
+    assert "no cached text embeddings" in at.info[0].value
+
+
+@pytest.mark.parametrize("params,expected", [
+    ({"cue": "lead_in", "cue_side": "rejected"}, lambda df: int((df["cue_lead_in"] < 0).sum())),
+    ({"cue": "lead_in", "cue_side": "chosen"}, lambda df: int((df["cue_lead_in"] > 0).sum())),
+    ({"tp_min": "0.2", "tp_max": "0.6"}, lambda df: int(df["text_prob"].is_between(0.2, 0.6).sum())),
+    ({"w_min": "1.5"}, lambda df: int((df["weight"] >= 1.5).sum())),
+    ({"meta_col": "task", "meta_val": "count"}, lambda df: int((df["task"] == "count").sum())),
+])
+def test_url_filters_beyond_the_sidebar_basics(app, audits, params, expected):
+    at = app("pages/1_Browse.py", params)
+    want = expected(_df(audits))
+    assert 0 < want < N and _matching(at) == want
+    assert all(k in at.query_params for k in params)
+
+
+def test_browse_tags_the_selected_rows_and_filters_by_tag(app, audits):
+    from audit.tags import read_tags, set_tags
+
+    at = app("pages/1_Browse.py", {"shortcut": "yes"})
+    assert all(b.disabled for b in at.button if b.key.startswith("tag_sel_"))
+    ids = _df(audits).filter(pl.col("is_shortcut")).sort(["text_prob", "pair_id"], descending=[True, False])["pair_id"]
+    next(b for b in at.button if b.key == "tag_all_go").click().run()      # the default: exclude every shortcut pair
+    assert not at.exception and set(read_tags(audits["leadin"])) == set(ids.to_list())
+    at = app("pages/1_Browse.py", {"tag": "exclude"})
+    assert _matching(at) == len(ids)
+    at = app("pages/1_Browse.py", {"tag": "untagged"})
+    assert _matching(at) == N - len(ids)
+    set_tags(audits["leadin"], ids.to_list(), None)
+
+
+def test_pair_view_tags_with_buttons_and_shows_the_scores_in_words(app, audits):
+    from audit.tags import read_tags, set_tags
+
+    pid = _df(audits)["pair_id"][0]
+    at = app("pages/2_Pair.py", {"pair": pid})
+    assert any(m.value.startswith("**In words:** a text-only model prefers the") for m in at.markdown)
+    next(b for b in at.button if b.key == "tag_swap").click().run()
+    assert not at.exception and read_tags(audits["leadin"]) == {pid: "swap"}
+    assert any(m.value == "**Tag:** `swap`" for m in at.markdown)
+    next(b for b in at.button if b.key == "tag_None").click().run()
+    assert read_tags(audits["leadin"]) == {}
+    set_tags(audits["leadin"], [pid], None)
+
+
+def test_compare_with_no_shared_pairs_says_so(app, audits, monkeypatch):
+    monkeypatch.setenv("SHORTCUT_AUDIT_COMPARE", str(audits["closing"]))
+    at = app("pages/3_Compare.py")
+    assert "share no scored pair" in at.warning[-1].value
+    assert any("source" in str(d.value) for d in at.dataframe)          # the settings that differ
+
+
+def test_overview_headline_reads_the_interval_and_the_verdict(app, audits):
+    s = json.loads((audits["leadin"] / "summary.json").read_text())
+    at = app()
+    lo, hi = s["text_acc_ci"]
+    assert f"95% CI {100 * lo:.1f}-{100 * hi:.1f}%" in at.error[0].value      # a strong shortcut: red box
+    labels = {m.label: m for m in at.metric}
+    assert labels[f"text_prob >= {s['threshold']:.2f}"].value == f"{100 * s['shortcut_rate']:.1f}%"
+    assert "SFD (shortcut-failure degradation)" in labels["SFD"].help

@@ -1,122 +1,164 @@
-"""The app in a real browser: start `shortcut-audit app` on a free loopback port, wait until the
-script has finished rendering, screenshot the overview and a pair view, check the key elements and
-that no exception is shown, and stop the server by its PID. Skipped locally only without Chromium;
-in CI (CI=true) a missing browser fails the test."""
+"""The app in a real browser (headless Chromium): it serves when started in the background on a machine
+where Streamlit never ran; filters follow the user through the sidebar to every page; a box drawn on
+the shortcut map becomes a Browse filter; a tag set with a key press survives a reload and `export
+--tags` honours it; J / K walk the pairs of the filter. Skipped locally only without Chromium; in CI
+(CI=true) a missing browser fails the test."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
+import urllib.parse
 
 import polars as pl
 import pytest
 
-from audit.config import ScoreConfig, SynthConfig
+from audit.config import ExportConfig, ScoreConfig, SynthConfig
+from audit.export import export
 from audit.score import score
 from audit.synth import synth
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,1000"]
+from audit.tags import read_tags
+from browser import App, need_browser, rendered
 
 
-def _need_browser():
-    if CHROMIUM and DRIVER:
-        return
-    msg = "Chromium and chromedriver are needed (apt-get install chromium chromium-driver)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{msg}: in CI this test must run")
-    pytest.skip(msg)
+
+@pytest.fixture(scope="module")
+def audit_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    src = synth(SynthConfig(env="leadin", out=root / "src", n=120, format="rlaif-v"))
+    score(ScoreConfig(source=src.parent, out=root / "audit", cache_dir=root / "cache"))
+    return root / "audit"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _df(audit_dir) -> pl.DataFrame:
+    return pl.read_parquet(audit_dir / "audited.parquet")
 
 
-def _wait_http(url: str, timeout: float = 60) -> None:
+def _params(driver) -> dict:
+    return {k: v[0] for k, v in urllib.parse.parse_qs(urllib.parse.urlparse(driver.current_url).query).items()}
+
+
+def _no_exception(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+
+
+def _text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, '[data-testid="stApp"]').text
+
+
+def _until(driver, check, timeout: float = 30) -> None:
     end = time.time() + timeout
     while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(url)
+        rendered(driver, settle=0.3)
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not reached in {timeout}s; page: {_text(driver)[:600]}")
 
 
-def _rendered(driver, timeout: float = 60) -> None:
-    """Wait until Streamlit says the script has finished (not mid-run)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    time.sleep(0.5)
-    WebDriverWait(driver, timeout).until(lambda d: d.find_elements(
-        By.CSS_SELECTOR, '[data-testid="stApp"][data-test-script-state="notRunning"]'))
-    time.sleep(1.0)   # let the charts paint
-
-
-def test_app_in_a_real_browser(tmp_path):
-    _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
-    src = synth(SynthConfig(env="leadin", out=tmp_path / "src", n=120, format="rlaif-v"))
-    score(ScoreConfig(source=src.parent, out=tmp_path / "audit", cache_dir=tmp_path / "cache"))
-    pair = pl.read_parquet(tmp_path / "audit" / "audited.parquet").sort("text_prob")["pair_id"][0]
-    port = _free_port()
-    # As a user starts it in the background on a machine where Streamlit never ran: no flags, a fresh HOME
-    # (no Streamlit credentials), no stdin. It used to stop at Streamlit's first-run "Email:" prompt.
-    import os
-
-    (tmp_path / "home").mkdir()
-    server = subprocess.Popen([sys.executable, "-m", "audit", "app", str(tmp_path / "audit"), "--port", str(port)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "HOME": str(tmp_path / "home")})
-    driver = None
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health")
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = CHROMIUM
-        for flag in FLAGS + [f"--user-data-dir={tmp_path / 'chrome'}"]:
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-        driver.get(f"http://127.0.0.1:{port}/")
-        _rendered(driver)
-        assert "Shortcut audit" in driver.page_source and "Shortcut map" in driver.page_source
-        assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
-        driver.save_screenshot(str(tmp_path / "overview.png"))
-
-        driver.get(f"http://127.0.0.1:{port}/Pair?pair={pair}")
-        _rendered(driver)
-        html = driver.page_source
+def test_serves_in_the_background_and_shows_overview_and_pair(audit_dir, tmp_path):
+    need_browser()
+    pair = _df(audit_dir).sort("text_prob")["pair_id"][0]
+    # As a user starts it in the background where Streamlit never ran: a fresh HOME (no Streamlit
+    # credentials), no stdin. It used to stop at Streamlit's first-run "Email:" prompt.
+    with App(audit_dir, home=tmp_path / "home") as app:
+        d = app.open("/")
+        assert "Shortcut audit" in d.page_source and "Shortcut map" in d.page_source
+        _no_exception(d)
+        d = app.open(f"/Pair?pair={pair}")
+        html = d.page_source
         assert "Pair view" in html and "pair-chosen" in html and "pair-rejected" in html and pair in html
-        assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
-        assert driver.find_elements(By.CSS_SELECTOR, '[data-testid="stImage"] img')
-        driver.save_screenshot(str(tmp_path / "pair.png"))
-        for shot in ("overview.png", "pair.png"):
-            assert (tmp_path / shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        if os.environ.get("UPDATE_SCREENSHOTS"):
-            for shot in ("overview.png", "pair.png"):
-                shutil.copy(tmp_path / shot, ROOT / "docs" / f"app_{shot}")
-    finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()          # the server is this PID (the CLI execs Streamlit)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _no_exception(d)
+        d.save_screenshot(str(tmp_path / "pair.png"))
+        assert (tmp_path / "pair.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_filters_follow_the_sidebar_to_every_page(audit_dir):
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    df = _df(audit_dir)
+    n = int(df.filter(pl.col("is_shortcut") & pl.any_horizontal(
+        pl.col(c).str.to_lowercase().str.contains("circle", literal=True) for c in ("prompt", "chosen", "rejected"))).height)
+    assert 0 < n < df.height
+    checks = {"Overview": "Shortcut audit", "Pair view": f"of {n} in the current filter", "Compare": "Compare audits",
+              "Export": f"holds {n} pairs", "Browse": f"{n} pairs match"}
+    with App(audit_dir) as app:
+        d = app.open("/Browse?shortcut=yes&q=circle")
+        assert checks["Browse"] in _text(d)
+        for label, expected in checks.items():
+            link = next(a for a in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"] a')
+                        if a.text.strip() == label)
+            link.click()
+            _until(d, lambda: expected in _text(d))
+            _no_exception(d)
+            p = _params(d)
+            assert (p.get("shortcut"), p.get("q")) == ("yes", "circle"), (label, d.current_url)
+
+
+def test_a_box_on_the_shortcut_map_opens_as_a_browse_filter(audit_dir):
+    need_browser()
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    df = _df(audit_dir)
+    with App(audit_dir) as app:
+        d = app.open("/", settle=2.0)
+        chart = next(c for c in d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+                     if "text_prob <" in c.get_attribute("textContent"))
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
+        time.sleep(1.0)
+        drag = chart.find_element(By.CSS_SELECTOR, ".nsewdrag")
+        w, h = drag.size["width"], drag.size["height"]
+        # from the middle of the plot to its bottom-right corner: text_prob above ~0.5, mm_prob below ~0.5
+        (ActionChains(d).move_to_element_with_offset(drag, 2, 2).click_and_hold()
+         .move_by_offset(w // 4, h // 4).move_by_offset(w // 4 - 6, h // 4 - 6).release().perform())
+        _until(d, lambda: "Browse the box" in _text(d))
+        link = next(a for a in d.find_elements(By.CSS_SELECTOR, "a") if "Browse the box" in a.text)
+        link.click()
+        _until(d, lambda: "pairs match" in _text(d) or "pair matches" in _text(d))
+        p = _params(d)
+        lo, hi = float(p["tp_min"]), float(p.get("tp_max", 1))
+        mlo, mhi = float(p.get("mm_min", 0)), float(p["mm_max"])
+        assert 0.35 < lo < 0.65 and hi == 1.0 and mlo == 0.0 and 0.35 < mhi < 0.65
+        n = df.filter(pl.col("text_prob").is_between(lo, hi) & pl.col("mm_prob").is_between(mlo, mhi)).height
+        assert f"{n:,} pair" in _text(d)
+
+
+def test_a_tag_set_with_a_key_survives_a_reload_and_export_honours_it(audit_dir, tmp_path):
+    need_browser()
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    df = _df(audit_dir).sort(["text_prob", "pair_id"], descending=[True, False])
+    pid = df["pair_id"][3]
+    with App(audit_dir) as app:
+        d = app.open(f"/Pair?pair={pid}")
+        assert "Tag: none" in _text(d)
+        ActionChains(d).send_keys("x").perform()
+        _until(d, lambda: "Tag: exclude" in _text(d))
+        d.refresh()
+        _until(d, lambda: "Tag: exclude" in _text(d))
+        assert _params(d)["pair"] == pid
+    assert read_tags(audit_dir) == {pid: "exclude"}
+    rep = export(ExportConfig(audit=audit_dir, out=tmp_path / "out", tags=True))
+    out = pl.read_parquet(tmp_path / "out" / "pairs.parquet")
+    assert pid not in out["pair_id"].to_list() and rep["tags"]["excluded"] == 1
+    (audit_dir / "tags.parquet").unlink()
+
+
+def test_j_and_k_walk_the_pairs_of_the_filter(audit_dir):
+    need_browser()
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    df = _df(audit_dir).filter(pl.col("is_shortcut")).sort(["text_prob", "pair_id"], descending=[True, False])
+    first, second, third = df["pair_id"][:3].to_list()
+    with App(audit_dir) as app:
+        d = app.open(f"/Pair?shortcut=yes&pair={first}")
+        assert f"1 of {df.height} in the current filter" in _text(d)
+        for key, want in (("j", second), ("j", third), ("k", second)):
+            ActionChains(d).send_keys(key).perform()
+            _until(d, lambda: _params(d).get("pair") == want)
+        assert f"2 of {df.height} in the current filter" in _text(d) and _params(d)["shortcut"] == "yes"
