@@ -83,7 +83,7 @@ def _figures(df, summary: dict, out: Path, mode: str) -> tuple[list[tuple[str, s
                     raise SourceError(f"PNG export failed ({type(e).__name__}: {str(e)[:200]}); install kaleido and "
                                       "Chromium, or use `--figures html`") from None
                 reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
-        fig.write_html(str(out / f"{stem}.html"), include_plotlyjs="cdn")
+        fig.write_html(str(out / f"{stem}.html"), include_plotlyjs="directory")   # plotly.min.js beside: offline
         written.append((title, f"{stem}.html"))
     if mode == "html":
         reason = "HTML requested with `--figures html`"
@@ -104,15 +104,32 @@ def card(cfg: CardConfig) -> Path:
 
 def _card(cfg: CardConfig, df, summary: dict, name: str, out: Path) -> Path:
     figures, png_reason = _figures(df, summary, out, cfg.figures)
-    sections = [_header(cfg, summary, name), _how_audited(summary), _headline(summary), _tags(cfg),
-                _top_cues(cfg, df, summary),
-                _weights(summary, figures, png_reason), _exported(cfg), LIMITATIONS]
+    sections = [_header(cfg, summary, name, df), _how_audited(summary), _headline(summary), _tags(cfg),
+                _top_cues(cfg, df, summary), _weights(summary, figures, png_reason), _exported(cfg),
+                _structure(cfg, df), _using(cfg, name), LIMITATIONS, CITATION]
     with atomic_path(out / "README.md") as tmp:
         tmp.write_text("\n".join(line for section in sections for line in section), encoding="utf-8")
     return out / "README.md"
 
 
-def _header(cfg: CardConfig, summary: dict, name: str) -> list[str]:
+# The Hub ids of the formats that are one public dataset each (alignrm, trl and pairs are layouts, not datasets).
+HUB_IDS = {"rlaif-v": "openbmb/RLAIF-V-Dataset", "rlhf-v": "openbmb/RLHF-V-Dataset", "vlfeedback": "MMInstruction/VLFeedback",
+           "povid": "YiyangAiLab/POVID_preference_data_for_VLLMs", "vl-rewardbench": "MMInstruction/VL-RewardBench"}
+
+
+def source_datasets(cfg: CardConfig, df, summary: dict) -> list[str]:
+    """`source_datasets` of the card: the id given with `--source-dataset`; otherwise the public datasets
+    the rows' formats stand for; `original` for synthetic data (rows that carry the synthetic truth
+    columns) or formats that name no dataset."""
+    if cfg.source_dataset:
+        return [cfg.source_dataset]
+    if "cue_on_chosen" in df.columns and "env" in df.columns:
+        return ["original"]
+    ids = sorted({HUB_IDS[p["source"]] for p in summary.get("per_source", []) if p["source"] in HUB_IDS})
+    return ids or ["original"]
+
+
+def _header(cfg: CardConfig, summary: dict, name: str, df) -> list[str]:
     """The YAML front matter the Hub reads, the title and the one-paragraph finding."""
     import yaml  # PyYAML comes with datasets/transformers
 
@@ -125,7 +142,7 @@ def _header(cfg: CardConfig, summary: dict, name: str) -> list[str]:
         "task_categories": ["image-text-to-text"],
         "tags": ["preference", "reward-modeling", "multimodal", "shortcut-audit"],
         "size_categories": [size_category(int(summary["n_rows"]))],
-        "source_datasets": [cfg.source_dataset] if cfg.source_dataset else ["original"],
+        "source_datasets": source_datasets(cfg, df, summary),
     }
     return ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "", f"# {name}: shortcut audit", "",
             f"{summary['n_rows']} preference pairs ({', '.join(sources) or 'unknown'} format), audited with "
@@ -148,8 +165,26 @@ def _how_audited(summary: dict) -> list[str]:
          "Every probability comes from a head that never saw the pair or its group (grouped K-fold cross-fitting); "
          "SFC = L_text / (L_mm + L_text) per pair (Li et al., ICML 2025).", "",
          "| setting | value |", "|---|---|"]
-    L += [f"| `{k}` | `{v}` |" for k, v in c.items() if v is not None]
+    L += [f"| `{k}` | `{v}` |" for k, v in settings_used(c).items()]
     return L + ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items()), ""]
+
+
+# Settings that only matter with another one (the fine-tuned text probe, a reward model), and the ones
+# that say where files were rather than how the audit was made.
+_ONLY_WITH = {"finetune_": lambda c: c.get("text_probe") == "finetune", "rm_": lambda c: bool(c.get("rm"))}
+_NOT_HOW = {"out", "overwrite", "cache_dir", "workers", "chunk", "device", "compile", "token_budget"}
+
+
+def settings_used(config: dict) -> dict:
+    """The score settings that shaped this audit: set, and relevant to the probes that ran."""
+    out = {}
+    for k, v in config.items():
+        if v is None or v is False and k != "text_only" or k in _NOT_HOW:
+            continue
+        if any(k.startswith(prefix) and not used(config) for prefix, used in _ONLY_WITH.items()):
+            continue
+        out[k] = v
+    return out
 
 
 def _headline(summary: dict) -> list[str]:
@@ -220,13 +255,23 @@ def _top_cues(cfg: CardConfig, df, summary: dict) -> list[str]:
     L += [f"| `{q['name']}` | {fmt(q['coefficient'])} | {_interval(q)} | {'yes' if q.get('stands_out') else 'no'} | "
           f"{fmt(q['association'])} | {fmt(q['share_differs'])} | {q['help']} |" for q in summary["cues"][:5]]
     L.append("")
+    import polars as pl
+
     ok = df.filter(df["status"] == "ok")
-    for q in summary["cues"][:3]:
+    top = [q for q in summary["cues"] if q.get("stands_out", True)][:3]
+    used: set[str] = set()
+    for q in top:
         col = f"cue_{q['name']}"
         if col not in ok.columns or cfg.examples == 0:
             continue
         sign = 1 if q["coefficient"] >= 0 else -1
-        ex = ok.filter((ok[col] * sign) > 0).sort("text_prob", descending=True).head(cfg.examples)
+        # its own example: the cue differs in its direction, the pair is not another cue's example, and
+        # (where such pairs exist) the other top cues are equal on both sides, so this cue alone explains it
+        cand = ok.filter(((pl.col(col) * sign) > 0) & ~pl.col("pair_id").is_in(list(used)))
+        others = [f"cue_{o['name']}" for o in top if o is not q and f"cue_{o['name']}" in ok.columns]
+        alone = cand.filter(pl.all_horizontal([pl.col(o) == 0 for o in others])) if others else cand
+        ex = (alone if alone.height else cand).sort(["text_prob", "pair_id"], descending=[True, False]).head(cfg.examples)
+        used.update(ex["pair_id"].to_list())
         for r in ex.iter_rows(named=True):
             L += [f"Example for `{q['name']}` (text_prob {r['text_prob']:.3f}, pair `{r['pair_id']}`):", "",
                   f"- prompt: {_clip(r['prompt'])}", f"- chosen: {_clip(r['chosen'])}",
@@ -276,6 +321,64 @@ def _exported(cfg: CardConfig) -> list[str]:
                        f"{rep['tags']['kept']} kept from pruning." if rep.get("tags") else ""), ""]
     return L + ["Nothing yet: `shortcut-audit export AUDIT_DIR -o OUT` writes a reweighted, pruned or resampled "
                 "dataset; pass `--export OUT` to this command to describe it here.", ""]
+
+
+COLUMN_HELP = {
+    "weight": "training weight of the pair (mean 1 over the exported pairs): multiply each pair's loss by it",
+    "audit_weight": "the audit's own weight before the export rescaled it", "text_prob": "out-of-fold probability "
+    "that a text-only model (no image) prefers the chosen response", "mm_prob": "the same for the multimodal probe",
+    "sfc": "Shortcut-Failure Coefficient L_text / (L_mm + L_text): high = the text alone gets the pair wrong",
+    "is_shortcut": "text_prob >= the audit's threshold", "tag": "a tag set by hand in the app (exclude / keep / "
+    "review / swap)", "pair_id": "stable id of the pair (content hash)", "sample_id": "the source row's id",
+    "prompt": "the question", "chosen": "the preferred response", "rejected": "the other response",
+    "image": "the picture", "images": "the picture(s)", "source": "the source format", "status": "`ok` for scored pairs",
+}
+
+
+def _structure(cfg: CardConfig, df) -> list[str]:
+    """The columns a user gets: the export's when one is described, else the audited table's."""
+    import pyarrow.parquet as pq
+
+    table = None
+    if cfg.export and cfg.export.is_dir():
+        table = next(iter(sorted(cfg.export.glob("*.parquet"))), None)
+    names_types = ([(f.name, str(f.type)) for f in pq.read_schema(table)] if table is not None
+                   else [(c, str(t)) for c, t in df.schema.items()])
+    where = f"`{table.name}` of the export" if table is not None else "`audited.parquet` of the audit"
+    L = ["## Dataset structure", "", f"One row per preference pair; the columns of {where}:", "",
+         "| column | type | meaning |", "|---|---|---|"]
+    L += [f"| `{n}` | {t[:40]} | {COLUMN_HELP.get(n, 'cue value, chosen - rejected' if n.startswith('cue_') else '')} |"
+          for n, t in names_types if not n.startswith("__")]
+    return L + [""]
+
+
+def _using(cfg: CardConfig, name: str) -> list[str]:
+    """How to load the data and use its weights."""
+    rep = {}
+    if cfg.export and (cfg.export / EXPORT_REPORT).is_file():
+        rep = json.loads((cfg.export / EXPORT_REPORT).read_text(encoding="utf-8"))
+    files = {"pairs": "pairs.parquet", "trl": "*.parquet", "alignrm": "alignrm_pairs.jsonl"}
+    loader = ('load_dataset("json", data_files="alignrm_pairs.jsonl", split="train")' if rep.get("written_as") == "alignrm"
+              else f'load_dataset("parquet", data_files="{files.get(rep.get("written_as"), "pairs.parquet")}", split="train")')
+    return ["## Using the data", "", "```python", "from datasets import load_dataset", "",
+            f"ds = {loader}   # from the folder of this card's export", "```", "",
+            "Use the `weight` column as a per-pair weight of the reward model's loss (it has mean 1, so the learning "
+            "rate needs no change):", "", "```python", "import torch.nn.functional as F", "",
+            "# r_chosen, r_rejected: rewards of the two responses; weight: the batch's `weight` column",
+            "loss = (weight * -F.logsigmoid(r_chosen - r_rejected)).mean()", "```", "",
+            "Trainers that take no per-example weight (TRL's `RewardTrainer`, `DPOTrainer`) drop the column: export "
+            "with `--mode resample` or `--mode prune` to bake the weights into the rows instead.", ""]
+
+
+CITATION = ["## Citation", "", "The Shortcut-Failure Coefficient comes from (PMLR volume 267; add the authors' given names "
+            "from the proceedings page):", "", "```bibtex",
+            "@inproceedings{li25cw,",
+            "  title     = {The Devil Is in the Details: Tackling Unimodal Spurious Correlations for Generalizable "
+            "Multimodal Reward Models},",
+            "  author    = {Li and Wen and Lou and Ji and Lu and Han and Zhang and Sun},",
+            "  booktitle = {Proceedings of the 42nd International Conference on Machine Learning},",
+            "  series    = {Proceedings of Machine Learning Research},", "  volume    = {267},",
+            "  pages     = {36281--36297},", "  year      = {2025},", "  note      = {arXiv:2503.03122}", "}", "```", ""]
 
 
 LIMITATIONS = [

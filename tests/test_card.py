@@ -73,3 +73,36 @@ def test_png_figures_when_a_browser_engine_is_present(audited, tmp_path):
     path = card(CardConfig(audit=audited / "audit", out=tmp_path, name="c", figures="png"))
     assert "![Weight distribution](weights.png)" in path.read_text()
     assert (tmp_path / "c" / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_card_sections_for_a_user_and_offline_charts(audited, tmp_path):
+    path = card(CardConfig(audit=audited / "audit", out=tmp_path, name="c", export=audited / "export", figures="html"))
+    body = path.read_text()
+    for section in ("## Dataset structure", "## Using the data", "## Citation"):
+        assert section in body
+    assert 'load_dataset("parquet", data_files="pairs.parquet"' in body and "@inproceedings{li25cw" in body
+    assert "| `weight` |" in body and "-F.logsigmoid(r_chosen - r_rejected)" in body
+    assert (path.parent / "plotly.min.js").is_file()            # the HTML charts render without a network
+    assert 'src="plotly.min.js"' in (path.parent / "weights.html").read_text()
+    how = body.split("## How it was audited")[1].split("## Headline numbers")[0]
+    assert "`finetune_lr`" not in how and "`out`" not in how and "`scheme`" in how    # only the settings used
+    examples = re.findall(r"^Example for `(\w+)` \(text_prob [0-9.]+, pair `(\w+)`\)", body, re.M)
+    assert examples and len({pid for _, pid in examples}) == len(examples)            # each cue its own pair
+
+
+def test_source_datasets_come_from_the_data():
+    import polars as pl
+
+    from audit.card import settings_used, source_datasets
+
+    real = pl.DataFrame({"pair_id": ["a"]})
+    synthetic = pl.DataFrame({"pair_id": ["a"], "env": ["leadin"], "cue_on_chosen": [True]})
+    summary = {"per_source": [{"source": "rlaif-v"}, {"source": "povid"}, {"source": "alignrm"}]}
+    cfg = CardConfig(audit="a", out="o")
+    assert source_datasets(cfg, real, summary) == ["YiyangAiLab/POVID_preference_data_for_VLLMs", "openbmb/RLAIF-V-Dataset"]
+    assert source_datasets(cfg, synthetic, summary) == ["original"]
+    assert source_datasets(cfg, real, {"per_source": [{"source": "alignrm"}]}) == ["original"]
+    assert source_datasets(CardConfig(audit="a", out="o", source_dataset="me/mine"), real, summary) == ["me/mine"]
+    used = settings_used({"scheme": "debias", "text_probe": "embedding", "finetune_lr": 5e-5, "rm": None,
+                          "rm_blank": "reference", "out": "x", "text_only": False})
+    assert used == {"scheme": "debias", "text_probe": "embedding", "text_only": False}
