@@ -20,9 +20,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from audit.synth import ENVIRONMENTS, synth
 
     if args.list:
-        print(f"{'environment':<18} {'cue':<10} {'p':>4}  description")
+        from audit.synth.envs import AUDIT_CUE
+
+        print(f"{'environment':<18} {'audit cue':<12} {'p':>4}  description")
         for env in ENVIRONMENTS.values():
-            print(f"{env.name:<18} {env.cue or '-':<10} {env.p:>4.2f}  {env.description}")
+            print(f"{env.name:<18} {AUDIT_CUE.get(env.cue, '-'):<12} {env.p:>4.2f}  {env.description}")
+        print("audit cue: the name `score` gives the planted cue (its cue model and the app use it); p: the share of "
+              "pairs with the cue on the chosen side")
         return 0
     cfg = from_args(SynthConfig, args)
     path = synth(cfg)
@@ -293,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:              # `shortcut-audit synth --list | head`: the reader left, not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except AuditError as e:
         print("Error: " + " ".join(str(e).split()), file=sys.stderr)   # one line, even when a library's message is not
         return 1

@@ -36,10 +36,27 @@ def _base_type(tp: Any) -> type:
     return args[0] if args else tp
 
 
+# `--help` sections: option name -> section title (the rest stay under "options").
+HELP_GROUPS = {
+    "reward model (audit your own RM with --rm)": ("rm", "rm_blank", "rm_max_length", "token_budget", "compile"),
+    "fine-tuned text probe (--text-probe finetune)": ("finetune_model", "finetune_epochs", "finetune_lr",
+                                                      "finetune_batch"),
+    "weights (re-choose them later with `export --scheme`)": ("scheme", "threshold", "clip", "ipw_floor", "jtt_factor"),
+    "speed and memory": ("workers", "device", "fit_pairs", "mm_dims", "cache_dir", "chunk", "batch_size", "max_length"),
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one argparse option per field of the config dataclass `cls`."""
+    """Add one argparse option per field of the config dataclass `cls`, in `HELP_GROUPS` sections."""
     hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    groups = {}
+    for title, members in HELP_GROUPS.items():
+        if len(names & set(members)) > 1:          # a section only where a command has several of its options
+            group = parser.add_argument_group(title)
+            groups.update({name: group for name in members if name in names})
     for f in dataclasses.fields(cls):
+        target = groups.get(f.name, parser)
         m = f.metadata
         tp = _base_type(hints[f.name])
         kwargs: dict[str, Any] = {"help": m["help"]}
@@ -49,12 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs["metavar"] = m["metavar"]
         if m.get("positional"):
             if tp is list:
-                parser.add_argument(f.name, nargs=m.get("nargs") or "+", **kwargs)
+                target.add_argument(f.name, nargs=m.get("nargs") or "+", **kwargs)
                 continue
             if f.default is not dataclasses.MISSING:
                 kwargs["nargs"] = "?"
                 kwargs["default"] = f.default
-            parser.add_argument(f.name, type=tp, **kwargs)
+            target.add_argument(f.name, type=tp, **kwargs)
             continue
         names = [m.get("flag") or "--" + f.name.replace("_", "-")]
         if m.get("short"):
@@ -70,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 kwargs["default"] = f.default
                 if f.default is not None:
                     kwargs["help"] += f" (default: {f.default})"
-        parser.add_argument(*names, dest=f.name, **kwargs)
+        target.add_argument(*names, dest=f.name, **kwargs)
 
 
 def _range_text(b: dict) -> str:
@@ -200,6 +217,8 @@ class IngestConfig:
                              "`header` reads only its header (faster, misses truncation)")
     limit: int | None = opt(None, ge=1, help="read only the first N source records")
     batch_rows: int = opt(8192, ge=1, help="rows per written batch (memory stays bounded by it)")
+    copy_images: bool = opt(False, help="copy images given as file paths into the pairs folder (embedded images "
+                            "always are), so that moving or deleting the source does not break the audit and the app")
 
     def __post_init__(self) -> None:
         check_bounds(self)

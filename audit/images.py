@@ -73,8 +73,9 @@ class ImageStore:
     """Resolves, verifies and stores the images of one ingest run (bounded LRU cache)."""
 
     def __init__(self, pairs_dir: Path, roots: list[Path], max_pixels: int, full_verify: bool,
-                 cache_size: int = 8192, source_root: Path | None = None) -> None:
+                 cache_size: int = 8192, source_root: Path | None = None, copy: bool = False) -> None:
         self.pairs_dir = Path(pairs_dir)
+        self.copy = copy         # store path-based images in the pairs folder too (`ingest --copy-images`)
         self.roots = [os.path.realpath(r) for r in roots]
         # Relative paths are read from the image root and, when `--image-root` points elsewhere (say, the
         # target of a symlinked `images/` folder), from the source's own folder too: the file must still
@@ -118,13 +119,17 @@ class ImageStore:
         self.checked += 1
         if status != schema.OK:
             return self._remember(key, ImageResult(None, digest, status, f"embedded image {detail}"))
+        return self._remember(key, ImageResult(self._store(data, digest, fmt), digest, schema.OK, phash=phash))
+
+    def _store(self, data: bytes, digest: str, fmt: str | None) -> str:
+        """Write an image into the pairs folder's store (once per content); its path relative to the folder."""
         rel = f"{schema.IMAGE_STORE}/{digest[:2]}/{digest}.{_EXT.get(fmt or '', 'img')}"
         target = self.pairs_dir / rel
         if not target.exists():
             write_bytes_atomic(target, data)
             self.stored += 1
             self.stored_bytes += len(data)
-        return self._remember(key, ImageResult(rel, digest, schema.OK, phash=phash))
+        return rel
 
     def add_path(self, path: str, root: Path, fallbacks: tuple[str, ...] = ()) -> ImageResult:
         key = ("p", str(root), path, fallbacks)
@@ -164,11 +169,11 @@ class ImageStore:
         except OSError as e:
             return ImageResult(None, None, schema.IMAGE_MISSING, f"`{real}` cannot be read ({e.strerror or e})")
         digest = hashlib.sha256(data).hexdigest()[:32]
-        status, detail, _, phash = check_image(data, self.max_pixels, self.full)
+        status, detail, fmt, phash = check_image(data, self.max_pixels, self.full)
         self.checked += 1
         if status != schema.OK:
             return ImageResult(None, digest, status, f"`{real}` {detail}")
-        return ImageResult(real, digest, schema.OK, phash=phash)
+        return ImageResult(self._store(data, digest, fmt) if self.copy else real, digest, schema.OK, phash=phash)
 
 
 def image_roots(pairs_dir: Path) -> list[Path]:

@@ -382,7 +382,7 @@ def _ingest(cfg: IngestConfig, src: SourceFiles) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     store = ImageStore(out, [root, out, *src.image_roots], cfg.max_pixels, cfg.verify_images == "full",
-                       source_root=src.root)
+                       source_root=src.root, copy=cfg.copy_images)
     run = _Run(fmt, src, store, root)
     not_paired: Counter[str] = Counter()
     records_in = 0

@@ -41,7 +41,7 @@ def main() -> int:
     pair = df["pair_id"][0] if df.height else None
     pages = [("overview", "/"), ("browse", "/Browse?shortcut=yes"),
              ("pair", f"/Pair?shortcut=yes&pair={pair}" if pair else "/Pair"),
-             ("compare", "/Compare"), ("export", "/Export?shortcut=yes")]
+             ("map", "/Map"), ("compare", "/Compare"), ("export", "/Export?shortcut=yes")]
     with App(args.audit, args.compare) as app:
         for name, path in pages:
             app.driver.set_window_size(1400, 900)          # each page measured from a small window

@@ -87,3 +87,24 @@ def test_ingest_benchmark_script_runs(tmp_path):
     res = json.loads(out.read_text())
     assert [r["pairs"] for r in res["rows"]] == [200, 400]
     assert all(r["pairs_per_s"] > 0 and r["peak_rss_mib"] > 0 for r in res["rows"])
+
+
+def test_copy_images_makes_the_pairs_folder_self_contained_and_uid_becomes_sample_id(tmp_path):
+    import shutil
+
+    from audit.images import image_roots
+
+    src = tmp_path / "src"
+    (src / "pics").mkdir(parents=True)
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+        (src / "pics" / f"{i}.png").write_bytes(png_bytes(colour, size=(16, 16)))
+    rows = [{"uid": f"u-{i}", "prompt": f"q{i}", "chosen": "a", "rejected": "b", "image": f"pics/{i % 2}.png"}
+            for i in range(4)]
+    rep, df = run_ingest(write_jsonl(src / "d.jsonl", rows), tmp_path / "o", copy_images=True)
+    assert df["sample_id"].to_list() == ["u-0", "u-1", "u-2", "u-3"]
+    assert rep["images"]["stored_new"] == 2 and all(p.startswith("images/") for p in df["image_path"].to_list())
+    shutil.rmtree(src)                                   # the source is gone: every image still resolves
+    for p in df["image_path"].to_list():
+        assert resolve_image(tmp_path / "o", p, image_roots(tmp_path / "o")).is_file()
+    rep, df = run_ingest(write_jsonl(tmp_path / "s2" / "d.jsonl", [{**rows[0], "image": None}]), tmp_path / "o2")
+    assert df["sample_id"].to_list() == ["u-0"]

@@ -114,9 +114,13 @@ class SourceFormat:
         raise NotImplementedError
 
     # helpers shared by the formats
+    # Id columns a user's own data often has: any of them becomes `sample_id` when the format's own id
+    # field is absent (or map another with `--columns sample_id=MY_ID`).
+    ID_FALLBACKS = ("sample_id", "uid", "uuid", "example_id", "item_id", "question_id")
+
     @staticmethod
     def sample_id(rec: dict, index: int, *keys: str) -> str:
-        for k in keys:
+        for k in (*keys, *(k for k in SourceFormat.ID_FALLBACKS if k not in keys)):
             v = rec.get(k)
             if v is not None and str(v) != "":
                 return str(v)

@@ -17,6 +17,10 @@ class Environment:
 
 
 ENVIRONMENTS: dict[str, Environment] = {}
+# The name the audit's cue model gives each planted cue (`score`, the app, the card). `aside` is on no
+# hand-written list: the audit finds it as a discovered phrase ("as it happens").
+AUDIT_CUE = {"leadin": "lead_in", "closing": "closing", "verbose": "length", "markdown": "list_items",
+             "aside": "phrase: as it happens"}
 
 
 def _add(name: str, cue: str | None, p: float) -> None:
