@@ -50,17 +50,30 @@ if grouping:
     st.caption(grouping[0].upper() + grouping[1:] + ".")
 
 
+RANGE_PARAMS = {"sfc": ("sfc_min", "sfc_max"), "weight": ("w_min", "w_max")}
+
+
 def histogram(name: str, label: str, help: str) -> None:
+    """A histogram whose bars can be selected (drag a box): the selected range opens in Browse."""
     h = ov["hist"][name]
     edges = h["edges"]
+    width = edges[1] - edges[0]
     centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-    fig = go.Figure(go.Bar(x=centers, y=h["counts"], width=edges[1] - edges[0],
+    fig = go.Figure(go.Bar(x=centers, y=h["counts"], width=width,
                            hovertemplate=f"{label} %{{x:.3f}}: %{{y}} pairs<extra></extra>"))
     pad = (edges[-1] - edges[0]) * 0.02          # every bar whole, the last one included
     fig.update_layout(height=300, margin=dict(t=10, b=40, l=40, r=10), xaxis_title=label, yaxis_title="pairs",
-                      xaxis_range=[edges[0] - pad, edges[-1] + pad], bargap=0.05)
-    st.markdown(f"**{label}**", help=help)
-    st.plotly_chart(fig, key=f"hist_{name}", config=STATIC)
+                      xaxis_range=[edges[0] - pad, edges[-1] + pad], bargap=0.05, dragmode="select")
+    st.markdown(f"**{label}**", help=help + ". Drag across bars to open that range in Browse")
+    event = st.plotly_chart(fig, key=f"hist_{name}", config=STATIC, on_select="rerun", selection_mode=("box",))
+    xs = [p["x"] for p in (getattr(event, "selection", None) or {}).get("points", []) if "x" in p] if event else []
+    if xs:
+        lo, hi = round(max(min(xs) - width / 2, 0.0), 3), round(max(xs) + width / 2, 3)
+        a, b = RANGE_PARAMS[name]
+        top = 1.0 if name == "sfc" else float("inf")
+        target = Filters(**{**f.__dict__, a: lo, b: min(hi, top) if name == "sfc" else hi})
+        st.page_link(PAGES[1][0], label=f"Browse the pairs with {name} {lo:g}-{hi:g}",
+                     query_params=target.to_params(), icon=":material/open_in_new:")
 
 
 if s.get("text_only"):

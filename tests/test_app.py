@@ -312,3 +312,4 @@ def test_overview_headline_reads_the_interval_and_the_verdict(app, audits):
     labels = {m.label: m for m in at.metric}
     assert labels[f"text_prob >= {s['threshold']:.2f}"].value == f"{100 * s['shortcut_rate']:.1f}%"
     assert "SFD (shortcut-failure degradation)" in labels["SFD"].help
+

@@ -127,6 +127,24 @@ def test_a_box_on_the_shortcut_map_opens_as_a_browse_filter(audit_dir):
         n = df.filter(pl.col("text_prob").is_between(lo, hi) & pl.col("mm_prob").is_between(mlo, mhi)).height
         assert f"{n:,} pair" in _text(d)
 
+        d = app.open("/", settle=2.0)                    # bars of the SFC histogram: their range
+        hist = next(c for c in d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+                    if "L_mm + L_text" in c.get_attribute("textContent"))
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", hist)
+        time.sleep(1.0)
+        drag = hist.find_element(By.CSS_SELECTOR, ".nsewdrag")
+        w, h = drag.size["width"], drag.size["height"]
+        (ActionChains(d).move_to_element_with_offset(drag, -w // 2 + 2, -h // 2 + 2).click_and_hold()
+         .move_by_offset(w // 4, h // 2).move_by_offset(w // 4, h // 2 - 6).release().perform())
+        _until(d, lambda: "Browse the pairs with sfc" in _text(d))
+        next(a for a in d.find_elements(By.CSS_SELECTOR, "a") if "Browse the pairs with sfc" in a.text).click()
+        _until(d, lambda: "sfc_max" in _params(d))
+        p = _params(d)
+        lo, hi = float(p.get("sfc_min", 0)), float(p["sfc_max"])
+        assert lo == 0.0 and 0.3 < hi < 0.7
+        n = df.filter(pl.col("sfc").is_between(lo, hi)).height
+        assert f"{n:,} pair" in _text(d)
+
 
 def test_a_tag_set_with_a_key_survives_a_reload_and_export_honours_it(audit_dir, tmp_path):
     need_browser()

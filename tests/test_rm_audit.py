@@ -184,7 +184,7 @@ def test_two_processes_give_the_single_process_output(models, pairs, tmp_path):
     assert s["world_size"] == 2
     writers = {p.name.split(".")[0].rsplit("-", 1)[1] for p in (tmp_path / "two" / "cache").glob("rm-*/part-*.keys.npy")}
     assert len(writers) == 2                                     # both ranks scored a share
-    assert two.stdout.count("reward model") == 1                 # rank 0 alone reports
+    assert sum(line.startswith("reward model ") for line in two.stdout.splitlines()) == 1   # rank 0 alone reports
 
 
 def test_dataloader_workers_give_the_same_scores(models, pairs, tmp_path):
