@@ -150,59 +150,80 @@ class _Counts:
 
 
 def _overlap(cfg: OverlapConfig) -> dict:
+    """B's keys held, A streamed twice: once for which texts are templates, once for the matches."""
     import polars as pl
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     t0 = time.perf_counter()
     a_dir, b_dir = _pairs_dir(cfg.a, cfg.out, "a"), _pairs_dir(cfg.b, cfg.out, "b")
     a_file, b_file = a_dir / schema.PAIRS_FILE, b_dir / schema.PAIRS_FILE
-
-    # B: its keys, held (B is the smaller side, an eval set).
-    # Only keys and ids are held: the texts are read batch by batch and dropped.
-    b_cols = [c for c in _COLUMNS if c in pq.read_schema(b_file).names]
-    parts, metas, start = [], [], 0
-    for batch in read_batches(b_file, b_cols):
-        parts.append(keys_of(batch, cfg.min_chars, start))
-        metas.append(pl.from_arrow(batch.select(["sample_id", "pair_id", "source", "status"])))
-        start += batch.num_rows
-    bk = pl.concat(parts) if parts else keys_of(pl.DataFrame({c: [] for c in b_cols}, schema={c: pl.String for c in b_cols}), cfg.min_chars)
-    b = pl.concat(metas) if metas else pl.DataFrame(schema={c: pl.String for c in ("sample_id", "pair_id", "source", "status")})
-    del parts, metas
+    bk, b = _b_side(b_file, cfg.min_chars)
     b_words, b_pos = hash_words(bk["image_phash"])
     b_uniq, b_inv = (np.unique(b_words, axis=0, return_inverse=True) if len(b_pos)
                      else (b_words, np.zeros(0, dtype=np.int64)))
     b_hash = pl.DataFrame({"h": b_inv.ravel().astype(np.int64), "b_row": b_pos.astype(np.int64)})
     index = BandIndex(b_uniq)
-
-    # Pass 1 over A: which of B's texts are templates (seen with too many pictures in A or in B).
-    b_texts = _capped(_texts(bk))
-    wanted = b_texts["key"].unique()
-    seen = b_texts
     a_cols = [c for c in _COLUMNS if c in pq.read_schema(a_file).names]
-    a_n = 0
-    for batch in read_batches(a_file, a_cols):
-        ak = keys_of(batch, cfg.min_chars, a_n)
-        a_n += batch.num_rows
-        seen = _capped(pl.concat([seen, _capped(_texts(ak).filter(pl.col("key").is_in(wanted.implode())))]))
-    per_key = seen.group_by("key").agg(pl.col("image_id").n_unique().alias("pictures"))
-    templates = per_key.filter(pl.col("pictures") > TEMPLATE_PICTURES)["key"]
+    templates, a_n = _template_keys(a_file, a_cols, bk, cfg.min_chars)
 
     def specific(frame, col):
         return frame.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(templates.implode()))
 
     b_resp = pl.concat([specific(bk, c).select("row", pl.col(c).alias("key")) for c in ("chosen_k", "rejected_k")])
     counts = _Counts(b.height, b["source"].to_numpy(), tuple(cfg.kinds.split(",")))
+    _write_matches(cfg, a_file, a_cols, bk, b, b_resp, b_hash, index, specific, counts)
+    report = _report(cfg, a_dir, b_dir, a_n, b, counts, int(templates.len()))
+    if cfg.exclude:
+        report["excluded"] = _write_excluded(cfg, b_dir, ~counts.contaminated())
+    report.update({"seconds": round(time.perf_counter() - t0, 3), "config": to_dict(cfg), "versions": versions()})
+    write_json_atomic(cfg.out / OVERLAP_JSON, report)
+    return report
 
-    # Pass 2: the matches, batch by batch.
-    out_file = cfg.out / OVERLAP_PARQUET
+
+def _b_side(b_file: Path, min_chars: int):
+    """B's keys and ids (B is the smaller side, an eval set): the texts are read batch by batch and dropped."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    b_cols = [c for c in _COLUMNS if c in pq.read_schema(b_file).names]
+    parts, metas, start = [], [], 0
+    for batch in read_batches(b_file, b_cols):
+        parts.append(keys_of(batch, min_chars, start))
+        metas.append(pl.from_arrow(batch.select(["sample_id", "pair_id", "source", "status"])))
+        start += batch.num_rows
+    bk = pl.concat(parts) if parts else keys_of(pl.DataFrame({c: [] for c in b_cols}, schema={c: pl.String for c in b_cols}), min_chars)
+    b = pl.concat(metas) if metas else pl.DataFrame(schema={c: pl.String for c in ("sample_id", "pair_id", "source", "status")})
+    return bk, b
+
+
+def _template_keys(a_file: Path, a_cols: list[str], bk, min_chars: int):
+    """Pass 1 over A: which of B's texts are templates (seen with too many pictures in A or in B); and A's row count."""
+    import polars as pl
+
+    b_texts = _capped(_texts(bk))
+    wanted = b_texts["key"].unique()
+    seen, a_n = b_texts, 0
+    for batch in read_batches(a_file, a_cols):
+        ak = keys_of(batch, min_chars, a_n)
+        a_n += batch.num_rows
+        seen = _capped(pl.concat([seen, _capped(_texts(ak).filter(pl.col("key").is_in(wanted.implode())))]))
+    per_key = seen.group_by("key").agg(pl.col("image_id").n_unique().alias("pictures"))
+    return per_key.filter(pl.col("pictures") > TEMPLATE_PICTURES)["key"], a_n
+
+
+def _write_matches(cfg: OverlapConfig, a_file: Path, a_cols: list[str], bk, b, b_resp, b_hash, index: BandIndex,
+                   specific, counts: "_Counts") -> None:
+    """Pass 2 over A: every match, batch by batch, into OVERLAP_PARQUET (atomically), counted in `counts`."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     out_schema = pa.schema([("a_sample_id", pa.string()), ("a_pair_id", pa.string()), ("a_source", pa.string()),
                             ("b_sample_id", pa.string()), ("b_pair_id", pa.string()), ("b_source", pa.string()),
                             ("kind", pa.string()), ("distance", pa.int64())])
     b_meta = b.select(pl.col("sample_id").alias("b_sample_id"), pl.col("pair_id").alias("b_pair_id"),
                       pl.col("source").alias("b_source")).with_row_index("b_row").with_columns(pl.col("b_row").cast(pl.Int64))
-    a_start = 0
-    with atomic_path(out_file) as tmp:
+    with atomic_path(cfg.out / OVERLAP_PARQUET) as tmp:
         writer = pq.ParquetWriter(tmp, out_schema, compression="zstd")
         try:
             for batch in read_batches(a_file, a_cols):
@@ -216,13 +237,14 @@ def _overlap(cfg: OverlapConfig) -> dict:
                     rows = pl.concat([a_meta[m["a_pos"].to_numpy()], b_meta[m["b_row"].to_numpy()].drop("b_row"),
                                       m.select("kind", "distance")], how="horizontal")
                     writer.write_table(rows.select(out_schema.names).to_arrow().cast(out_schema))
-                a_start += batch.num_rows
         finally:
             writer.close()
 
+
+def _report(cfg: OverlapConfig, a_dir: Path, b_dir: Path, a_n: int, b, counts: "_Counts", templates: int) -> dict:
     contaminated = counts.contaminated()
-    b_sources = sorted(set(b["source"].to_list()))
-    report = {
+    by_source = {s: (b["source"] == s).to_numpy() for s in sorted(set(b["source"].to_list()))}
+    return {
         "a": str(cfg.a), "b": str(cfg.b), "a_pairs_dir": str(a_dir), "b_pairs_dir": str(b_dir),
         "a_rows": a_n, "b_rows": b.height,
         "b_compared": int(b["status"].is_in(list(_COMPARED)).sum()),
@@ -230,19 +252,13 @@ def _overlap(cfg: OverlapConfig) -> dict:
                   for k in KINDS},
         "contaminated": {"b_rows": int(contaminated.sum()), "b_share": round(float(contaminated.mean()), 4) if b.height else 0.0,
                          "a_rows": counts.a_any, "kinds": cfg.kinds.split(",")},
-        "b_by_source": {s: {"rows": int((b["source"] == s).sum()),
-                            **{k: int(counts.b_hit[k][(b["source"] == s).to_numpy()].sum()) for k in KINDS},
-                            "contaminated": int(contaminated[(b["source"] == s).to_numpy()].sum())} for s in b_sources},
+        "b_by_source": {s: {"rows": int(sel.sum()), **{k: int(counts.b_hit[k][sel].sum()) for k in KINDS},
+                            "contaminated": int(contaminated[sel].sum())} for s, sel in by_source.items()},
         "a_by_source": counts.a_by_source,
-        "templates_skipped": int(templates.len()),
+        "templates_skipped": templates,
         "near_distance": cfg.near_distance, "min_chars": cfg.min_chars,
         "excluded": None,
     }
-    if cfg.exclude:
-        report["excluded"] = _write_excluded(cfg, b_dir, ~contaminated)
-    report.update({"seconds": round(time.perf_counter() - t0, 3), "config": to_dict(cfg), "versions": versions()})
-    write_json_atomic(cfg.out / OVERLAP_JSON, report)
-    return report
 
 
 def _matches(ak, bk, b_resp, b_hash, index: BandIndex, specific, near_distance: int):
