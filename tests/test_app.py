@@ -153,6 +153,7 @@ def test_export_page_uses_the_export_function(app, audits):
     assert out["weight"].mean() == pytest.approx(1.0) and rep["weights"]["renormalised_from_mean"] < 0.9
     assert out["audit_weight"].mean() == pytest.approx(rep["weights"]["renormalised_from_mean"])
     assert "rescaled to mean 1" in at.info[0].value
+    assert at.get("download_button"), "the written files are offered as a download"
     next(b for b in at.button if b.key == "x_go").click().run()         # the same name again: refused ...
     assert not at.exception and "already holds an earlier `export` output" in at.error[0].value
     next(w for w in at.checkbox if w.key == "x_overwrite").check().run()
