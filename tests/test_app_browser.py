@@ -99,26 +99,35 @@ def test_filters_follow_the_sidebar_to_every_page(audit_dir):
             assert (p.get("shortcut"), p.get("q")) == ("yes", "circle"), (label, d.current_url)
 
 
+def _drag_box(driver, chart_text: str, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Drag a selection box on the plotly chart whose text holds `chart_text`, between two points given as
+    fractions of its plot area (0, 0 = top left)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    chart = next(c for c in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+                 if chart_text in c.get_attribute("textContent"))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
+    time.sleep(1.0)
+    area = chart.find_element(By.CSS_SELECTOR, ".nsewdrag")
+    w, h = area.size["width"], area.size["height"]
+    x0, y0 = int(w * (start[0] - 0.5)) + 2, int(h * (start[1] - 0.5)) + 2       # offsets from the centre
+    dx, dy = int(w * (end[0] - start[0])) - 4, int(h * (end[1] - start[1])) - 4
+    (ActionChains(driver).move_to_element_with_offset(area, x0, y0).click_and_hold()
+     .move_by_offset(dx // 2, dy // 2).move_by_offset(dx - dx // 2, dy - dy // 2).release().perform())
+
+
 def test_a_box_on_the_shortcut_map_opens_as_a_browse_filter(audit_dir):
     need_browser()
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     df = _df(audit_dir)
     with App(audit_dir) as app:
         d = app.open("/", settle=2.0)
-        chart = next(c for c in d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
-                     if "text_prob <" in c.get_attribute("textContent"))
-        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
-        time.sleep(1.0)
-        drag = chart.find_element(By.CSS_SELECTOR, ".nsewdrag")
-        w, h = drag.size["width"], drag.size["height"]
         # from the middle of the plot to its bottom-right corner: text_prob above ~0.5, mm_prob below ~0.5
-        (ActionChains(d).move_to_element_with_offset(drag, 2, 2).click_and_hold()
-         .move_by_offset(w // 4, h // 4).move_by_offset(w // 4 - 6, h // 4 - 6).release().perform())
+        _drag_box(d, "text_prob <", (0.5, 0.5), (0.99, 0.99))
         _until(d, lambda: "Browse the box" in _text(d))
-        link = next(a for a in d.find_elements(By.CSS_SELECTOR, "a") if "Browse the box" in a.text)
-        link.click()
+        next(a for a in d.find_elements(By.CSS_SELECTOR, "a") if "Browse the box" in a.text).click()
         _until(d, lambda: "pairs match" in _text(d) or "pair matches" in _text(d))
         p = _params(d)
         lo, hi = float(p["tp_min"]), float(p.get("tp_max", 1))
@@ -128,14 +137,7 @@ def test_a_box_on_the_shortcut_map_opens_as_a_browse_filter(audit_dir):
         assert f"{n:,} pair" in _text(d)
 
         d = app.open("/", settle=2.0)                    # bars of the SFC histogram: their range
-        hist = next(c for c in d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
-                    if "L_mm + L_text" in c.get_attribute("textContent"))
-        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", hist)
-        time.sleep(1.0)
-        drag = hist.find_element(By.CSS_SELECTOR, ".nsewdrag")
-        w, h = drag.size["width"], drag.size["height"]
-        (ActionChains(d).move_to_element_with_offset(drag, -w // 2 + 2, -h // 2 + 2).click_and_hold()
-         .move_by_offset(w // 4, h // 2).move_by_offset(w // 4, h // 2 - 6).release().perform())
+        _drag_box(d, "L_mm + L_text", (0.0, 0.0), (0.5, 0.99))          # the left half, full height
         _until(d, lambda: "Browse the pairs with sfc" in _text(d))
         next(a for a in d.find_elements(By.CSS_SELECTOR, "a") if "Browse the pairs with sfc" in a.text).click()
         _until(d, lambda: "sfc_max" in _params(d))
