@@ -80,10 +80,18 @@ def said(p, who: str) -> str:
     return f"a {who} model prefers the {side} answer with p = {max(p, 1 - p):.2f}"
 
 
+def sfc_words(v: float) -> str:
+    if v < 0.4:
+        return "low: the text alone explains this pair, a shortcut pair"
+    if v > 0.6:
+        return "high: the text alone gets this pair wrong where the image gets it right"
+    return "middling: both sides explain this pair about as well"
+
+
 if row.get("status") != "ok":
     st.warning(f"Status `{row.get('status')}`: {row.get('status_detail') or 'not scored'}.")
 st.markdown("**In words:** " + "; ".join([said(row.get("text_prob"), "text-only"), said(row.get("mm_prob"), "multimodal")])
-            + (f"; SFC {row['sfc']:.2f} (high: the text alone gets this pair wrong), weight {row['weight']:.2f}."
+            + (f"; SFC {row['sfc']:.2f} ({sfc_words(row['sfc'])}), weight {row['weight']:.2f}."
                if row.get("sfc") is not None and row.get("weight") is not None else "."))
 scores = {k: (round(v, 4) if isinstance(v, float) else v) for k in (
     "status", "status_detail", "text_prob", "mm_prob", "sfc", "weight", "is_shortcut", "text_margin", "mm_margin",
