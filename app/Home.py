@@ -6,11 +6,11 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from common import PAGES, open_audit, overview_of, pct, plural, sidebar_filters
+from common import PAGES, open_audit, overview_of, plural, sidebar_filters
 
 from audit.appdata import Filters
-from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, grouping_line, headline, interval, level, phrase_story,
-                           threshold_label, verdict)
+from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, grouping_line, headline, interval, level, pct,
+                           phrase_story, threshold_label, verdict)
 
 st.set_page_config(page_title="shortcut-audit", layout="wide")
 audit = open_audit()

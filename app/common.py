@@ -12,7 +12,6 @@ import streamlit as st
 
 from audit.appdata import CUE_SIDES, SORTABLE, TAG_FILTERS, Audit, Filters
 from audit.errors import AuditError
-from audit.reading import pct  # noqa: F401  (the pages import it from here)
 
 ENV_AUDIT = "SHORTCUT_AUDIT_DIR"
 ENV_COMPARE = "SHORTCUT_AUDIT_COMPARE"
@@ -195,7 +194,7 @@ def sidebar_filters(audit: Audit, pair: str | None = None) -> Filters:
                                                f"selection (`{f.sel}`)", key="f_sel")
     sort = sb.selectbox("Sort by", SORTABLE, key="f_sort")
     desc = sb.checkbox("Descending", key="f_desc")
-    w_max = float("inf") if w[1] >= w_top and (f.w_max >= w_top) else w[1]
+    w_max = float("inf") if w[1] >= w_top else w[1]          # the slider's top means no upper bound
     new = Filters(sfc_min=lo, sfc_max=hi, shortcut=shortcut, cue=cue, cue_side=side if cue else "any",
                   source=source, status=status, q=q, phrase=phrase, tp_min=tp[0], tp_max=tp[1], mm_min=mm[0],
                   mm_max=mm[1], w_min=w[0], w_max=w_max, tag=tag, sel=f.sel if keep_sel else "", meta_col=meta_col,
@@ -223,8 +222,6 @@ def thumbnail_uri(data: bytes | None, size: int = 96) -> str | None:
     except Exception:
         return None
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

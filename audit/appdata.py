@@ -166,8 +166,6 @@ class Audit:
 
     def meta_values(self, col: str, limit: int = 200) -> list[str]:
         """The distinct values of a metadata column (the most common first), for a select box."""
-        import polars as pl
-
         if col not in self.meta_columns:
             return []
         df = (self.scan.group_by(col).len().sort(["len", col], descending=[True, False]).head(limit)

@@ -423,7 +423,7 @@ def summarise(rows: list[dict], stats: dict | None = None, cfg: BenchConfig | No
             ratio = e.get("train_seconds", {}).get("ratio_to_standard")
             step = "1.00x" if method == "standard" else ("–" if ratio is None else f"{ratio:.2f}x")
             lines.append(f"| {method} | " + " | ".join(fmt(e, k) for k, _ in METRICS) + f" | {sfd} | {share} | {ess_} | {step} |")
-        lines += ["", f"paired difference to standard, points [bootstrap 95% interval over seeds]; n.s. = the interval "
+        lines += ["", "paired difference to standard, points [bootstrap 95% interval over seeds]; n.s. = the interval "
                   "holds 0 (no difference)", "",
                   "| method | " + " | ".join(f"Δ {label}" for _, label in METRICS) + " |",
                   "|---|" + "---:|" * len(METRICS)]

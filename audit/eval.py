@@ -131,7 +131,6 @@ def eval_run(cfg: EvalConfig) -> dict:
 
 def markdown(results: dict) -> str:
     lines = ["| dataset | split | n | accuracy | cue-aligned | cue-against | SFD |", "|---|---|---:|---:|---:|---:|---:|"]
-    iid = (results.get("iid") or {}).get("dataset")
     for name, r in results["datasets"].items():
         f = lambda k: "–" if r.get(k) is None or r.get(k) != r.get(k) else f"{r[k]:.3f}"  # noqa: E731
         split = r.get("split") or "–"

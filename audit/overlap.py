@@ -93,8 +93,6 @@ def _texts(keys) -> "object":
 
 def _capped(pairs, cap: int = TEMPLATE_PICTURES + 1):
     """Distinct (key, image_id), at most `cap` images per key (enough to tell a template)."""
-    import polars as pl
-
     return pairs.unique().group_by("key").head(cap).select("key", "image_id").sort("key", "image_id")
 
 

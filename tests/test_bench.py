@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from audit.bench import (METHODS, bench, bootstrap_ci, ess, ess_matched_weights, oracle_weights, statistics,
+from audit.bench import (bench, bootstrap_ci, ess, ess_matched_weights, oracle_weights, statistics,
                          subsample_weights, shift_sets, worst_group)
 from audit.config import BenchConfig
 from audit.errors import ConfigError

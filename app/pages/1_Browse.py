@@ -4,9 +4,10 @@ slice, and tags for the selected rows or the whole filter."""
 import polars as pl
 import streamlit as st
 
-from common import (count_of, mark_synced, open_audit, pct, plural, sidebar_filters, sync_widgets, thumbnail_uri,
+from common import (count_of, mark_synced, open_audit, plural, sidebar_filters, sync_widgets, thumbnail_uri,
                     write_filters)
 
+from audit.reading import pct
 from audit.tags import TAG_HELP, TAGS
 
 st.set_page_config(page_title="Browse — shortcut-audit", layout="wide")
