@@ -36,6 +36,10 @@ def _base_type(tp: Any) -> type:
     return args[0] if args else tp
 
 
+# The weight schemes by name, for `--help` and argparse (tests/test_cli.py checks it against audit.schemes.SCHEMES,
+# which config does not import: `--help` stays fast).
+SCHEME_CHOICES = ("sfc", "sfc-residual", "debias", "ipw", "jtt", "none")
+
 # `--help` sections: option name -> section title (the rest stay under "options").
 HELP_GROUPS = {
     "reward model (audit your own RM with --rm)": ("rm", "rm_blank", "rm_max_length", "token_budget", "compile"),
@@ -281,7 +285,8 @@ class ScoreConfig:
     out: Path = opt(short="-o", help="audit folder: audited.parquet, summary.json, config.json, cache/")
     overwrite: bool = opt(False, help="start afresh: replace what an earlier run left in `-o` (without it, a run "
                           "into its own earlier folder resumes or updates it; a folder of your own is never deleted)")
-    scheme: str = opt("debias", help="weight scheme: sfc, debias, ipw, jtt, none (README: why debias)")
+    scheme: str = opt("debias", choices=SCHEME_CHOICES, help="weight scheme (docs/SCORE.md: why debias; `sfc` needs the "
+                      "paper's multimodal side: `--rm` or `--mm-scores`, else `sfc-residual`)")
     folds: int = opt(5, ge=2, help="cross-fitting folds K (grouped by image, source row and specific prompt)")
     seed: int = opt(0, ge=0, help="random seed (fold order, inner splits, head initialisation)")
     text_encoder: str = opt("minilm", help="text encoder: `minilm` (all-MiniLM-L6-v2, offline) or any HF "
@@ -405,8 +410,8 @@ class ExportConfig:
     format: str = opt("parquet", choices=EXPORT_FORMATS,
                       help="`parquet` (zstd, embedded images), `hf` (save_to_disk, Image feature), `alignrm` "
                       "(JSONL + images), `trl` (conversational + images), `source` (the source's own format)")
-    scheme: str | None = opt(None, help="re-choose the weight scheme without re-scoring (sfc or sfc-residual, "
-                             "debias, ipw, jtt, none); default: the audit's weights")
+    scheme: str | None = opt(None, choices=SCHEME_CHOICES, help="re-choose the weight scheme without re-scoring "
+                             "(sfc or sfc-residual, as the audit's `sfc_kind` says); default: the audit's weights")
     clip: float | None = opt(None, gt=1, help="cap on the normalised weight when re-weighting")
     ipw_floor: float = opt(0.05, gt=0, lt=0.5, help="`ipw` text_prob floor when re-weighting")
     jtt_factor: float = opt(5.0, gt=0, help="`jtt` factor when re-weighting")

@@ -109,3 +109,12 @@ def test_the_app_is_served_headless_unless_asked_to_open_a_browser(tmp_path):
     assert cmd[cmd.index("--server.headless") + 1] == "true" and env["SHORTCUT_AUDIT_DIR"] == str(tmp_path.resolve())
     cmd, _ = app_command(AppConfig(audit=tmp_path, open=True))
     assert cmd[cmd.index("--server.headless") + 1] == "false"
+
+
+def test_scheme_choices_in_help_are_the_registered_schemes():
+    from audit.config import SCHEME_CHOICES
+    from audit.schemes import SCHEMES
+
+    assert SCHEME_CHOICES == tuple(SCHEMES)
+    out = subprocess.run([sys.executable, "-m", "audit", "score", "--help"], capture_output=True, text=True).stdout
+    assert "{sfc,sfc-residual,debias,ipw,jtt,none}" in out and "reward model (audit your own RM with --rm)" in out
