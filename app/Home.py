@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from common import PAGES, open_audit, overview_of, plural, sidebar_filters
+from common import PAGES, open_audit, overview_of, plural, selected_pairs, sidebar_filters
 
 from audit.appdata import Filters
 from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, grouping_line, headline, interval, level, pct,
@@ -113,9 +113,7 @@ else:
     sel = getattr(event, "selection", None) if event else None
     if sel:
         boxes = sel.get("box") or []
-        points = [p["customdata"] if isinstance(p.get("customdata"), str) else (p.get("customdata") or [None])[0]
-                  for p in sel.get("points", [])]
-        points = [p for p in points if p]
+        points = selected_pairs(event)
         if boxes and len(boxes[0].get("x", [])) == 2 and len(boxes[0].get("y", [])) == 2:
             x0, x1 = sorted(boxes[0]["x"])
             y0, y1 = sorted(boxes[0]["y"])

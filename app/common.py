@@ -224,5 +224,13 @@ def thumbnail_uri(data: bytes | None, size: int = 96) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def selected_pairs(event) -> list[str]:
+    """The pair ids of the points selected on a chart whose points carry their `pair_id` as customdata."""
+    sel = getattr(event, "selection", None) if event else None
+    ids = [p["customdata"] if isinstance(p.get("customdata"), str) else (p.get("customdata") or [None])[0]
+           for p in (sel.get("points", []) if sel else [])]
+    return [p for p in ids if p]
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (many or word + 's')}"

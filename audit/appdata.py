@@ -243,13 +243,11 @@ class Audit:
 
     def page(self, f: Filters, page: int, size: int):
         """One page of the filtered pairs, with their tag (if any)."""
-        import polars as pl
+        from audit.tags import tag_column
 
         cols = [c for c in TABLE_COLUMNS if c in self.schema]
         df = self.filtered(f).select(cols).slice(page * size, size).collect()
-        tags = self.tags()
-        return df.with_columns(pl.col("pair_id").replace_strict(tags, default=None, return_dtype=pl.String)
-                               .alias("tag"))
+        return df.with_columns(tag_column(self.tags()))
 
     def neighbours(self, f: Filters, pair_id: str) -> tuple[str | None, str | None, int | None, int]:
         """(previous id, next id, position, total) of `pair_id` within the filtered, sorted pairs."""

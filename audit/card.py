@@ -307,11 +307,16 @@ def _tags(cfg: CardConfig) -> list[str]:
             + [f"| `{t}` | {n} | {TAG_HELP[t]} |" for t, n in counts.items()] + [""])
 
 
+def _export_report(cfg: CardConfig) -> dict:
+    """The described export's report (`--export`), or {} without one."""
+    rep_file = (cfg.export / EXPORT_REPORT) if cfg.export else None
+    return json.loads(rep_file.read_text(encoding="utf-8")) if rep_file and rep_file.is_file() else {}
+
+
 def _exported(cfg: CardConfig) -> list[str]:
     L = ["## What was exported", ""]
-    rep_file = (cfg.export / EXPORT_REPORT) if cfg.export else None
-    if rep_file and rep_file.is_file():
-        rep = json.loads(rep_file.read_text(encoding="utf-8"))
+    rep = _export_report(cfg)
+    if rep:
         return L + [f"Mode `{rep['mode']}`, format `{rep['format']}` (written as `{rep['written_as']}`), scheme "
                     f"`{rep['scheme']}`: {rep['rows_out']} rows ({rep['distinct_pairs']} distinct pairs) from "
                     f"{rep['scored']} scored of {rep['rows_in']}."
@@ -354,9 +359,7 @@ def _structure(cfg: CardConfig, df) -> list[str]:
 
 def _using(cfg: CardConfig, name: str) -> list[str]:
     """How to load the data and use its weights."""
-    rep = {}
-    if cfg.export and (cfg.export / EXPORT_REPORT).is_file():
-        rep = json.loads((cfg.export / EXPORT_REPORT).read_text(encoding="utf-8"))
+    rep = _export_report(cfg)
     files = {"pairs": "pairs.parquet", "trl": "*.parquet", "alignrm": "alignrm_pairs.jsonl"}
     loader = ('load_dataset("json", data_files="alignrm_pairs.jsonl", split="train")' if rep.get("written_as") == "alignrm"
               else f'load_dataset("parquet", data_files="{files.get(rep.get("written_as"), "pairs.parquet")}", split="train")')

@@ -120,12 +120,12 @@ def _apply_tags(cfg: ExportConfig, ok, weight: np.ndarray):
     column. Returns the rows, their weights and what the tags did (None without `--tags`)."""
     import polars as pl
 
-    from audit.tags import read_tags, tag_counts
+    from audit.tags import read_tags, tag_column, tag_counts
 
     if not cfg.tags:
         return ok, weight, None
     tags = read_tags(cfg.audit)
-    ok = ok.with_columns(pl.col("pair_id").replace_strict(tags, default=None, return_dtype=pl.String).alias("tag"))
+    ok = ok.with_columns(tag_column(tags))
     excluded = (ok["tag"] == "exclude").fill_null(False).to_numpy()
     ok, weight = ok.filter(pl.Series(~excluded)), weight[~excluded]
     swap = (ok["tag"] == "swap").fill_null(False)

@@ -23,8 +23,8 @@ def tags_path(audit_dir: Path) -> Path:
     return Path(audit_dir) / TAGS_FILE
 
 
-def read_tags(audit_dir: Path) -> dict[str, str]:
-    """pair_id -> tag; empty when the audit has no tags yet. A damaged file is an error that names it."""
+def _read(audit_dir: Path) -> dict[str, tuple[str, str]]:
+    """pair_id -> (tag, updated). A damaged file is an error that names it."""
     import polars as pl
 
     from audit.errors import SourceError
@@ -33,10 +33,22 @@ def read_tags(audit_dir: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     try:
-        df = pl.read_parquet(path, columns=["pair_id", "tag"])
+        df = pl.read_parquet(path, columns=["pair_id", "tag", "updated"])
     except Exception as e:
         raise SourceError(f"`{path}` cannot be read ({type(e).__name__}: {e}); delete it to start the tags afresh") from None
-    return {p: t for p, t in zip(df["pair_id"].to_list(), df["tag"].to_list()) if t in TAGS and p}
+    return {p: (t, u) for p, t, u in df.iter_rows() if t in TAGS and p}
+
+
+def read_tags(audit_dir: Path) -> dict[str, str]:
+    """pair_id -> tag; empty when the audit has no tags yet."""
+    return {p: t for p, (t, _) in _read(audit_dir).items()}
+
+
+def tag_column(tags: dict[str, str]):
+    """A polars expression: each row's tag by its `pair_id` (null when untagged), named `tag`."""
+    import polars as pl
+
+    return pl.col("pair_id").replace_strict(tags, default=None, return_dtype=pl.String).alias("tag")
 
 
 def set_tags(audit_dir: Path, pair_ids: list[str], tag: str | None) -> dict[str, str]:
@@ -52,21 +64,18 @@ def set_tags(audit_dir: Path, pair_ids: list[str], tag: str | None) -> dict[str,
         raise ConfigError(f"unknown tag `{tag}`; choose one of {', '.join(TAGS)}")
     path = tags_path(audit_dir)
     with FileLock(str(path) + ".lock"):
-        tags = read_tags(audit_dir)
-        stamp = (dict(pl.read_parquet(path, columns=["pair_id", "updated"]).iter_rows())
-                 if path.is_file() and tags else {})
+        rows = _read(audit_dir)
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         for pid in map(str, pair_ids):
             if tag is None:
-                tags.pop(pid, None)
+                rows.pop(pid, None)
             else:
-                tags[pid], stamp[pid] = tag, now
-        df = pl.DataFrame({"pair_id": list(tags), "tag": list(tags.values()),
-                           "updated": [stamp.get(p, now) for p in tags]},
+                rows[pid] = (tag, now)
+        df = pl.DataFrame([(p, t, u) for p, (t, u) in rows.items()], orient="row",
                           schema={"pair_id": pl.String, "tag": pl.String, "updated": pl.String}).sort("pair_id")
         with atomic_path(path) as tmp:
             df.write_parquet(tmp)
-    return tags
+    return {p: t for p, (t, _) in rows.items()}
 
 
 def tag_counts(tags: dict[str, str]) -> dict[str, int]:

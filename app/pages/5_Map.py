@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import polars as pl
 import streamlit as st
 
-from common import PAGES, open_audit, plural, sidebar_filters
+from common import PAGES, open_audit, plural, selected_pairs, sidebar_filters
 
 from audit.appdata import Filters
 from audit.datamap import KINDS, METHODS, NoMap, data_map
@@ -55,10 +55,7 @@ fig.update_layout(height=620, margin=dict(t=10, b=10, l=10, r=10), dragmode="las
                   xaxis=dict(showticklabels=False, title=None), yaxis=dict(showticklabels=False, title=None))
 event = st.plotly_chart(fig, key="data_map", on_select="rerun", selection_mode=("lasso", "box", "points"),
                         config={"displaylogo": False})
-sel = getattr(event, "selection", None) if event else None
-picked = [p["customdata"] if isinstance(p.get("customdata"), str) else (p.get("customdata") or [None])[0]
-          for p in (sel.get("points", []) if sel else [])]
-picked = [p for p in picked if p]
+picked = selected_pairs(event)
 if picked:
     sid = audit.save_selection(picked)
     st.page_link(PAGES[1][0], label=f"Browse the {plural(len(picked), 'selected pair')}",
