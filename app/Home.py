@@ -20,34 +20,38 @@ s = ov["summary"]
 CHART = {"displaylogo": False}          # the shortcut map keeps plotly's toolbar (box / lasso); titles sit above it
 STATIC = {"displayModeBar": False}      # histograms and the cue chart: no toolbar over the bars
 
-st.title("Shortcut audit")
-st.caption(f"{audit.dir} — scheme `{s['scheme']}`, {s['config']['folds']} folds, text encoder "
-           f"`{s['config']['text_encoder']}`, image encoder `{s['config']['image_encoder']}`")
-box = {"none": st.success, "weak": st.info, "moderate": st.warning, "strong": st.error}[level(s)]
-box(f"**{headline(s)}** {verdict(s)}")
 
-m = st.columns(6)
-m[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table (every status)")
-ci = interval(s.get("text_acc_ci"))
-m[1].metric("Text-only acc.", pct(s["text_acc"]),
-            None if s["text_acc"] is None else f"{100 * (s['text_acc'] - 0.5):+.1f} pts vs chance", delta_color="off",
-            help="out-of-fold accuracy of a model that never sees the image" + (f"; {ci}" if ci else ""))
-m[2].metric("Text signal", pct(s.get("text_signal_share"), 0), help="pairs with a text signal. " + SIGNAL_HELP)
-m[3].metric("Multimodal acc.", pct(s["mm_acc"]), help="out-of-fold accuracy of the probe that sees the image")
-m[4].metric(threshold_label(s), pct(s["shortcut_rate"]),
-            help="share of the pairs a text-only model is confident about (`--threshold`); the 'shortcut pairs' "
-                 "filter and `export --mode prune` use this cut")
-m[5].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}", help=SFD_HELP)
-standing = [c for c in s["cues"] if c.get("stands_out")]
-st.write("**Top cue:** " + (", ".join(f"`{c['name']}` (coefficient {c['coefficient']:+.2f}, 95% interval "
-                                      f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])" for c in standing[:3])
-                            or "no cue stands out (every coefficient's 95% interval includes 0)"))
-st.write("Rows by status: " + ", ".join(f"`{k}` {v:,}" for k, v in ov["status"].items()))
-for w in s.get("warnings", []):
-    st.warning(w[0].upper() + w[1:] + ".")
-grouping = grouping_line(s)
-if grouping:
-    st.caption(grouping[0].upper() + grouping[1:] + ".")
+def header() -> None:
+    """The headline box, the key numbers, the top cue, rows by status, warnings and the grouping line."""
+    st.title("Shortcut audit")
+    st.caption(f"{audit.dir} — scheme `{s['scheme']}`, {s['config']['folds']} folds, text encoder "
+               f"`{s['config']['text_encoder']}`, image encoder `{s['config']['image_encoder']}`")
+    box = {"none": st.success, "weak": st.info, "moderate": st.warning, "strong": st.error}[level(s)]
+    box(f"**{headline(s)}** {verdict(s)}")
+
+    m = st.columns(6)
+    m[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table (every status)")
+    ci = interval(s.get("text_acc_ci"))
+    m[1].metric("Text-only acc.", pct(s["text_acc"]),
+                None if s["text_acc"] is None else f"{100 * (s['text_acc'] - 0.5):+.1f} pts vs chance",
+                delta_color="off",
+                help="out-of-fold accuracy of a model that never sees the image" + (f"; {ci}" if ci else ""))
+    m[2].metric("Text signal", pct(s.get("text_signal_share"), 0), help="pairs with a text signal. " + SIGNAL_HELP)
+    m[3].metric("Multimodal acc.", pct(s["mm_acc"]), help="out-of-fold accuracy of the probe that sees the image")
+    m[4].metric(threshold_label(s), pct(s["shortcut_rate"]),
+                help="share of the pairs a text-only model is confident about (`--threshold`); the 'shortcut pairs' "
+                     "filter and `export --mode prune` use this cut")
+    m[5].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}", help=SFD_HELP)
+    standing = [c for c in s["cues"] if c.get("stands_out")]
+    st.write("**Top cue:** " + (", ".join(f"`{c['name']}` (coefficient {c['coefficient']:+.2f}, 95% interval "
+                                          f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])" for c in standing[:3])
+                                or "no cue stands out (every coefficient's 95% interval includes 0)"))
+    st.write("Rows by status: " + ", ".join(f"`{k}` {v:,}" for k, v in ov["status"].items()))
+    for w in s.get("warnings", []):
+        st.warning(w[0].upper() + w[1:] + ".")
+    grouping = grouping_line(s)
+    if grouping:
+        st.caption(grouping[0].upper() + grouping[1:] + ".")
 
 
 RANGE_PARAMS = {"sfc": ("sfc_min", "sfc_max"), "weight": ("w_min", "w_max")}
@@ -76,17 +80,8 @@ def histogram(name: str, label: str, help: str) -> None:
                      query_params=target.to_params(), icon=":material/open_in_new:")
 
 
-if s.get("text_only"):
-    st.info("A text-only audit (`score --text-only`): the pictures were not used, so there is no multimodal side, "
-            "no SFC and no shortcut map; the weights come from the text-only scheme "
-            f"`{s['scheme']}`. {s.get('scored_without_image') or 0:,} pairs were scored without their image.")
-else:
-    left, right = st.columns(2)
-    with left:
-        histogram("sfc", "SFC = L_text / (L_mm + L_text)", SFC_HELP)
-    with right:
-        histogram("weight", f"weight ({s['scheme']})", "the training weight of each pair; mean 1 over the scored pairs")
-
+def shortcut_map() -> None:
+    """text_prob against mm_prob; a box, lasso or clicked points open in Browse."""
     sc = ov["scatter"]
     thr = s.get("threshold", 0.8)
     above, below = f"text_prob >= {thr:.2f}", f"text_prob < {thr:.2f}"
@@ -96,7 +91,8 @@ else:
         fig.add_trace(go.Scattergl(x=part["text_prob"].to_list(), y=part["mm_prob"].to_list(), mode="markers",
                                    name=name, marker=dict(color=colours[name], size=5, opacity=0.5),
                                    customdata=part["pair_id"].to_list(),
-                                   hovertemplate="text_prob %{x:.3f}, mm_prob %{y:.3f}<br>%{customdata}<extra></extra>"))
+                                   hovertemplate="text_prob %{x:.3f}, mm_prob %{y:.3f}<br>%{customdata}"
+                                                 "<extra></extra>"))
     fig.update_layout(height=440, margin=dict(t=10, b=40, l=40, r=10), dragmode="select",
                       xaxis=dict(title="text_prob (text-only model, chosen preferred)", range=[-0.02, 1.02]),
                       yaxis=dict(title="mm_prob (multimodal model)", range=[-0.02, 1.02]),
@@ -127,50 +123,82 @@ else:
         else:
             target = None
         if target is not None:
-            st.page_link(PAGES[1][0], label=f"Browse {what}", query_params=target.to_params(), icon=":material/open_in_new:")
+            st.page_link(PAGES[1][0], label=f"Browse {what}", query_params=target.to_params(),
+                         icon=":material/open_in_new:")
 
-c1, c2 = st.columns(2)
-with c1:
-    cues = pl.DataFrame(s["cues"])
-    st.markdown("**Cue model**: standardised coefficient with its 95% interval",
-                help="a logistic model on hand-written cues (chosen - rejected); the interval is a bootstrap over "
-                     "the cross-fitting groups. A cue whose interval includes 0 does not stand out")
-    err = None
-    if "ci_low" in cues.columns:
-        err = dict(type="data", symmetric=False, array=(cues["ci_high"] - cues["coefficient"]).to_list(),
-                   arrayminus=(cues["coefficient"] - cues["ci_low"]).to_list())
-    fig = go.Figure(go.Bar(x=cues["coefficient"].to_list(), y=cues["name"].to_list(), orientation="h", error_x=err,
-                           customdata=cues["association"].to_list(),
-                           hovertemplate="%{y}: coefficient %{x:.2f}, association %{customdata:+.2f}<extra></extra>"))
-    fig.update_layout(height=max(260, 26 * cues.height + 60), margin=dict(t=10, b=40, l=10, r=10),
-                      yaxis=dict(autorange="reversed", automargin=True), xaxis_title="coefficient (standardised)")
-    st.plotly_chart(fig, key="cues", config=STATIC)
-with c2:
-    st.markdown("**Per source**")
-    per = pl.DataFrame(s["per_source"])
-    if per.height:
-        per = per.with_columns([(pl.col(c) * 100).alias(c) for c in ("text_acc", "mm_acc", "cue_acc", "shortcut_rate")
-                                if c in per.columns and per[c].dtype != pl.Null])
-        st.dataframe(per, hide_index=True, column_config={
-            c: st.column_config.NumberColumn(c, format="%.1f%%") for c in ("text_acc", "mm_acc", "cue_acc", "shortcut_rate")})
 
-st.subheader("Discovered phrases")
-if s.get("prompt_blind_acc") is not None:
-    st.write(f"Text-only accuracy with the prompt {pct(s['text_acc'])}, from the responses alone (prompt-blind) "
-             f"{pct(s['prompt_blind_acc'])}: " + phrase_story(s))
-phrases = s.get("phrases") or []
-if not phrases:
-    st.info("No phrase list in this audit (audited with `--no-phrases`, or by an older version).")
-elif not any(p.get("significant") for p in phrases):
-    st.write("No phrase stands out: none is on one side more often than chance explains (sign test, corrected "
-             "for the phrases examined).")
-if phrases:
-    table = pl.DataFrame([{k: p.get(k) for k in ("phrase", "coefficient", "n_chosen", "n_rejected", "share_decided",
-                                                 "p_value", "significant")} for p in phrases])
-    st.dataframe(table, hide_index=True, column_config={
-        "coefficient": st.column_config.NumberColumn(format="%+.2f"),
-        "share_decided": st.column_config.NumberColumn("share decided", format="percent"),
-        "p_value": st.column_config.NumberColumn("p (sign test)", format="%.1e")})
-    for p in [p for p in phrases if p.get("significant")][:8]:
-        st.page_link(PAGES[1][0], label=f"pairs with \"{p['phrase']}\" on one side",
-                     query_params={**f.to_params(), "phrase": p["phrase"]})
+def charts() -> None:
+    """The SFC and weight histograms and the shortcut map (a note instead in a text-only audit)."""
+    if s.get("text_only"):
+        st.info("A text-only audit (`score --text-only`): the pictures were not used, so there is no multimodal side, "
+                "no SFC and no shortcut map; the weights come from the text-only scheme "
+                f"`{s['scheme']}`. {s.get('scored_without_image') or 0:,} pairs were scored without their image.")
+    else:
+        left, right = st.columns(2)
+        with left:
+            histogram("sfc", "SFC = L_text / (L_mm + L_text)", SFC_HELP)
+        with right:
+            histogram("weight", f"weight ({s['scheme']})",
+                      "the training weight of each pair; mean 1 over the scored pairs")
+
+        shortcut_map()
+
+
+def cues_and_sources() -> None:
+    """The cue model's coefficients with their intervals, and the per-source table."""
+    c1, c2 = st.columns(2)
+    with c1:
+        cues = pl.DataFrame(s["cues"])
+        st.markdown("**Cue model**: standardised coefficient with its 95% interval",
+                    help="a logistic model on hand-written cues (chosen - rejected); the interval is a bootstrap over "
+                         "the cross-fitting groups. A cue whose interval includes 0 does not stand out")
+        err = None
+        if "ci_low" in cues.columns:
+            err = dict(type="data", symmetric=False, array=(cues["ci_high"] - cues["coefficient"]).to_list(),
+                       arrayminus=(cues["coefficient"] - cues["ci_low"]).to_list())
+        fig = go.Figure(go.Bar(x=cues["coefficient"].to_list(), y=cues["name"].to_list(), orientation="h",
+                               error_x=err, customdata=cues["association"].to_list(),
+                               hovertemplate="%{y}: coefficient %{x:.2f}, association %{customdata:+.2f}"
+                                             "<extra></extra>"))
+        fig.update_layout(height=max(260, 26 * cues.height + 60), margin=dict(t=10, b=40, l=10, r=10),
+                          yaxis=dict(autorange="reversed", automargin=True), xaxis_title="coefficient (standardised)")
+        st.plotly_chart(fig, key="cues", config=STATIC)
+    with c2:
+        st.markdown("**Per source**")
+        per = pl.DataFrame(s["per_source"])
+        shares = ("text_acc", "mm_acc", "cue_acc", "shortcut_rate")
+        if per.height:
+            per = per.with_columns([(pl.col(c) * 100).alias(c) for c in shares
+                                    if c in per.columns and per[c].dtype != pl.Null])
+            st.dataframe(per, hide_index=True, column_config={
+                c: st.column_config.NumberColumn(c, format="%.1f%%") for c in shares})
+
+
+def phrases() -> None:
+    """The prompt-blind reading and the discovered phrases, each significant one a link to Browse."""
+    st.subheader("Discovered phrases")
+    if s.get("prompt_blind_acc") is not None:
+        st.write(f"Text-only accuracy with the prompt {pct(s['text_acc'])}, from the responses alone (prompt-blind) "
+                 f"{pct(s['prompt_blind_acc'])}: " + phrase_story(s))
+    found = s.get("phrases") or []
+    if not found:
+        st.info("No phrase list in this audit (audited with `--no-phrases`, or by an older version).")
+    elif not any(p.get("significant") for p in found):
+        st.write("No phrase stands out: none is on one side more often than chance explains (sign test, corrected "
+                 "for the phrases examined).")
+    if found:
+        table = pl.DataFrame([{k: p.get(k) for k in ("phrase", "coefficient", "n_chosen", "n_rejected", "share_decided",
+                                                     "p_value", "significant")} for p in found])
+        st.dataframe(table, hide_index=True, column_config={
+            "coefficient": st.column_config.NumberColumn(format="%+.2f"),
+            "share_decided": st.column_config.NumberColumn("share decided", format="percent"),
+            "p_value": st.column_config.NumberColumn("p (sign test)", format="%.1e")})
+        for p in [p for p in found if p.get("significant")][:8]:
+            st.page_link(PAGES[1][0], label=f"pairs with \"{p['phrase']}\" on one side",
+                         query_params={**f.to_params(), "phrase": p["phrase"]})
+
+
+header()
+charts()
+cues_and_sources()
+phrases()
