@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 
@@ -156,8 +157,16 @@ def _without(summary: dict) -> str:
     return f"; {n} pairs were scored without their image" if n else ""
 
 
+def public_path(value):
+    """A path as a published card shows it: a relative path as given, an absolute one by its last part
+    (`/home/alice/data/vlf` -> `vlf`), so that a card never carries a machine's folders."""
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1] or value
+    return value
+
+
 def _how_audited(summary: dict) -> list[str]:
-    c = summary["config"]
+    c = {k: public_path(v) for k, v in summary["config"].items()}
     command = (f"shortcut-audit score {c['source']} -o {c['out']} --scheme {c['scheme']} --folds {c['folds']} "
                f"--seed {c['seed']} --text-encoder {c['text_encoder']} --image-encoder {c['image_encoder']}"
                + (f" --mm-scores {c['mm_scores']}" if c.get("mm_scores") else ""))

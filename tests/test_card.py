@@ -49,6 +49,17 @@ def test_card_header_numbers_and_sections(audited, tmp_path):
     assert "interactive HTML chart" in body and (tmp_path / "verbose-card" / "weights.html").is_file()
     assert [line[len("> **Warning:** "):-1] for line in body.splitlines() if line.startswith("> **Warning:**")] \
         == summary["warnings"]                                  # the summary's warnings, verbatim
+    assert str(audited) not in path.read_text()                 # the audit ran on absolute paths: none is published
+    assert "shortcut-audit score src -o audit " in body
+
+
+def test_a_card_shows_paths_without_the_machines_folders():
+    from audit.card import public_path
+
+    assert public_path("/home/alice/data/vlf/") == "vlf" and public_path("~/models/clip") == "clip"
+    assert public_path("C:\\Users\\alice\\pairs") == "pairs"
+    assert public_path("my_pairs/leadin") == "my_pairs/leadin" and public_path("minilm") == "minilm"
+    assert public_path(5) == 5 and public_path(None) is None
 
 
 def test_png_figures_or_a_labelled_fallback(audited, tmp_path, monkeypatch):
