@@ -69,12 +69,15 @@ def test_weighted_uses_the_audit_weights_or_a_scheme(audit_dir, tmp_path):
 def test_resume_continues_to_the_same_result(audit_dir, tmp_path):
     train(TrainConfig(data=audit_dir, out=tmp_path / "straight", **SMALL))
     train(TrainConfig(data=audit_dir, out=tmp_path / "resumed", **{**SMALL, "epochs": 2}))
-    train(TrainConfig(data=audit_dir, out=tmp_path / "resumed", **SMALL))           # picks up at epoch 2
+    s = train(TrainConfig(data=audit_dir, out=tmp_path / "resumed", **SMALL))       # picks up at epoch 2
     a = load_model(tmp_path / "straight" / CHECKPOINT).state_dict()
     b = load_model(tmp_path / "resumed" / CHECKPOINT).state_dict()
     assert all(torch.allclose(a[k], b[k]) for k in a)
     lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    epoch_s = [json.loads(x)["seconds"] for x in lines]
+    assert all(t > 0 for t in epoch_s)                       # the epochs run before the interruption count too
+    assert s["train_seconds"] == pytest.approx(sum(epoch_s), abs=2e-3) and s["train_seconds"] > epoch_s[-1]
 
 
 def test_eval_writes_json_and_markdown(audit_dir, tmp_path):

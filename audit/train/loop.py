@@ -236,18 +236,18 @@ def _train(cfg: TrainConfig, weights: np.ndarray | None, pairs: PairData | None)
     feats = vision_features(model, data) if frozen_vision(cfg, model) else None
     start_epoch, history = resume(cfg.out / STATE, model, bias, opt)
 
-    n, train_s = len(data), 0.0
+    n = len(data)
     truth = None if data.cue_on_chosen is None else torch.tensor(
         [bool(x) if x is not None else False for x in data.cue_on_chosen])
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.perf_counter()
         totals = _epoch(cfg, epoch, model, bias, opt, params, data, weight, feats, truth, rank, world)
-        train_s += time.perf_counter() - t_epoch
+        epoch_s = time.perf_counter() - t_epoch
         tot_loss, tot_w, tot_w2, cue_w, right = _all_sum(torch.tensor(totals, dtype=torch.float64), world).tolist()
         # train_acc: on each batch before its update (free; the final model's accuracy is `eval`'s job).
         # ess: effective sample size of this epoch's pair weights, (sum w)^2 / sum w^2, as a share of n.
         entry = {"epoch": epoch + 1, "loss": tot_loss / n, "mean_weight": tot_w / n, "train_acc": right / n,
-                 "ess": (tot_w * tot_w / tot_w2 / n) if tot_w2 > 0 else 0.0}
+                 "ess": (tot_w * tot_w / tot_w2 / n) if tot_w2 > 0 else 0.0, "seconds": round(epoch_s, 3)}
         if truth is not None and any(x is not None for x in data.cue_on_chosen):
             entry["cue_share"] = cue_w / max(tot_w, 1e-12)       # share of effective weight on cue-aligned pairs
         history.append(entry)
@@ -258,7 +258,9 @@ def _train(cfg: TrainConfig, weights: np.ndarray | None, pairs: PairData | None)
             save_state(cfg.out / STATE, model, bias, opt, epoch + 1, history)
 
     summary = {"method": cfg.method, "n_pairs": n, "vision": vision_report, "epochs": cfg.epochs, "world_size": world,
-               "history": history, "seconds": round(time.perf_counter() - t0, 2), "train_seconds": round(train_s, 3),
+               "history": history, "seconds": round(time.perf_counter() - t0, 2),
+               # every epoch's training time, the epochs of an interrupted earlier run included
+               "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 3),
                "device": str(device), "threads": torch.get_num_threads(),
                "config": to_dict(cfg), "versions": versions()}
     if rank == 0:
