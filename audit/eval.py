@@ -11,6 +11,7 @@ name a held-out split (`synth --holdout` writes one)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,11 @@ def evaluate(run: Path, data: Path, model=None, with_table: bool = False):
     cfg = dict(model.config)
     if "image_size" not in cfg:           # a VLM backbone: the run's config says how its images were sized
         cfg.update(image_size=_run_config(run)["image_size"], vocab=4096)
-    pd = load_pairs(data, cfg["image_size"], cfg["vocab"])
-    report = _report(margins(model, pd), pd)
+    # A raw source is ingested into a folder that lives as long as the evaluation, so that a VLM reads
+    # each picture at its own resolution (`PairData.native_images`), never the small model's square copy.
+    with tempfile.TemporaryDirectory(prefix="shortcut-audit-eval-") as tmp:
+        pd = load_pairs(data, cfg["image_size"], cfg["vocab"], workdir=Path(tmp))
+        report = _report(margins(model, pd), pd)
     return (report, pd.table) if with_table else report
 
 

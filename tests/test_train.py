@@ -249,3 +249,23 @@ def test_a_vlm_gets_each_image_at_its_own_resolution(audit_dir, tmp_path):
     src = next(p for p in (audit_dir.parent / "src").iterdir() if p.suffix == ".parquet")
     raw = load_pairs(src, 16, 512)                # a raw source: ingested into a temporary folder, gone after
     assert raw.image_files is None and {im.size for im in raw.native_images([0])} == {(16, 16)}
+
+
+def test_eval_on_a_raw_source_gives_a_vlm_the_pictures_at_their_own_size(audit_dir, tmp_path, monkeypatch):
+    """`eval RUN SOURCE` ingests a raw source into a temporary folder that lives as long as the
+    evaluation, so a VLM's processor gets the files themselves, not the small model's square copies
+    (which `native_images` falls back on when the files are gone)."""
+    import audit.eval as ev
+
+    train(TrainConfig(data=audit_dir, out=tmp_path / "run", **{**SMALL, "epochs": 1}))
+    seen, real = {}, ev.margins
+
+    def spy(model, pd, *args, **kwargs):
+        seen["files"] = pd.image_files is not None and all(f.is_file() for f in pd.image_files)
+        seen["sizes"] = {im.size for im in pd.native_images([0, 1])}
+        return real(model, pd, *args, **kwargs)
+
+    monkeypatch.setattr(ev, "margins", spy)
+    src = next(p for p in (audit_dir.parent / "src").iterdir() if p.suffix == ".parquet")
+    report = ev.evaluate(tmp_path / "run", src)
+    assert seen["files"] and seen["sizes"] == {(32, 32)} and report["n"] > 0
