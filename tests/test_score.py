@@ -55,6 +55,35 @@ def test_cue_probe_ranks_the_planted_cue_first(env):
     assert table[0]["name"] in PLANTED[env.split("-")[0]]
 
 
+def test_cue_values_match_the_case_insensitive_patterns_on_any_text():
+    """The cue probe lower-cases a response once and matches case-sensitively where that finds exactly
+    what the case-insensitive pattern finds; texts with cased non-ASCII letters (dotted / dotless i,
+    long s, the Kelvin sign, Greek sigma) take the case-insensitive pattern itself. Either way the
+    counts are those of the plain `re.I` pattern."""
+    import random
+    import re
+
+    from audit.probes import cues
+
+    caseless = [v for v in vars(cues).values() if isinstance(v, cues._Caseless)]
+    assert len(caseless) == 6
+    rng = random.Random(0)
+    alpha = list("abcdefgiklmnoprstuvyzAGHIKMS  \n.,!'-") + list("\u0130\u0131\u017f\u212a\u03a3\u03c3\u2019\u2014\u4e2d\U0001f600\u01c5")
+    words = ["I think", "I'M SORRY", "Great question!", "Certainly", "hope this HELPS", "Let me know", "IMAGE",
+             "\u0130mage", "\u017fcene", "I can't", "As an AI", "MAYBE", "my", "I've", "vis\u0131ble", "Pi\u212ature"]
+    texts = [" ".join(rng.choice(words) if rng.random() < 0.5 else "".join(rng.choice(alpha) for _ in range(5))
+                      for _ in range(rng.randint(0, 8))) for _ in range(3000)]
+    fast = 0
+    for text in texts:
+        fast += cues._lower(text) is not None
+        for pat in caseless:
+            plain = re.compile(pat.slow.pattern, pat.slow.flags)
+            assert len(pat.findall(text)) == len(plain.findall(text)), (pat.slow.pattern, text)
+            assert bool(pat.search(text)) == bool(plain.search(text)), (pat.slow.pattern, text)
+    assert 0 < fast < len(texts)                       # both paths were taken
+    assert cues._lower("\u0130mage") is None and cues._lower("It\u2019s an IMAGE \u2014 \u4e2d") == "it\u2019s an image \u2014 \u4e2d"
+
+
 def test_summary_names_the_planted_cue_and_the_schemes_move_the_cue_share(audits):
     summary, _ = audits["leadin"]
     assert summary["top_cue"] == "lead_in"

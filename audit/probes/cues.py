@@ -8,6 +8,8 @@ A cue is one small function registered by name (`@cue`); the audited table gets 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+
 import numpy as np
 
 from audit.registry import Registry
@@ -18,19 +20,61 @@ cue = CUE_FUNCS.register
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_LEAD_IN = re.compile(r"^\W*(great question|good question|certainly|sure|of course|absolutely|happy to help|"
-                      r"gladly|great|excellent question)\b", re.I)
-_CLOSING = re.compile(r"(hope (this|that) (helps|answers)|let me know|feel free to|any other questions|"
-                      r"happy to help further)[^\n]*$", re.I)
-_HEDGE = re.compile(r"\b(i think|i believe|might|may be|maybe|possibly|perhaps|it seems|likely|probably|"
-                    r"not sure|appears to)\b", re.I)
-_REFUSAL = re.compile(r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|as an ai|unable to|i do not have|i don'?t have)\b", re.I)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+@lru_cache(maxsize=8)
+def _lower(text: str) -> str | None:
+    """`text.lower()` when matching it case-sensitively finds exactly what a case-insensitive pattern
+    finds in `text`: every character is ASCII or has no case (quotes, dashes, CJK, emoji), so lowering
+    changes only ASCII letters. Else None (`İ`, `ſ`, Greek, ...: the case-insensitive pattern runs).
+    Cached: every cue of one response asks for it."""
+    if all(c.lower() == c == c.upper() for c in _NON_ASCII.findall(text)):
+        return text.lower()
+    return None
+
+
+@lru_cache(maxsize=8)
+def _words(text: str) -> list[str]:
+    """The response's words, lower-cased (computed once for the cues that count them)."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+@lru_cache(maxsize=4096)
+def _prompt_words(prompt: str) -> frozenset[str]:
+    return frozenset(w.lower() for w in _WORD.findall(prompt))
+
+
+class _Caseless:
+    """A case-insensitive pattern, run case-sensitively on the lower-cased text where that finds the
+    same matches (about 3x faster in Python's `re`)."""
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.slow = re.compile(pattern, flags | re.I)
+        self.fast = re.compile(pattern, flags)
+
+    def findall(self, text: str) -> list:
+        low = _lower(text)
+        return self.fast.findall(low) if low is not None else self.slow.findall(text)
+
+    def search(self, text: str):
+        low = _lower(text)
+        return self.fast.search(low) if low is not None else self.slow.search(text)
+
+
+_LEAD_IN = _Caseless(r"^\W*(great question|good question|certainly|sure|of course|absolutely|happy to help|"
+                     r"gladly|great|excellent question)\b")
+_CLOSING = _Caseless(r"(hope (this|that) (helps|answers)|let me know|feel free to|any other questions|"
+                     r"happy to help further)[^\n]*$")
+_HEDGE = _Caseless(r"\b(i think|i believe|might|may be|maybe|possibly|perhaps|it seems|likely|probably|"
+                   r"not sure|appears to)\b")
+_REFUSAL = _Caseless(r"\b(i'?m sorry|i am sorry|i cannot|i can'?t|as an ai|unable to|i do not have|i don'?t have)\b")
 _LIST = re.compile(r"^\s*([-*•]|\d+[.)])\s+", re.M)
 _MARKDOWN = re.compile(r"(\*\*[^*]+\*\*|^#{1,6}\s|`[^`]+`|__[^_]+__)", re.M)
 _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)?\b")
-_IMAGE = re.compile(r"\b(image|picture|photo|photograph|shown|visible|depicted|scene)\b", re.I)
+_IMAGE = _Caseless(r"\b(image|picture|photo|photograph|shown|visible|depicted|scene)\b")
 _CITATION = re.compile(r"【\d+†source】")
-_FIRST_PERSON = re.compile(r"\b(i|me|my|i'm|i've)\b", re.I)
+_FIRST_PERSON = _Caseless(r"\b(i|me|my|i'm|i've)\b")
 
 
 @cue("length", "log(1 + characters): verbosity")
@@ -50,7 +94,7 @@ def _closing(text: str, prompt: str) -> float:
 
 @cue("hedge", "hedging words per 100 words (might, perhaps, I think)")
 def _hedge(text: str, prompt: str) -> float:
-    return 100.0 * len(_HEDGE.findall(text)) / max(1, len(_WORD.findall(text)))
+    return 100.0 * len(_HEDGE.findall(text)) / max(1, len(_words(text)))
 
 
 @cue("refusal", "refusal or apology phrases (I'm sorry, I cannot, as an AI)")
@@ -75,10 +119,10 @@ def _numbers(text: str, prompt: str) -> float:
 
 @cue("prompt_overlap", "share of the response's words that appear in the prompt")
 def _prompt_overlap(text: str, prompt: str) -> float:
-    words = {w.lower() for w in _WORD.findall(text)}
+    words = set(_words(text))
     if not words:
         return 0.0
-    return len(words & {w.lower() for w in _WORD.findall(prompt)}) / len(words)
+    return len(words & _prompt_words(prompt)) / len(words)
 
 
 @cue("image_mention", "mentions of the image itself (image, picture, shown, visible)")
@@ -88,14 +132,14 @@ def _image_mention(text: str, prompt: str) -> float:
 
 @cue("repetition", "share of repeated word trigrams")
 def _repetition(text: str, prompt: str) -> float:
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = _words(text)
     grams = list(zip(words, words[1:], words[2:]))
     return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
 
 
 @cue("first_person", "first-person words per 100 words (I, me, my)")
 def _first_person(text: str, prompt: str) -> float:
-    return 100.0 * len(_FIRST_PERSON.findall(text)) / max(1, len(_WORD.findall(text)))
+    return 100.0 * len(_FIRST_PERSON.findall(text)) / max(1, len(_words(text)))
 
 
 @cue("citation", "GPT-4V citation markers 【n†source】 (VLFeedback)")
