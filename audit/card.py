@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 
-from audit.config import CardConfig
+from audit.config import CardConfig, settings_used
 from audit.errors import SourceError
 from audit.export import EXPORT_REPORT, load_audit
 from audit.io import atomic_path
@@ -176,24 +176,6 @@ def _how_audited(summary: dict) -> list[str]:
          "| setting | value |", "|---|---|"]
     L += [f"| `{k}` | `{v}` |" for k, v in settings_used(c).items()]
     return L + ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items()), ""]
-
-
-# Settings that only matter with another one (the fine-tuned text probe, a reward model), and the ones
-# that say where files were rather than how the audit was made.
-_ONLY_WITH = {"finetune_": lambda c: c.get("text_probe") == "finetune", "rm_": lambda c: bool(c.get("rm"))}
-_NOT_HOW = {"out", "overwrite", "cache_dir", "workers", "chunk", "device", "compile", "token_budget"}
-
-
-def settings_used(config: dict) -> dict:
-    """The score settings that shaped this audit: set, and relevant to the probes that ran."""
-    out = {}
-    for k, v in config.items():
-        if v is None or v is False and k != "text_only" or k in _NOT_HOW:
-            continue
-        if any(k.startswith(prefix) and not used(config) for prefix, used in _ONLY_WITH.items()):
-            continue
-        out[k] = v
-    return out
 
 
 def _headline(summary: dict) -> list[str]:

@@ -145,6 +145,25 @@ def to_dict(cfg: Any) -> dict:
     return out
 
 
+# Settings that only matter with another one (the fine-tuned text probe, a reward model), and the ones
+# that say where files were rather than how the audit was made (the card and the
+# audited table's Parquet metadata list the rest).
+_ONLY_WITH = {"finetune_": lambda c: c.get("text_probe") == "finetune", "rm_": lambda c: bool(c.get("rm"))}
+_NOT_HOW = {"out", "overwrite", "cache_dir", "workers", "chunk", "device", "compile", "token_budget"}
+
+
+def settings_used(config: dict) -> dict:
+    """The score settings that shaped this audit: set, and relevant to the probes that ran."""
+    out = {}
+    for k, v in config.items():
+        if v is None or v is False and k != "text_only" or k in _NOT_HOW:
+            continue
+        if any(k.startswith(prefix) and not used(config) for prefix, used in _ONLY_WITH.items()):
+            continue
+        out[k] = v
+    return out
+
+
 CONTAINERS = ("parquet", "jsonl", "json", "hf")
 
 

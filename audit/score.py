@@ -18,6 +18,7 @@ cue features, cache positions, the multimodal probe's two 32-wide projections).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -39,6 +40,7 @@ from audit.stream import read_batches
 log = logging.getLogger(__name__)
 
 AUDITED_FILE = "audited.parquet"
+TABLE_METADATA_KEY = b"shortcut_audit"   # the audited table's own record of how it was made
 SUMMARY_FILE = "summary.json"
 AUDIT_COLUMNS = ("text_margin", "text_prob", "text_loss", "mm_margin", "mm_prob", "mm_loss", "sfc", "weight",
                  "is_shortcut", "fold", "cue_margin")
@@ -90,11 +92,12 @@ def _audit_columns(spec: list, idx: np.ndarray, start: int, end: int) -> list:
     return out
 
 
-def write_audited(pairs_file: Path, spec: list, idx: np.ndarray, out: Path) -> None:
+def write_audited(pairs_file: Path, spec: list, idx: np.ndarray, out: Path, metadata: dict | None = None) -> None:
     """The pairs table with the audit columns beside it, streamed batch by batch (atomically): the
     table's texts are never all in memory, nor a second copy of the audit columns. `spec`: (name,
     values over the scored rows `idx`, value of the other rows or None for null); NaN becomes null.
-    Audit columns already in the table (re-scoring an audited table) are replaced."""
+    Audit columns already in the table (re-scoring an audited table) are replaced. `metadata` goes
+    into the file's schema metadata as JSON under `shortcut_audit` (see `table_metadata`)."""
     import pyarrow.parquet as pq
 
     names = [name for name, _, _ in spec]
@@ -106,12 +109,25 @@ def write_audited(pairs_file: Path, spec: list, idx: np.ndarray, out: Path) -> N
                 for name, arr in _audit_columns(spec, idx, start, start + part.num_rows):
                     part = part.append_column(name, arr)
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, part.schema, compression="zstd")
+                    schema = part.schema
+                    if metadata is not None:
+                        schema = schema.with_metadata({**(schema.metadata or {}), TABLE_METADATA_KEY:
+                                                       json.dumps(metadata, sort_keys=True, default=str).encode()})
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
                 writer.write_table(part)
                 start += part.num_rows
         finally:
             if writer is not None:
                 writer.close()
+
+
+def read_table_metadata(path: Path) -> dict | None:
+    """How an audited table was made (`table_metadata`), read from the file alone; None for a table
+    written before the record existed, or by something else."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(TABLE_METADATA_KEY)
+    return None if raw is None else json.loads(raw)
 
 
 def score(cfg: ScoreConfig) -> dict:
@@ -167,7 +183,8 @@ def _score(cfg: ScoreConfig) -> dict:
         clock.lap(f"{role.replace('-', '_')}_probe")
 
     audit = Audited.of(cfg, ctx, fitted)
-    write_audited(ctx.pairs_file, audit.spec(cfg, ctx, fitted), ctx.idx, cfg.out / AUDITED_FILE)
+    write_audited(ctx.pairs_file, audit.spec(cfg, ctx, fitted), ctx.idx, cfg.out / AUDITED_FILE,
+                  metadata=table_metadata(cfg, probes, fitted, audit))
     clock.lap("write")
     summary = summarise(cfg, ctx, probes, fitted, audit, clock, world)
     write_json_atomic(cfg.out / "config.json", to_dict(cfg))
@@ -290,6 +307,30 @@ def _acc_ci(cfg: ScoreConfig, ctx: ScoreContext, margin: np.ndarray) -> list[flo
     return None if ci is None else [round(ci[0], 5), round(ci[1], 5)]
 
 
+def encoders(fitted: dict[str, ProbeResult]) -> dict:
+    """What each probe ran on (text encoder, image side, auxiliary probes): `summary.json` `encoders`."""
+    return {"text": fitted["text"].encoder, **fitted["mm"].encoder,
+            **{name: r.encoder for name, r in fitted.items() if name not in ("cue", "text", "mm")}}
+
+
+# Settings that name where the data came from rather than how its numbers were made.
+_WHERE = ("source", "format", "image_root")
+
+
+def table_metadata(cfg: ScoreConfig, probes: dict, fitted: dict[str, ProbeResult], audit: "Audited") -> dict:
+    """What the audited table's numbers depend on, stored in its own Parquet metadata (key
+    `shortcut_audit`): a copy of the file without its summary.json still says which probes, encoders
+    and scheme made its SFC and weights (values made with other probes or image ablations are not
+    comparable). Deterministic: the same run writes the same bytes."""
+    from audit import __version__
+    from audit.config import settings_used
+
+    return {"shortcut_audit": __version__, "sfc_kind": audit.sfc_kind,
+            "probes": {role: p.name for role, p in probes.items()}, "encoders": encoders(fitted),
+            "temperature": {role: audit.temperatures[role] for role in ("text", "cue", "mm")},
+            "settings": {k: v for k, v in settings_used(to_dict(cfg)).items() if k not in _WHERE}}
+
+
 def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[str, ProbeResult], audit: Audited,
               clock: StageClock, world: int) -> dict:
     """summary.json: the headline numbers, then what each probe owns (its summary keys, its encoder
@@ -314,8 +355,7 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
                   "sizes": np.bincount(ctx.folds, minlength=cfg.folds).tolist(), "links": ctx.links},
         "l2": {role: fitted[role].l2 for role in ("text", "cue", "mm")},
         "temperature": {role: audit.temperatures[role] for role in ("text", "cue", "mm")},
-        "encoders": {"text": fitted["text"].encoder, **fitted["mm"].encoder,
-                     **{name: r.encoder for name, r in fitted.items() if name not in ("cue", "text", "mm")}},
+        "encoders": encoders(fitted),
         "rm": None, "phrases": [], "prompt_blind_acc": None, "lexical_acc": None,
     }
     for role, p in probes.items():

@@ -204,3 +204,21 @@ def test_a_weak_multimodal_side_is_flagged_with_what_to_do(audits):
     strong = {**s, "mm_acc": 0.8, "text_acc": 0.7}
     assert audit_warnings(strong) == []
     assert "barely uses the image" in audit_warnings({**s, "mm_acc": 0.52, "sfc_kind": "paper"})[0]
+
+
+def test_the_audited_table_records_how_it_was_made_and_the_same_run_writes_the_same_bytes(tmp_path):
+    """audited.parquet carries its own record (Parquet metadata `shortcut_audit`: probes, encoders,
+    SFC kind, temperatures, settings) so a copy without summary.json still says what made its SFC;
+    the record is deterministic, so the same seed writes the same bytes into another folder."""
+    from audit.score import read_table_metadata
+
+    src = synth(SynthConfig(env="leadin", out=tmp_path / "src", n=150, format="rlaif-v"))
+    runs = [score(ScoreConfig(source=src.parent, out=tmp_path / name, cache_dir=tmp_path / "cache"))
+            for name in ("a", "b")]
+    meta = read_table_metadata(tmp_path / "a" / "audited.parquet")
+    assert meta["probes"] == runs[0]["probes"] and meta["sfc_kind"] == runs[0]["sfc_kind"] == "residual"
+    assert meta["encoders"] == json.loads(json.dumps(runs[0]["encoders"]))
+    assert meta["settings"]["scheme"] == "debias" and meta["settings"]["text_encoder"] == "minilm"
+    assert "source" not in meta["settings"] and "out" not in meta["settings"]
+    assert (tmp_path / "a" / "audited.parquet").read_bytes() == (tmp_path / "b" / "audited.parquet").read_bytes()
+    assert read_table_metadata(src) is None              # a table that is not an audit has no record
