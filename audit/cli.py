@@ -202,7 +202,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = from_args(EvalConfig, args)
     res = eval_run(cfg)
     for name, r in res["datasets"].items():
-        extra = "".join(f"   {k} {100 * r[k]:.1f}%" for k in ("acc_cue_aligned", "acc_cue_against") if r.get(k) is not None)
+        extra = "".join(f"   {k} {100 * r[k]:.1f}%" for k in ("acc_cue_aligned", "acc_cue_against", "acc_text_right",
+                                                             "acc_text_wrong") if r.get(k) is not None)
         split = f" ({r['split']})" if r.get("split") else ""
         seen = (f"   ({r['seen_in_training']} pairs seen in training: not a held-out score)"
                 if r.get("seen_in_training") else "")

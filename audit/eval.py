@@ -30,8 +30,13 @@ def _report(m: np.ndarray, pd) -> dict:
         flag = np.array([bool(x) for x in pd.cue_on_chosen])
         out["acc_cue_aligned"] = metrics.accuracy(m[known & flag])
         out["acc_cue_against"] = metrics.accuracy(m[known & ~flag])
-    if "text_margin" in pd.table.columns:
-        out["sfd"] = metrics.sfd(pd.table["text_margin"].to_numpy(), m)
+    if "text_margin" in pd.table.columns:      # an audit: the pairs its text-only model gets right / wrong
+        t = pd.table["text_margin"].to_numpy().astype(np.float64)
+        wrong = t < 0
+        out["acc_text_right"] = metrics.accuracy(m[t > 0]) if (t > 0).any() else None
+        out["acc_text_wrong"] = metrics.accuracy(m[wrong]) if wrong.any() else None   # the pairs that need the picture
+        out["n_text_wrong"] = int(wrong.sum())
+        out["sfd"] = metrics.sfd(t, m)
     return out
 
 
@@ -134,11 +139,12 @@ def eval_run(cfg: EvalConfig) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| dataset | split | n | accuracy | cue-aligned | cue-against | SFD |", "|---|---|---:|---:|---:|---:|---:|"]
+    cols = ("accuracy", "acc_cue_aligned", "acc_cue_against", "acc_text_right", "acc_text_wrong", "sfd")
+    lines = ["| dataset | split | n | accuracy | cue-aligned | cue-against | text-right | text-wrong | SFD |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results["datasets"].items():
         f = lambda k: "–" if r.get(k) is None or r.get(k) != r.get(k) else f"{r[k]:.3f}"  # noqa: E731
-        split = r.get("split") or "–"
-        lines.append(f"| {name} | {split} | {r['n']} | {f('accuracy')} | {f('acc_cue_aligned')} | {f('acc_cue_against')} | {f('sfd')} |")
+        lines.append(f"| {name} | {r.get('split') or '–'} | {r['n']} | " + " | ".join(f(k) for k in cols) + " |")
     if results.get("mean_ood") is not None:
         lines += ["", f"i.i.d. {results['iid']['accuracy']:.3f}, mean o.o.d. {results['mean_ood']:.3f}, "
                       f"gap {results['gap']:+.3f}"]

@@ -122,10 +122,19 @@ def test_eval_splits_iid_and_ood_and_reads_external_scores(audit_dir, tmp_path):
     t = pl.read_parquet(audit_dir / "audited.parquet")
     ext = tmp_path / "ext"
     ext.mkdir()
-    t.with_columns(pl.lit(1.0).alias("r_c"), pl.lit(0.0).alias("r_r")).write_parquet(ext / "audited.parquet")
+    t.with_columns(pl.lit(1.0).alias("r_c"), pl.lit(0.0).alias("r_r"), pl.col("text_margin").alias("copycat"),
+                   pl.lit(0.0).alias("zero")).write_parquet(ext / "audited.parquet")
     (ext / "summary.json").write_text((audit_dir / "summary.json").read_text())
-    res = eval_run(EvalConfig(run=ext, data=[], scores="r_c,r_r"))
-    assert res["run"] is None and res["datasets"]["ext"]["accuracy"] == 1.0
+    res = eval_run(EvalConfig(run=ext, data=[], scores="r_c,r_r", out=tmp_path / "ext.json"))
+    r = res["datasets"]["ext"]
+    assert res["run"] is None and r["accuracy"] == 1.0
+    ok = t.filter(pl.col("status") == "ok")
+    assert r["acc_text_right"] == r["acc_text_wrong"] == 1.0 and r["n_text_wrong"] == (ok["text_margin"] < 0).sum() > 0
+    # a reward model that copies the audit's text-only model: right where the text is, wrong on the pairs that
+    # need the picture (text-wrong), SFD 100
+    r = eval_run(EvalConfig(run=ext, data=[], scores="copycat,zero"))["datasets"]["ext"]
+    assert (r["acc_text_right"], r["acc_text_wrong"], r["sfd"]) == (1.0, 0.0, 100.0)
+    assert "| ext | – | 96 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 0.000 |" in (tmp_path / "ext.md").read_text()
     with pytest.raises(ConfigError, match="no trained model"):
         EvalConfig(run=clean, data=[clean])
 
