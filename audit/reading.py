@@ -72,8 +72,8 @@ def verdict(summary: dict) -> str:
             "strong": "A strong text-only shortcut: a reward model can learn most of these preferences without looking"}[lv]
     return (f"{what}. Next: read the discovered phrases and cues (what the text model uses), open the pairs it is "
             "surest about (`shortcut-audit app`, Browse sorted by text_prob), then export with the weights "
-            "(`export --mode weight`) or train with `train --method shortcut-aware`, and evaluate on pairs whose "
-            "cue points the other way (`eval`).")
+            "(`export --mode weight`) or train with `train --method shortcut-aware`, and evaluate on held-out pairs "
+            "whose text points the other way (`eval RUN HELDOUT_AUDIT`: `acc_text_wrong`).")
 
 
 def shortcut_rate_line(summary: dict) -> str:
