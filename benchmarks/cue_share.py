@@ -1,4 +1,4 @@
-"""Cue share per weight scheme on every synthetic environment (issue 3's trap, measured).
+"""Cue share per weight scheme on every synthetic environment (the trap of a multimodal probe that sees the text, measured).
 
     python benchmarks/cue_share.py --n 2000
 
