@@ -1,7 +1,8 @@
 """The inputs stage of `score`: encode what the selected probes need into the on-disk caches, once.
 
-Three kinds of cached input, each built only when a probe declares it in `needs`:
+Four kinds of cached input, each built only when a probe declares it in `needs`:
 - `text`: text-encoder embeddings of every distinct prompt, chosen and rejected text;
+- `tokens`: the same texts as static token embeddings of the text encoder's vocabulary (no encoder run);
 - `image`: image-encoder features of every distinct image;
 - `rm`: the user's reward model's rewards for (prompt, response, image) and with a blank image.
 
@@ -60,7 +61,7 @@ def read_keys(ctx: ScoreContext, needs: set[str]) -> dict[str, np.ndarray]:
     """Pass 1: content keys of what `needs` asks for, and the cue features (into `ctx`)."""
     cfg, m = ctx.cfg, ctx.m
     text_keys = np.zeros((3, m), dtype=KEY)                  # prompt, chosen, rejected
-    keys = {"text": text_keys}
+    keys = {"text": text_keys, "tokens": text_keys}
     if "image" in needs:
         keys["image"] = np.zeros(m, dtype=KEY)
     if "rm" in needs:
@@ -85,11 +86,23 @@ def read_keys(ctx: ScoreContext, needs: set[str]) -> dict[str, np.ndarray]:
 
 def _text_input(ctx: ScoreContext, keys: np.ndarray) -> CachedInput:
     from audit.encoders.text import load_text_encoder
-    from audit.probes.text_embedding import PairEmbeddings
 
     cfg = ctx.cfg
-    enc = load_text_encoder(cfg.text_encoder, pooling=cfg.pooling, device=ctx.device, batch_size=cfg.batch_size,
-                            max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code)
+    return _texts(load_text_encoder(cfg.text_encoder, pooling=cfg.pooling, device=ctx.device, batch_size=cfg.batch_size,
+                                    max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code), keys, ctx)
+
+
+def _tokens_input(ctx: ScoreContext, keys: np.ndarray) -> CachedInput:
+    from audit.encoders.tokens import TokenEmbedder
+
+    return _texts(TokenEmbedder(ctx.cfg.text_encoder, trust_remote_code=ctx.cfg.trust_remote_code), keys, ctx)
+
+
+def _texts(enc, keys: np.ndarray, ctx: ScoreContext) -> CachedInput:
+    """Embeddings of every distinct prompt, chosen and rejected text, by any encoder with `fingerprint`
+    and `encode` (the text encoder, or the static token embeddings)."""
+    from audit.probes.text_embedding import PairEmbeddings
+
     return CachedInput(EmbeddingCache(ctx.cache_root, enc.fingerprint), keys.ravel(), enc.encode, len,
                        lambda pos, cols: cols["prompt"] + cols["chosen"] + cols["rejected"],
                        ["prompt", "chosen", "rejected"], True,
@@ -127,7 +140,7 @@ def _rm_input(ctx: ScoreContext, keys: np.ndarray) -> CachedInput:
                        ["prompt", "chosen", "rejected", "image_path", "image_id"], False, locate)
 
 
-KINDS = {"text": _text_input, "image": _image_input, "rm": _rm_input}
+KINDS = {"text": _text_input, "tokens": _tokens_input, "image": _image_input, "rm": _rm_input}
 
 
 class InputStore:

