@@ -227,9 +227,15 @@ def nested_margins(make: Callable[[float], object], x, folds: np.ndarray, l2: fl
     return lambda f: for_outer(int(f))
 
 
-def calibrate(margin: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, list[float]]:
+def calibrate(margin: np.ndarray, folds: np.ndarray, nested: Callable[[int], np.ndarray] | None = None
+              ) -> tuple[np.ndarray, list[float]]:
     """Temperature-scale out-of-fold margins, cross-fitted: fold f's margins are multiplied by the
     scalar a_f >= 0.001 that minimises the BT loss of a * margin on the other folds.
+
+    With `nested` (fold f -> margins of the other folds from models that never saw f), a_f is fitted
+    on those: fold f's calibrated margins then depend on no label of fold f at all. Without it, on the
+    out-of-fold margins of the other folds (whose heads saw f: a one-scalar leak, kept for probes that
+    have no nested margins).
 
     L2-penalised heads are under-confident (margins shrink towards 0); a scheme such as `ipw` or
     `debias` needs text_prob to mean what it says, e.g. 0.9 on pairs the text gets right 90% of the time.
@@ -238,8 +244,154 @@ def calibrate(margin: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, list[f
     temps = []
     for f in np.unique(folds):
         test = folds == f
-        head = LinearBT(0.0).fit(PairFeatures(margin[~test, None]))
+        ref = margin[~test] if nested is None else np.asarray(nested(f))[~test]
+        head = LinearBT(0.0).fit(PairFeatures(ref[:, None]))
         a = max(float(head.w[0]), 1e-3)   # floor > 0: an uninformative probe keeps its ranking, not ties
         out[test] = a * margin[test]
         temps.append(round(a, 4))
     return out, temps
+
+
+# ---------------------------------------------------------------------------------------------------
+# Closed-form ridge heads with exact nested cross-fitting (the text probe's embedding components).
+
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)   # ridge strength, relative to the mean feature variance
+
+
+@dataclass
+class CrossFit:
+    """Out-of-fold margins of one model family, with what stacking and calibration need.
+
+    `margin[i]`: from a model that never saw fold(i). `nested[f, i]` (rows outside fold f): from a
+    model that saw neither fold f nor fold(i), so a second-level model fitted on `nested[f]` and
+    applied to fold f has never seen fold f's labels through any layer (NaN on fold f's own rows).
+    `blind`: the same for the prompt-blind model (on the responses' part of the features), or None."""
+
+    margin: np.ndarray
+    nested: np.ndarray | None
+    blind: "CrossFit | None" = None
+    l2: list | None = None
+    info: dict | None = None          # what made it (the fine-tuned component's settings)
+
+
+def fold_index(folds: np.ndarray) -> tuple[np.ndarray, int]:
+    """Folds as 0..K-1 codes and K."""
+    ids, codes = np.unique(folds, return_inverse=True)
+    return codes.ravel(), len(ids)
+
+
+HOLD_ROWS = 2 ** 24          # feature values kept in memory so that small data solves in the dual
+
+
+class _Gram:
+    """Per-fold sums X'X and X'1 of the chosen-minus-rejected feature rows: every ridge head on any
+    union of folds comes from one factorisation of that union's sums (all strengths at once), so the
+    K + K(K-1)/2 fold sets cost one pass over the rows. Small data (fewer rows than features) keeps
+    the rows and factorises XX' instead (n x n rather than d x d)."""
+
+    def __init__(self, rows: Callable[[np.ndarray], np.ndarray], m: int, f: np.ndarray, k: int) -> None:
+        self.g = self.b = self.x = None
+        self.f = f
+        self.n = np.bincount(f, minlength=k).astype(np.float64)
+        parts = []
+        for s in range(0, m, SCORE_CHUNK):
+            idx = np.arange(s, min(m, s + SCORE_CHUNK))
+            x = np.asarray(rows(idx), dtype=np.float32)
+            if self.g is None:
+                self.g = np.zeros((k, x.shape[1], x.shape[1]))
+                self.b = np.zeros((k, x.shape[1]))
+            for j in np.unique(f[idx]):
+                xj = x[f[idx] == j]
+                self.g[j] += (xj.T @ xj).astype(np.float64)
+                self.b[j] += xj.sum(0, dtype=np.float64)
+            if m < x.shape[1] and m * x.shape[1] <= HOLD_ROWS:
+                parts.append(x)
+        if parts:
+            self.x = np.concatenate(parts).astype(np.float64)
+
+    def restrict(self, dims: int) -> "_Gram":
+        out = object.__new__(_Gram)
+        out.g, out.b, out.n, out.f = self.g[:, :dims, :dims], self.b[:, :dims], self.n, self.f
+        out.x = None if self.x is None else self.x[:, :dims]
+        return out
+
+    def solver(self, excluded: tuple[int, ...]):
+        """lam -> the ridge head fitted on every fold but `excluded`: argmin mean (x.w - 1)^2 + lam s |w|^2,
+        the least-squares form of a BT head on difference rows (s: the mean feature variance, so `lam`
+        is unit-free)."""
+        keep = np.ones(len(self.n), dtype=bool)
+        keep[list(excluded)] = False
+        n = max(self.n[keep].sum(), 1.0)
+        g = self.g[keep].sum(0) / n
+        scale = max(float(np.trace(g)) / len(g), 1e-12)
+        if self.x is not None:                  # the dual: w = X'(XX' + lam s n I)^-1 1, XX' = U diag(vals) U'
+            x = self.x[keep[self.f]]
+            vals, u = np.linalg.eigh(x @ x.T)
+            rhs = u.T @ np.ones(len(x))
+            return lambda lam: x.T @ (u @ (rhs / (vals.clip(min=0) + lam * scale * n)))
+        vals, vecs = np.linalg.eigh(g)
+        rhs = vecs.T @ (self.b[keep].sum(0) / n)
+        return lambda lam: vecs @ (rhs / (vals.clip(min=0) + lam * scale))
+
+def _held_out_error(gram: _Gram, w: np.ndarray, j: int) -> float:
+    """Sum over fold j of (x.w - 1)^2, from its sums alone."""
+    return float(w @ gram.g[j] @ w - 2.0 * w @ gram.b[j] + gram.n[j])
+
+
+def _ridge_heads(gram: _Gram, k: int, grid: tuple[float, ...]) -> tuple[dict, list]:
+    """Per outer fold f: the strength chosen on the other folds only (inner cross-validation with the
+    heads that exclude {f, j}), the head without f and the heads without {f, j}."""
+    solvers: dict = {}
+
+    def head(excluded: tuple[int, ...], lam: float) -> np.ndarray:
+        key = tuple(sorted(set(excluded)))
+        if key not in solvers:
+            solvers[key] = gram.solver(key)
+        return solvers[key](lam)
+
+    heads, chosen = {}, []
+    for f in range(k):
+        inner = [j for j in range(k) if j != f]
+        errors = [sum(_held_out_error(gram, head((f, j), lam), j) for j in inner) for lam in grid]
+        lam = grid[int(np.argmin(errors))] if inner else grid[len(grid) // 2]
+        chosen.append(lam)
+        heads[(f,)] = head((f,), lam)
+        for j in inner:
+            heads[(f, j)] = head((f, j), lam)
+    return heads, chosen
+
+
+def ridge_cross_fit(rows: Callable[[np.ndarray], np.ndarray], m: int, folds: np.ndarray,
+                    blind_dims: int | None = None, grid: tuple[float, ...] = RIDGE_GRID) -> CrossFit:
+    """Out-of-fold, nested and (with `blind_dims`: the first columns are the responses' part)
+    prompt-blind margins of closed-form ridge BT heads on the feature rows `rows(idx)` (float32, d).
+
+    Every head sees all of its training folds (no sample cap: the cost is one pass computing per-fold
+    X'X, then d x d solves) and its strength is chosen per outer fold on the other folds only, so
+    `margin`, `nested` and `blind` never depend on the labels of the fold they score. Deterministic."""
+    f, k = fold_index(folds)
+    gram = _Gram(rows, m, f, k)
+    heads, lams = _ridge_heads(gram, k, grid)
+    aware = _score_heads(rows, m, f, k, heads, None)
+    if not blind_dims:
+        return CrossFit(*aware, l2=[float(x) for x in lams])
+    blind = _score_heads(rows, m, f, k, _ridge_heads(gram.restrict(blind_dims), k, grid)[0], blind_dims)
+    return CrossFit(*aware, blind=CrossFit(*blind), l2=[float(x) for x in lams])
+
+
+def _score_heads(rows, m: int, f: np.ndarray, k: int, heads: dict, dims: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold margins (head without fold(i)) and nested margins (head without {o, fold(i)}) of
+    every row, chunk by chunk, on the first `dims` feature columns (all with None)."""
+    margin, nested = np.zeros(m), np.full((k, m), np.nan)
+    for s in range(0, m, SCORE_CHUNK):
+        idx = np.arange(s, min(m, s + SCORE_CHUNK))
+        x = np.asarray(rows(idx), dtype=np.float32)[:, :dims]
+        for j in np.unique(f[idx]):
+            sel = f[idx] == j
+            outer = [o for o in range(k) if o != j]
+            w = np.stack([heads[(j,)]] + [heads[(o, j)] for o in outer], axis=1).astype(np.float32)
+            out = (x[sel] @ w).astype(np.float64)
+            margin[idx[sel]] = out[:, 0]
+            for c, o in enumerate(outer, start=1):
+                nested[o, idx[sel]] = out[:, c]
+    return margin, nested

@@ -148,7 +148,8 @@ def to_dict(cfg: Any) -> dict:
 # Settings that only matter with another one (the fine-tuned text probe, a reward model), and the ones
 # that say where files were rather than how the audit was made (the card and the
 # audited table's Parquet metadata list the rest).
-_ONLY_WITH = {"finetune_": lambda c: c.get("text_probe") == "finetune", "rm_": lambda c: bool(c.get("rm"))}
+_ONLY_WITH = {"finetune_": lambda c: c.get("text_probe") == "finetune" or "finetune" in str(c.get("stack")),
+              "rm_": lambda c: bool(c.get("rm")), "stack": lambda c: c.get("text_probe") == "stack"}
 _NOT_HOW = {"out", "overwrite", "cache_dir", "workers", "chunk", "device", "compile", "token_budget"}
 
 
@@ -295,6 +296,10 @@ class DemoConfig:
             raise ConfigError(f"`--n` must be at least 10, got {self.n}")
 
 
+# The text probe's component model families (`audit.probes.stack`): `--text-probe` and `--stack` names.
+TEXT_COMPONENTS = ("tokens", "embedding", "lexical", "cue", "finetune")
+
+
 @dataclass
 class ScoreConfig:
     """`shortcut-audit score`: fit text-only shortcut models out-of-fold; write SFC, weights and cues."""
@@ -334,16 +339,24 @@ class ScoreConfig:
                         "faster batches on a GPU after a one-time warm-up of a minute or two; for large datasets")
     workers: int = opt(2, ge=0, help="`--rm`: DataLoader worker processes that decode images and tokenise ahead of the "
                        "GPU (0: in the main process)")
-    text_probe: str = opt("embedding", choices=("embedding", "lexical", "finetune"),
-                          help="text-only shortcut model: `embedding` (BT head on frozen text embeddings), "
-                          "`lexical` (BT head on hashed word n-grams: no encoder, the fast path for big data on CPU) "
-                          "or `finetune` (fine-tune a sequence-classification text RM per fold; for GPUs)")
+    text_probe: str = opt("stack", choices=("stack",) + TEXT_COMPONENTS,
+                          help="text-only shortcut model: `stack` (the `--stack` components combined by a small model "
+                          "fitted with nested cross-fitting: the strongest text-only model, the default), or one "
+                          "component alone: `tokens` (ridge head on static token embeddings of the text encoder), "
+                          "`embedding` (ridge head on the text encoder's embeddings), `lexical` (naive-Bayes log-odds "
+                          "of one-sided word n-grams), `cue` (the hand-written cues), `finetune` (a text RM "
+                          "fine-tuned per fold; for GPUs)")
+    stack: str = opt("auto", metavar="auto|COMPONENT,...",
+                     help="`--text-probe stack`: the components to combine, from " + ", ".join(TEXT_COMPONENTS)
+                     + "; `auto` = tokens,lexical,cue plus the text encoder itself (`embedding`) on a GPU, on up to "
+                     "2,000 scored pairs on CPU, or when `--text-encoder` names another model; `finetune` adds "
+                     "K(K+1)/2 fine-tunings")
     text_only: bool = opt(False, help="audit the texts alone, without the pictures (not downloaded yet, a JSONL without "
                           "its image folder): rows whose image is missing or unreadable are scored too; no multimodal "
                           "side, so the mm_* columns and SFC are null and the weights come from a text-only scheme "
                           "(debias, ipw, jtt, none)")
-    phrases: bool = opt(True, help="also fit the lexical probe beside the text probe and list the phrases that "
-                        "predict the preferred response (`summary.json` `phrases`); `--no-phrases` skips it")
+    phrases: bool = opt(True, help="list the phrases that sit on one side far more often than the answers' lengths "
+                        "explain (`summary.json` `phrases`, `function_words`, `slice_phrases`); `--no-phrases` skips it")
     finetune_model: str = opt("minilm", help="`--text-probe finetune`: the text model to fine-tune (`minilm` "
                               "or any HF model by id or local path; a reward head is added)")
     finetune_epochs: int = opt(2, ge=1, help="`--text-probe finetune`: epochs per fold")
@@ -402,6 +415,12 @@ class ScoreConfig:
             raise ConfigError(f"`--workers` must be 0 or more, got {self.workers}")
         if self.finetune_epochs < 1 or self.finetune_batch < 1 or self.finetune_lr <= 0:
             raise ConfigError("`--finetune-epochs` and `--finetune-batch` must be at least 1 and `--finetune-lr` positive")
+        if self.stack != "auto":
+            parts = [c.strip() for c in self.stack.split(",") if c.strip()]
+            bad = [c for c in parts if c not in TEXT_COMPONENTS]
+            if bad or not parts or len(set(parts)) != len(parts):
+                raise ConfigError(f"`--stack` must be `auto` or distinct components from {', '.join(TEXT_COMPONENTS)} "
+                                  f"separated by commas, got {self.stack!r}")
         if self.rm and self.mm_scores:
             raise ConfigError("`--rm` and `--mm-scores` both name the multimodal scores; pass one")
         if self.cache_dir is not None:

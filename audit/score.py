@@ -162,7 +162,7 @@ def _score(cfg: ScoreConfig) -> dict:
     ctx = open_pairs(cfg, pairs_dir, local_device(resolve_device(cfg.device)))
     clock.lap("folds")
 
-    probes = select(cfg)
+    probes = select(cfg, ctx)
     store = InputStore(ctx, set().union(*(p.needs for p in probes.values())))
     if world > 1:                 # every rank encodes and prepares its share; rank 0 goes on alone
         store.fill((rank, world))
@@ -211,9 +211,9 @@ class Audited:
     @classmethod
     def of(cls, cfg: ScoreConfig, ctx: ScoreContext, fitted: dict[str, ProbeResult]) -> "Audited":
         margins, temps = {}, {}
-        for role in ("text", "mm", "cue"):      # temperature scaling (cross-fitted): probabilities mean what they say
+        for role in ("text", "mm", "cue"):      # temperature scaling (cross-fitted; the text role's on its nested margins)
             r = fitted[role]
-            margins[role], temps[role] = calibrate(r.margin, ctx.folds) if r.calibrate else (r.margin, None)
+            margins[role], temps[role] = calibrate(r.margin, ctx.folds, r.nested) if r.calibrate else (r.margin, None)
         text_loss, mm_loss = metrics.bt_loss(margins["text"]), metrics.bt_loss(margins["mm"])
         text_prob = metrics.sigmoid(margins["text"])
         sfc_kind = TEXT_ONLY if cfg.text_only else "paper" if (cfg.rm or cfg.mm_scores) else "residual"
@@ -356,7 +356,8 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
         "l2": {role: fitted[role].l2 for role in ("text", "cue", "mm")},
         "temperature": {role: audit.temperatures[role] for role in ("text", "cue", "mm")},
         "encoders": encoders(fitted),
-        "rm": None, "phrases": [], "prompt_blind_acc": None, "lexical_acc": None,
+        "rm": None, "phrases": [], "function_words": [], "slice_phrases": [], "slices": None, "prompt_blind_acc": None,
+        "lexical_acc": None, "text_components": [],
     }
     for role, p in probes.items():
         summary.update(p.summary(fitted[role], mg))

@@ -19,13 +19,19 @@ def pairs(tmp_path_factory):
     return synth(SynthConfig(env="leadin", out=d / "s", n=80, image_size=32)).parent
 
 
+AUX = ("prompt-blind", "slices", "phrases")
+
+
 @pytest.mark.parametrize("kw,expected,aux", [
-    ({}, ("cue", "text-embedding", "bilinear"), ("lexical-aux", "prompt-blind")),
-    ({"mm_scores": "a,b"}, ("cue", "text-embedding", "external-scores"), ("lexical-aux", "prompt-blind")),
-    ({"rm": "some/model", "scheme": "sfc"}, ("cue", "text-embedding", "reward-model"), ("lexical-aux", "prompt-blind")),
-    ({"text_probe": "finetune", "mm_scores": "a"}, ("cue", "text-finetune", "external-scores"), ("lexical-aux",)),
-    ({"text_probe": "lexical"}, ("cue", "lexical", "bilinear"), ("prompt-blind",)),
-    ({"text_only": True, "no_phrases": True}, ("cue", "text-embedding", "text-only"), ("prompt-blind",)),
+    ({}, ("cue", "stack", "bilinear"), AUX),
+    ({"mm_scores": "a,b"}, ("cue", "stack", "external-scores"), AUX),
+    ({"rm": "some/model", "scheme": "sfc"}, ("cue", "stack", "reward-model"), AUX),
+    ({"text_probe": "finetune", "mm_scores": "a"}, ("cue", "text-finetune", "external-scores"), ("slices", "phrases")),
+    ({"text_probe": "lexical"}, ("cue", "lexical", "bilinear"), AUX),
+    ({"text_probe": "embedding"}, ("cue", "text-embedding", "bilinear"), AUX),
+    ({"text_probe": "tokens"}, ("cue", "text-tokens", "bilinear"), AUX),
+    ({"text_probe": "cue"}, ("cue", "text-cue", "bilinear"), AUX),
+    ({"text_only": True, "no_phrases": True}, ("cue", "stack", "text-only"), ("prompt-blind", "slices")),
 ])
 def test_the_config_chooses_one_probe_per_role_then_the_auxiliaries(tmp_path, kw, expected, aux):
     if kw.pop("no_phrases", False):

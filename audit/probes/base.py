@@ -15,9 +15,9 @@ What a probe declares:
 - `fit(ctx, fitted)`: its margins, its extra audited columns and its summary entries (`ProbeResult`);
 - `summary(result, margins)`: a summary block that needs the calibrated margins of all roles.
 
-Auxiliary probes (role `aux`: the lexical probe beside the embedding probe, the prompt-blind probe)
-run after the three roles, each one selected runs, and they add columns and summary keys only: SFC
-and the weights come from the three roles.
+Auxiliary probes (role `aux`: the slices, phrase discovery, the prompt-blind probe) run after the
+three roles, each one selected runs, in registry order, and they add columns and summary keys only:
+SFC and the weights come from the three roles.
 
 Adding a probe: one module with a `Probe` subclass decorated with `@register`, its import in
 `audit/probes/__init__.py`, and a test (see docs/ARCHITECTURE.md).
@@ -54,8 +54,8 @@ class Probe:
     role: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg, ctx=None) -> None:
+        self.cfg = cfg        # `ctx` (the scored pairs, when known) lets a probe size what it needs to the data
 
     @classmethod
     def selected(cls, cfg) -> bool:
@@ -80,16 +80,16 @@ def register(cls: type[Probe]) -> type[Probe]:
     return cls
 
 
-def select(cfg) -> dict[str, Probe]:
+def select(cfg, ctx=None) -> dict[str, Probe]:
     """One probe per role for `cfg`, in role order (the first registered one that is selected), then
     every selected auxiliary probe under its own name."""
     chosen = {}
     for role in ROLES:
         for cls in PROBES.values():
             if cls.role == role and cls.selected(cfg):
-                chosen[role] = cls(cfg)
+                chosen[role] = cls(cfg, ctx)
                 break
         else:
             raise ValueError(f"no registered probe fills the `{role}` role for this config")
-    chosen.update({cls.name: cls(cfg) for cls in PROBES.values() if cls.role == AUX and cls.selected(cfg)})
+    chosen.update({cls.name: cls(cfg, ctx) for cls in PROBES.values() if cls.role == AUX and cls.selected(cfg)})
     return chosen

@@ -1,12 +1,15 @@
-"""The fine-tuned text-only probe (`--text-probe finetune`): a text reward model fine-tuned per fold.
+"""The fine-tuned text component (`--text-probe finetune`, or `finetune` in `--stack`): a text reward
+model fine-tuned per fold.
 
 For each fold k, a fresh copy of a Hugging Face text model with a one-output sequence-classification
 head is fine-tuned with the Bradley-Terry loss on the pairs outside fold k (grouped folds, as every
 probe) and scores fold k: every margin is out-of-fold. The model reads the prompt and the response
 as a text pair and never the image: it is the strong shortcut model for users with a GPU.
 
-Each fold's margins are saved on finishing (`CACHE/finetune-<fingerprint>/fold-k.npy`), so an
-interrupted run resumes at the next fold; under `torchrun` fold k runs on rank k mod world size.
+In a stack it is also fine-tuned once per pair of folds (K(K-1)/2 more trainings: the nested margins
+that keep the stacker from seeing a fold's labels). Each training's margins are saved on finishing
+(`CACHE/finetune-<fingerprint>/fold-<left out>.npy`), so an interrupted run resumes at the next one;
+under `torchrun` training i runs on rank i mod world size.
 Training batches are fixed-size (pairs per step) in a seeded order; scoring uses token-budget
 batches. bf16 autocast on CUDA.
 """
@@ -63,11 +66,10 @@ def _rewards(model, tok, prompts: list[str], responses: list[str], max_length: i
         return model(**batch).logits[:, 0].float()
 
 
-def _train(cfg, prompts: list[str], chosen: list[str], rejected: list[str], fold: int, device: str):
+def _train(cfg, prompts: list[str], chosen: list[str], rejected: list[str], seed: int, device: str):
     """A fresh text RM fine-tuned with the BT loss on these pairs (seeded order), in eval mode."""
     import torch
 
-    seed = cfg.seed * 1000 + fold
     tok, model = _load(cfg.finetune_model, seed, device, cfg.trust_remote_code)
     n = len(prompts)
     steps = cfg.finetune_epochs * -(-n // cfg.finetune_batch)
@@ -123,31 +125,41 @@ def fingerprint(cfg, text_keys: np.ndarray, folds: np.ndarray) -> str:
     return "finetune-" + h.hexdigest()
 
 
-def finetune_margins(cfg, rows, text_keys: np.ndarray, folds: np.ndarray, cache_root: Path, device: str,
-                     shard: tuple[int, int] = (0, 1)) -> dict | None:
-    """Out-of-fold margins of the fine-tuned text RM; runs this rank's missing folds. With
-    shard=(0, 1) (or once every rank is done) returns {margin, info}.
+def _jobs(k: int, nested: bool) -> list[tuple[int, ...]]:
+    """The folds each fine-tuning leaves out: one per fold, and with `nested` one per pair of folds
+    (the model without {a, b} scores both: the nested margins of the stack)."""
+    return [(f,) for f in range(k)] + ([(a, b) for a in range(k) for b in range(a + 1, k)] if nested else [])
 
-    `rows` is the scorer's `audit.stream.PairRows`: fold k trains on a seeded sample of at most
-    `--fit-pairs` of the other folds' pairs (their texts are read for it) and scores its own pairs
-    window by window, so memory stays bounded whatever the dataset size."""
-    from audit.bt import fit_sample
+
+def finetune_cross_fit(cfg, rows, text_keys: np.ndarray, folds: np.ndarray, cache_root: Path, device: str,
+                       shard: tuple[int, int] = (0, 1), nested: bool = False):
+    """Out-of-fold (and with `nested`, nested) margins of the fine-tuned text RM as an
+    `audit.bt.CrossFit`; runs this rank's missing jobs (job i on rank i mod world size). With shard=(0, 1)
+    (or once every rank is done) returns the CrossFit, else None.
+
+    Each job trains on a seeded sample of at most `--fit-pairs` of the pairs outside the folds it leaves
+    out (their texts are read for it) and scores those folds window by window, so memory stays bounded
+    whatever the dataset size. Each job's margins are saved on finishing: a rerun resumes."""
+    from audit.bt import CrossFit, fit_sample
 
     rank, world = shard
     k = int(folds.max()) + 1
     fp = fingerprint(cfg, text_keys, folds)
     folder = Path(cache_root) / fp
     folder.mkdir(parents=True, exist_ok=True)
-    for fold in range(k):
-        f = folder / f"fold-{fold}.npy"
-        if fold % world != rank or f.is_file():
+    jobs = _jobs(k, nested)
+    for i, left_out in enumerate(jobs):
+        f = folder / f"fold-{'-'.join(map(str, left_out))}.npy"
+        if i % world != rank or f.is_file():
             continue
-        train_idx = fit_sample(np.where(folds != fold)[0], cfg.fit_pairs, cfg.seed * 1000 + fold)
-        log.info("fine-tuning the text probe: fold %d/%d (%d train pairs)", fold + 1, k, len(train_idx))
+        seed = cfg.seed * 1000 + (left_out[0] if len(left_out) == 1 else 100 + 10 * left_out[0] + left_out[1])
+        train_idx = fit_sample(np.flatnonzero(~np.isin(folds, left_out)), cfg.fit_pairs, seed)
+        log.info("fine-tuning the text probe without fold(s) %s (%d/%d, %d train pairs)",
+                 ", ".join(map(str, left_out)), i + 1, len(jobs), len(train_idx))
         texts = rows.take(train_idx, TEXTS)
-        tok, model = _train(cfg, texts["prompt"], texts["chosen"], texts["rejected"], fold, device)
+        tok, model = _train(cfg, texts["prompt"], texts["chosen"], texts["rejected"], seed, device)
         del texts
-        test = folds == fold
+        test = np.isin(folds, left_out)
         margin = np.zeros(len(folds), dtype=np.float64)
         for pos, cols in rows.windows(TEXTS, select=test):
             if len(pos):
@@ -157,31 +169,17 @@ def finetune_margins(cfg, rows, text_keys: np.ndarray, folds: np.ndarray, cache_
                 np.save(fh, margin[test])
     if world > 1:
         return None
-    margin = np.zeros(len(folds), dtype=np.float64)
-    for fold in range(k):
-        margin[folds == fold] = np.load(folder / f"fold-{fold}.npy")
-    return {"margin": margin, "info": {"model": cfg.finetune_model, "epochs": cfg.finetune_epochs,
-                                       "lr": cfg.finetune_lr, "batch": cfg.finetune_batch, "fingerprint": fp,
-                                       "max_train_pairs": cfg.fit_pairs}}
-
-
-from audit.probes.base import Probe, ProbeResult, register  # noqa: E402
-
-
-@register
-class FinetuneProbe(Probe):
-    """A text reward model fine-tuned per fold (`--text-probe finetune`); its folds are trained in
-    `prepare`, shared across the ranks of a data-parallel run, and cached (a rerun resumes)."""
-
-    name, role = "text-finetune", "text"
-
-    @classmethod
-    def selected(cls, cfg) -> bool:
-        return cfg.text_probe == "finetune"
-
-    def prepare(self, ctx, shard: tuple[int, int]) -> None:
-        self.done = finetune_margins(self.cfg, ctx.rows, ctx.text_keys, ctx.folds, ctx.cache_root, ctx.device,
-                                     shard=shard)
-
-    def fit(self, ctx, fitted) -> ProbeResult:
-        return ProbeResult(self.done["margin"], encoder={"probe": "finetune", **self.done["info"]})
+    margin, nest = np.zeros(len(folds)), (np.full((k, len(folds)), np.nan) if nested else None)
+    for left_out in jobs:
+        got = np.zeros(len(folds))
+        test = np.isin(folds, left_out)
+        got[test] = np.load(folder / f"fold-{'-'.join(map(str, left_out))}.npy", allow_pickle=False)
+        if len(left_out) == 1:
+            margin[test] = got[test]
+        else:
+            a, b = left_out
+            nest[a, folds == b], nest[b, folds == a] = got[folds == b], got[folds == a]
+    info = {"model": cfg.finetune_model, "epochs": cfg.finetune_epochs, "lr": cfg.finetune_lr,
+            "batch": cfg.finetune_batch, "fingerprint": fp, "max_train_pairs": cfg.fit_pairs,
+            "trainings": len(jobs)}
+    return CrossFit(margin, nest, None, info=info)

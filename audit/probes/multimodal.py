@@ -92,17 +92,25 @@ from audit.probes.base import Probe, ProbeResult, register  # noqa: E402
 @register
 class BilinearProbe(Probe):
     """The offline multimodal probe (no `--rm`, no `--mm-scores`): image features x response
-    embeddings, trained with the text probe's margin as a fixed offset; gives `sfc-residual`."""
+    embeddings (the text encoder's when the text probe runs it, else the static token embeddings),
+    trained with the text probe's margin as a fixed offset; gives `sfc-residual`."""
 
-    name, role, needs = "bilinear", "mm", frozenset({"text", "image"})
+    name, role = "bilinear", "mm"
 
     @classmethod
     def selected(cls, cfg) -> bool:
         return not (cfg.rm or cfg.mm_scores or cfg.text_only)
 
+    def __init__(self, cfg, ctx=None) -> None:
+        from audit.probes.stack import text_inputs
+
+        super().__init__(cfg, ctx)
+        self.text_kind = "text" if "text" in text_inputs(cfg, ctx) else "tokens"
+        self.needs = frozenset({"image", self.text_kind})
+
     def fit(self, ctx, fitted) -> ProbeResult:
         cfg = self.cfg
-        _, emb = ctx.inputs["text"]
+        tenc, emb = ctx.inputs[self.text_kind]
         ienc, image_rows = ctx.inputs["image"]
         text = fitted["text"]
         margin, l2 = multimodal_margins(image_rows, lambda i: emb.take(i, "c")[0], lambda i: emb.take(i, "r")[0],
@@ -111,6 +119,7 @@ class BilinearProbe(Probe):
         return ProbeResult(margin, l2=l2, encoder={
             "mm": f"bilinear probe on {cfg.mm_dims}x{cfg.mm_dims} PCA dims (product of experts with the text margin)",
             "image_encoder": cfg.image_encoder, "fingerprint": ienc.fingerprint,
+            "text_side": f"{self.text_kind} ({tenc.fingerprint})",
             "offset": ("nested out-of-fold text margins (no offset saw the multimodal head's test fold)"
-                       if text.nested else "out-of-fold text margins (not nested: the fine-tuned text probe is "
-                       "fitted once per fold, and 2 folds leave none to nest)")})
+                       if text.nested else "out-of-fold text margins (not nested: the fine-tuned text probe alone is "
+                       "fitted once per fold)")})

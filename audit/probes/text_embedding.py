@@ -1,7 +1,8 @@
 """Text-embedding probe features: for a pair, [e_c - e_r, (e_c - e_r) * e_p] (d = 2 x encoder width).
 
-The first block is what the responses say regardless of the question, the second how well each
-response fits the prompt; a linear BT head over both is the default text-only shortcut model."""
+The first block is what the responses say regardless of the question (the prompt-blind part), the
+second how well each response fits the prompt; the text probe's `tokens` and `embedding` components
+fit ridge BT heads over both (`audit.probes.stack`)."""
 
 from __future__ import annotations
 
@@ -37,28 +38,3 @@ def text_feature_rows(emb: PairEmbeddings):
     from audit.bt import LazyFeatures
 
     return LazyFeatures(len(emb), lambda idx: text_features(*emb.take(idx)).linear)
-
-
-from audit.probes.base import Probe, ProbeResult, register  # noqa: E402
-
-
-@register
-class TextEmbeddingProbe(Probe):
-    """The default text-only shortcut model: a BT head on [e_c - e_r, (e_c - e_r) * e_p] of frozen
-    text-encoder embeddings, cross-fitted."""
-
-    name, role, needs = "text-embedding", "text", frozenset({"text"})
-
-    @classmethod
-    def selected(cls, cfg) -> bool:
-        return cfg.text_probe == "embedding"
-
-    def fit(self, ctx, fitted) -> ProbeResult:
-        from audit.bt import LinearBT, cross_fit, nested_margins
-
-        enc, emb = ctx.inputs["text"]
-        x = text_feature_rows(emb)
-        margin, l2 = cross_fit(LinearBT, x, ctx.folds, ctx.groups, seed=self.cfg.seed, max_fit=self.cfg.fit_pairs)
-        nested = nested_margins(LinearBT, x, ctx.folds, l2, self.cfg.seed, self.cfg.fit_pairs)
-        return ProbeResult(margin, l2=l2, nested=nested, encoder={"probe": "embedding", "name": self.cfg.text_encoder,
-                                                   "pooling": enc.pooling, "fingerprint": enc.fingerprint})
