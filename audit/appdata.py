@@ -54,7 +54,7 @@ class Filters:
     w_max: float = float("inf")
     tag: str = ""              # a tag (audit.tags.TAGS), `tagged` or `untagged`
     sel: str = ""              # a saved chart selection (SELECTIONS)
-    meta_col: str = ""         # one of the dataset's own text columns (annotator, task, ...) ...
+    meta_col: str = ""         # one of the dataset's own columns (annotator, task, ...; a slice of the audit) ...
     meta_val: str = ""         # ... equal to this value
     sort: str = "text_prob"
     desc: bool = True
@@ -127,10 +127,16 @@ class Audit:
         self.cues = [c["name"] for c in self.summary.get("cues", []) if f"cue_{c['name']}" in self.schema]
         self.pairs_dir = schema.pairs_dir_of(self.dir, self.summary)
         self.roots = image_roots(self.pairs_dir)
-        # The dataset's own text columns (annotator, task, ...): neither the pairs contract nor an audit output.
+        # The dataset's own columns (annotator, task, subset, ...: text, boolean or integer), neither the pairs
+        # contract nor an audit output, and the image folder where the audit sliced by it (`audit.probes.slices`).
+        from audit.probes.slices import FOLDER, _audit_column
+
         core = set(schema.PAIRS_COLUMNS) | {"extra_json", "src_image_path"}
         self.meta_columns = [c for c, t in self.schema.items()
-                             if c not in core and t == pl.String and not c.startswith("cue_")]
+                             if c not in core and not _audit_column(c) and c != "is_shortcut"
+                             and (t == pl.String or t == pl.Boolean or t.is_integer())]
+        if FOLDER in ((self.summary.get("slices") or {}).get("columns") or []):
+            self.meta_columns.append(FOLDER)
 
     # ---- tags and selections (the only files the app writes into an audit folder) --------------
     def tags(self) -> dict[str, str]:
@@ -164,13 +170,36 @@ class Audit:
         except (OSError, ValueError, KeyError, TypeError):
             return []
 
+    def _meta(self, col: str):
+        """A metadata column as text, a missing value as `(missing)` (as the slices name it); the image
+        folder as each path's folder."""
+        import polars as pl
+
+        from audit.probes.slices import FOLDER, MISSING
+
+        if col == FOLDER:
+            path = "src_image_path" if "src_image_path" in self.schema else "image_path"
+            return pl.col(path).str.replace(r"[\\/][^\\/]*$", "")
+        return pl.col(col).cast(pl.String).fill_null(MISSING)
+
+    def _meta_match(self, col: str, value: str):
+        """Rows whose metadata `col` is `value`; an image folder matches as the slices name it (the end of
+        the folder path, below the folders' common part)."""
+        from audit.probes.slices import FOLDER
+
+        e = self._meta(col)
+        return (e == value) | e.str.ends_with("/" + value) if col == FOLDER else e == value
+
     def meta_values(self, col: str, limit: int = 200) -> list[str]:
         """The distinct values of a metadata column (the most common first), for a select box."""
         if col not in self.meta_columns:
             return []
-        df = (self.scan.group_by(col).len().sort(["len", col], descending=[True, False]).head(limit)
-              .collect())
-        return [v for v in df[col].to_list() if v is not None]
+        from audit.probes.slices import FOLDER, _folders
+
+        df = (self.scan.select(self._meta(col).alias("v")).group_by("v").len()
+              .sort(["len", "v"], descending=[True, False]).head(limit).collect())
+        values = [v for v in df["v"].to_list() if v is not None]
+        return [v for v in _folders([v + "/x" for v in values]) if v] if col == FOLDER else values
 
     def slice_stats(self, f: Filters) -> dict:
         """Per-slice statistics of the filtered pairs (scored rows): accuracies, mean SFC and weight."""
@@ -206,7 +235,7 @@ class Audit:
         if f.status:
             lf = lf.filter(pl.col("status") == f.status)
         if f.phrase:
-            from audit.probes.lexical import phrase_regex
+            from audit.probes.phrases import phrase_regex
 
             rx = phrase_regex(f.phrase)
             lf = lf.filter(pl.col("chosen").str.contains(rx).fill_null(False)
@@ -229,7 +258,7 @@ class Audit:
         if f.sel:
             lf = lf.filter(pl.col("pair_id").is_in(self.selection(f.sel)))
         if f.meta_col and f.meta_col in self.meta_columns:
-            lf = lf.filter(pl.col(f.meta_col) == f.meta_val)
+            lf = lf.filter(self._meta_match(f.meta_col, f.meta_val))
         if f.q:
             needle = f.q.lower()
             lf = lf.filter(pl.any_horizontal(pl.col(c).str.to_lowercase().str.contains(needle, literal=True)
@@ -305,7 +334,7 @@ class Audit:
 
 def _marked(tokens: list[str], text: str, phrases: list[str]) -> list[bool]:
     """Which tokens of `text` fall inside an occurrence of one of `phrases`."""
-    from audit.probes.lexical import phrase_regex
+    from audit.probes.phrases import phrase_regex
 
     spans = [m.span() for p in phrases if p for m in re.finditer(phrase_regex(p), text)]
     out, at = [], 0

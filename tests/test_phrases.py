@@ -1,4 +1,5 @@
-"""Phrase discovery, the lexical and prompt-blind probes, cue uncertainty and text-only audits."""
+"""Phrase discovery (length-adjusted one-sidedness, exact counts, function words apart, Tarone's
+correction), the lexical and prompt-blind components, cue uncertainty and text-only audits."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import polars as pl
 import pytest
 
 from audit.config import ScoreConfig, SynthConfig
-from audit.probes.lexical import bucket_of, merge_phrases, pair_features, phrase_regex, vectorizer
+from audit.probes.lexical import pair_features, vectorizer
+from audit.probes.phrases import bucket_of, merge_phrases, phrase_regex, tarone_tests
 from audit.score import score
 from audit.synth import generate, synth
 
@@ -25,8 +27,9 @@ def aside(tmp_path_factory):
 
 def test_planted_phrase_on_no_cue_list_is_the_top_discovered_phrase(aside):
     top = aside["phrases"][0]
-    assert top["phrase"] == "as it happens" and top["significant"] and top["coefficient"] > 0
-    assert abs(aside["lexical_acc"] - 0.9) < 0.04          # the planted strength
+    assert top["phrase"] == "as it happens" and top["significant"] and top["z"] > 0
+    assert top["support"] == top["n_chosen"] + top["n_rejected"] and top["precision"] > 0.85
+    assert abs(aside["lexical_acc"] - 0.9) < 0.04          # the planted strength, from the lexical component
     assert abs(aside["prompt_blind_acc"] - 0.9) < 0.04     # a property of the answers alone
     assert "as_it_happens" not in {c["name"] for c in aside["cues"]}
 
@@ -45,7 +48,7 @@ def test_phrase_counts_are_the_pairs_with_the_phrase_on_one_side(aside, tmp_path
 def test_no_phrase_and_no_cue_stand_out_on_clean_data(tmp_path):
     src = synth(SynthConfig(env="clean", out=tmp_path / "src", n=N))
     s = score(ScoreConfig(source=src.parent, out=tmp_path / "audit", cache_dir=tmp_path / "cache"))
-    assert not any(p["significant"] for p in s["phrases"])
+    assert not any(p["significant"] for p in s["phrases"] + s["function_words"])
     assert s["top_cue"] is None and s["cue_stands_out"] is False
     assert all(c["ci_low"] <= 0 <= c["ci_high"] for c in s["cues"])
 
@@ -58,19 +61,28 @@ def test_cue_intervals_contain_the_coefficient_and_exclude_zero_for_the_planted_
 
 
 def test_overlapping_ngrams_merge_into_the_longest_phrase():
-    cands = [{"phrase": "it happens", "coefficient": 0.4, "pairs": 100},
-             {"phrase": "as", "coefficient": 0.4, "pairs": 120},
-             {"phrase": "as it happens", "coefficient": 0.4, "pairs": 100},
-             {"phrase": "as it", "coefficient": 0.4, "pairs": 100},
-             {"phrase": "the saying goes", "coefficient": -0.3, "pairs": 50},
-             {"phrase": "saying", "coefficient": -0.3, "pairs": 50},
-             {"phrase": "blue", "coefficient": 0.2, "pairs": 30}]
+    cands = [{"phrase": "it happens", "z": 4.0, "pairs": 100},
+             {"phrase": "as", "z": 4.0, "pairs": 120},
+             {"phrase": "as it happens", "z": 4.0, "pairs": 100},
+             {"phrase": "as it", "z": 4.0, "pairs": 100},
+             {"phrase": "the saying goes", "z": -3.0, "pairs": 50},
+             {"phrase": "saying", "z": -3.0, "pairs": 50},
+             {"phrase": "blue", "z": 2.0, "pairs": 30}]
     assert [m["phrase"] for m in merge_phrases(cands)] == ["as it happens", "the saying goes", "blue"]
     # opposite signs never merge; a longer phrase that holds few of the pairs does not replace the short one
-    assert [m["phrase"] for m in merge_phrases([{"phrase": "sure", "coefficient": 0.5, "pairs": 400},
-                                                {"phrase": "sure thing", "coefficient": 0.4, "pairs": 20},
-                                                {"phrase": "not sure", "coefficient": -0.4, "pairs": 30}])] == \
+    assert [m["phrase"] for m in merge_phrases([{"phrase": "sure", "z": 5.0, "pairs": 400},
+                                                {"phrase": "sure thing", "z": 4.0, "pairs": 20},
+                                                {"phrase": "not sure", "z": -4.0, "pairs": 30}])] == \
         ["sure", "not sure"]
+
+
+def test_tarone_counts_only_the_buckets_that_can_reach_significance():
+    # a sign test on n pairs cannot go below 2 * 0.5^n: at alpha 0.01, with 3 buckets, n = 11 gives 9.8e-4 <= 0.01 / 3
+    assert tarone_tests(np.array([11, 11, 11]), alpha=0.01) == 3
+    # 1,000 buckets seen in 2 pairs can never be significant and must not dilute the test of the 3 frequent ones
+    assert tarone_tests(np.array([40, 30, 20] + [2] * 1000), alpha=0.01) == 3
+    # 100 buckets seen in 9 pairs: 2 * 0.5^9 = 0.0039 > 0.01 / 4, so K = 4 testable ones do not include them
+    assert tarone_tests(np.array([40, 30, 20, 15] + [9] * 100), alpha=0.01) == 4
 
 
 def test_buckets_are_the_vectorizers_own():
@@ -88,34 +100,21 @@ def test_prompt_blind_features_never_see_the_prompt():
     assert aware.shape[1] == 2 * blind.shape[1] and aware[:, blind.shape[1]:].nnz > 0
 
 
-def test_prompt_blind_embedding_probe_reads_no_prompt(tmp_path, monkeypatch):
-    """The prompt-blind head asks the embedding store for chosen and rejected only."""
-    from audit.probes import text_embedding
-
-    asked = []
-    orig = text_embedding.PairEmbeddings.take
-
-    def spy(self, idx, which="pcr"):
-        asked.append(which)
-        return orig(self, idx, which)
-
-    monkeypatch.setattr(text_embedding.PairEmbeddings, "take", spy)
-    from audit.probes.lexical import PromptBlindProbe
-
-    src = synth(SynthConfig(env="leadin", out=tmp_path / "src", n=300))
-    calls = []
-    orig_fit = PromptBlindProbe.fit
-
-    def fit(self, ctx, fitted):
-        start = len(asked)
-        res = orig_fit(self, ctx, fitted)
-        calls.append(asked[start:])
-        return res
-
-    monkeypatch.setattr(PromptBlindProbe, "fit", fit)
-    s = score(ScoreConfig(source=src.parent, out=tmp_path / "audit", cache_dir=tmp_path / "cache", folds=3))
-    assert calls and calls[0] and set(calls[0]) == {"cr"}
-    assert s["prompt_blind_acc"] is not None
+def test_prompt_blind_stack_reads_no_prompt(tmp_path):
+    """The same pairs under other (still distinct) prompts: the prompt-blind margins are the same to the
+    last bit, while the prompt-aware ones move; every component and the blind stacker never read it."""
+    pairs = list(generate("leadin", 240, seed=3))
+    out = {}
+    for name, prompt in (("a", lambda i, p: f"{p.prompt} ({i})"), ("b", lambda i, p: f"tell me number {i} please")):
+        rows = [{"prompt": prompt(i, p), "chosen": p.chosen, "rejected": p.rejected, "image": f"none/{i}.png",
+                 "sample_id": f"s{i}"} for i, p in enumerate(pairs)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        score(ScoreConfig(source=tmp_path / f"{name}.jsonl", out=tmp_path / name, text_only=True, folds=3,
+                          stack="tokens,lexical,cue", cache_dir=tmp_path / "cache"))
+        out[name] = pl.read_parquet(tmp_path / name / "audited.parquet")
+    assert out["a"]["fold"].to_list() == out["b"]["fold"].to_list()
+    assert out["a"]["prompt_blind_margin"].to_list() == out["b"]["prompt_blind_margin"].to_list()
+    assert out["a"]["text_margin"].to_list() != out["b"]["text_margin"].to_list()
 
 
 def test_lexical_text_probe_loads_no_encoder_and_text_only_scores_rows_without_images(tmp_path, monkeypatch):
@@ -133,6 +132,7 @@ def test_lexical_text_probe_loads_no_encoder_and_text_only_scores_rows_without_i
     assert s["text_only"] and s["sfc_kind"] == "text-only" and s["n_scored"] == 400
     assert s["scored_without_image"] == 400 and s["mm_acc"] is None and s["sfd"] is None
     assert s["phrases"][0]["phrase"] == "as it happens" and s["text_acc"] > 0.8
+    assert s["probes"]["text"] == "lexical" and [c["name"] for c in s["text_components"]] == ["lexical"]
     df = pl.read_parquet(tmp_path / "audit" / "audited.parquet")
     assert df["status"].unique().to_list() == ["image_missing"]
     assert df["sfc"].null_count() == 400 and df["mm_prob"].null_count() == 400
@@ -167,3 +167,35 @@ def test_aside_environment_depends_only_on_the_seed():
     a = [p.chosen for p in generate("aside", 20, seed=2)]
     assert a == [p.chosen for p in generate("aside", 20, seed=2)]
     assert np.mean(["as it happens" in c for c in a]) > 0.5
+
+
+def test_one_sided_phrases_lead_and_function_words_are_listed_apart(tmp_path):
+    """300 constructed pairs: the chosen answer is the longer one (its clauses are joined by "and", so
+    "and" sits on the chosen side whenever one side has it), "in the scene" is planted on the chosen side
+    of 60 pairs and "adding to the" on the rejected side of 50. The planted phrases top the list with
+    their exact counts; "and", a length proxy, is not among the phrases."""
+    rng = np.random.default_rng(0)
+    vocab = [f"zq{i}x" for i in range(400)]
+
+    def answer(clauses: int) -> str:
+        return " and ".join(" ".join(rng.choice(vocab, 5)) for _ in range(clauses)) + "."
+
+    rows = []
+    for i in range(300):
+        c, r = answer(int(rng.integers(2, 5))), answer(1)
+        if i < 60:
+            c = "In the scene " + c
+        elif i < 110:
+            r = r[:-1] + ", adding to the " + " ".join(rng.choice(vocab, 2)) + "."
+        rows.append({"sample_id": f"r{i}", "prompt": f"question {i}", "chosen": c, "rejected": r, "image": f"x/{i}.png"})
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    s = score(ScoreConfig(source=tmp_path / "d.jsonl", out=tmp_path / "a", text_only=True, text_probe="lexical",
+                          folds=3, cache_dir=tmp_path / "c"))
+    top = {p["phrase"]: p for p in s["phrases"][:2]}
+    assert set(top) == {"in the scene", "adding to the"}
+    assert (top["in the scene"]["n_chosen"], top["in the scene"]["n_rejected"]) == (60, 0)
+    assert (top["adding to the"]["n_chosen"], top["adding to the"]["n_rejected"]) == (0, 50)
+    assert all(p["significant"] for p in top.values()) and top["adding to the"]["z"] < 0 < top["in the scene"]["z"]
+    assert "and" not in {p["phrase"] for p in s["phrases"]}
+    assert not any(p["significant"] for p in s["phrases"][2:])     # random words: nothing else stands out
+    assert all(p["function_word"] for p in s["function_words"])
