@@ -1,6 +1,6 @@
 """Overview: the headline (text-only accuracy with its interval, what it means, what to do next), the
 SFC and weight histograms, the shortcut map (a selection opens in Browse), the cue model, per-source
-numbers and the discovered phrases."""
+numbers, the slices of the data that carry the shortcut and the discovered phrases."""
 
 import plotly.graph_objects as go
 import polars as pl
@@ -9,8 +9,8 @@ import streamlit as st
 from common import PAGES, open_audit, overview_of, plural, selected_pairs, sidebar_filters
 
 from audit.appdata import Filters
-from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, grouping_line, headline, interval, level, pct,
-                           phrase_story, threshold_label, verdict)
+from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, components_line, grouping_line, headline, interval,
+                           level, pct, phrase_story, slice_label, threshold_label, verdict, where_line)
 
 st.set_page_config(page_title="shortcut-audit", layout="wide")
 audit = open_audit()
@@ -27,7 +27,7 @@ def header() -> None:
     st.caption(f"{audit.dir} — scheme `{s['scheme']}`, {s['config']['folds']} folds, text encoder "
                f"`{s['config']['text_encoder']}`, image encoder `{s['config']['image_encoder']}`")
     box = {"none": st.success, "weak": st.info, "moderate": st.warning, "strong": st.error}[level(s)]
-    box(f"**{headline(s)}** {verdict(s)}")
+    box(f"**{headline(s)}** " + (f"{where_line(s)} " if where_line(s) else "") + verdict(s))
 
     m = st.columns(6)
     m[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table (every status)")
@@ -42,6 +42,9 @@ def header() -> None:
                 help="share of the pairs a text-only model is confident about (`--threshold`); the 'shortcut pairs' "
                      "filter and `export --mode prune` use this cut")
     m[5].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}", help=SFD_HELP)
+    if components_line(s):
+        st.caption("Text-only model: " + components_line(s) + " (each component's own out-of-fold accuracy; which model "
+                   "family reads the shortcut is information too)")
     standing = [c for c in s["cues"] if c.get("stands_out")]
     st.write("**Top cue:** " + (", ".join(f"`{c['name']}` (coefficient {c['coefficient']:+.2f}, 95% interval "
                                           f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])" for c in standing[:3])
@@ -174,6 +177,30 @@ def cues_and_sources() -> None:
                 c: st.column_config.NumberColumn(c, format="%.1f%%") for c in shares})
 
 
+def slices() -> None:
+    """Which slices of the data (its own columns, its image folders) carry the shortcut, each a link to Browse."""
+    sl = s.get("slices") or {}
+    if not sl.get("examined"):
+        return
+    st.subheader("Where the shortcut lives")
+    st.write(where_line(s))
+    rows = sl["slices"]
+    table = pl.DataFrame([{"slice": slice_label(r), "pairs": r["n"], "text-only acc.": 100 * r["text_acc"],
+                           "95% interval": "n/a" if not r.get("text_acc_ci") else
+                           f"{pct(r['text_acc_ci'][0])}-{pct(r['text_acc_ci'][1])}",
+                           "the rest": 100 * r["rest_acc"], "p (Holm)": r["p_adjusted"],
+                           "differs": r["differs"]} for r in sorted(rows, key=lambda r: -r["text_acc"])])
+    st.dataframe(table, hide_index=True, column_config={
+        "text-only acc.": st.column_config.NumberColumn(format="%.1f%%"),
+        "the rest": st.column_config.NumberColumn(format="%.1f%%"),
+        "p (Holm)": st.column_config.NumberColumn(format="%.1e")})
+    st.caption(f"{sl['examined']} slices of at least {sl['min_size']} pairs examined; a slice differs when a "
+               "two-proportion test against the rest stays below 0.05 after Holm's correction.")
+    for r in sl.get("carriers", []) + sl.get("below", []):
+        st.page_link(PAGES[1][0], label=f"pairs of {slice_label(r)} ({pct(r['text_acc'])} text-only)",
+                     query_params={**f.to_params(), "meta_col": r["column"], "meta_val": r["value"]})
+
+
 def phrases() -> None:
     """The prompt-blind reading and the discovered phrases, each significant one a link to Browse."""
     st.subheader("Discovered phrases")
@@ -184,21 +211,35 @@ def phrases() -> None:
     if not found:
         st.info("No phrase list in this audit (audited with `--no-phrases`, or by an older version).")
     elif not any(p.get("significant") for p in found):
-        st.write("No phrase stands out: none is on one side more often than chance explains (sign test, corrected "
-                 "for the phrases examined).")
+        st.write("No phrase stands out: none is on one side more often than the answers' lengths explain (exact "
+                 "test, corrected for the phrases examined).")
     if found:
-        table = pl.DataFrame([{k: p.get(k) for k in ("phrase", "coefficient", "n_chosen", "n_rejected", "share_decided",
-                                                     "p_value", "significant")} for p in found])
-        st.dataframe(table, hide_index=True, column_config={
-            "coefficient": st.column_config.NumberColumn(format="%+.2f"),
-            "share_decided": st.column_config.NumberColumn("share decided", format="percent"),
-            "p_value": st.column_config.NumberColumn("p (sign test)", format="%.1e")})
+        st.dataframe(_phrase_table(found), hide_index=True, column_config={
+            "z": st.column_config.NumberColumn(format="%+.1f", help="length-adjusted sign test"),
+            "precision": st.column_config.NumberColumn(format="percent", help="share on its side"),
+            "p_value": st.column_config.NumberColumn("p (corrected)", format="%.1e")})
         for p in [p for p in found if p.get("significant")][:8]:
             st.page_link(PAGES[1][0], label=f"pairs with \"{p['phrase']}\" on one side",
                          query_params={**f.to_params(), "phrase": p["phrase"]})
+    words = s.get("function_words") or []
+    if words:
+        st.markdown("**Function words** (length and style proxies, listed apart)")
+        st.dataframe(_phrase_table(words), hide_index=True)
+    for sp in s.get("slice_phrases") or []:
+        if sp["phrases"]:
+            st.markdown(f"**Inside {slice_label(sp)}** ({sp['n']:,} pairs)")
+            st.dataframe(pl.DataFrame([{k: p.get(k) for k in ("phrase", "n_chosen", "n_rejected", "z", "significant")}
+                                       for p in sp["phrases"]]), hide_index=True)
 
+
+def _phrase_table(found: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame([{"phrase": p["phrase"], "n_chosen": p["n_chosen"], "n_rejected": p["n_rejected"],
+                          "precision": p.get("precision"), "z": p.get("z"), "p_value": p.get("p_value"),
+                          "significant": p.get("significant"),
+                          "where": slice_label(p["concentrates"]) if p.get("concentrates") else ""} for p in found])
 
 header()
+slices()
 charts()
 cues_and_sources()
 phrases()

@@ -169,7 +169,10 @@ def _how_audited(summary: dict) -> list[str]:
     c = {k: public_path(v) for k, v in summary["config"].items()}
     command = (f"shortcut-audit score {c['source']} -o {c['out']} --scheme {c['scheme']} --folds {c['folds']} "
                f"--seed {c['seed']} --text-encoder {c['text_encoder']} --image-encoder {c['image_encoder']}"
-               + (f" --mm-scores {c['mm_scores']}" if c.get("mm_scores") else ""))
+               + (f" --text-probe {c['text_probe']}" if c.get("text_probe", "stack") != "stack" else "")
+               + (f" --stack {c['stack']}" if c.get("text_probe", "stack") == "stack" and c.get("stack", "auto") != "auto" else "")
+               + (f" --mm-scores {c['mm_scores']}" if c.get("mm_scores") else "")
+               + (" --text-only" if c.get("text_only") else ""))
     L = ["## How it was audited", "", "```bash", command, "```", "",
          "Every probability comes from a head that never saw the pair or its group (grouped K-fold cross-fitting); "
          "SFC = L_text / (L_mm + L_text) per pair (Li et al., ICML 2025).", "",
@@ -194,7 +197,7 @@ def _headline(summary: dict) -> list[str]:
     grouping = grouping_line(summary)
     if grouping:
         L += [f"Grouping: {grouping}.", ""]
-    L += _phrases(summary)
+    L += _where(summary) + _phrases(summary)
     if summary.get("per_source") and len(summary["per_source"]) > 1:
         L += ["| source | pairs | text acc | mm acc | shortcut rate |", "|---|---:|---:|---:|---:|"]
         L += [f"| {p['source']} | {p['n']} | {fmt(p['text_acc'])} | {fmt(p['mm_acc'])} | {fmt(p['shortcut_rate'])} |"
@@ -204,7 +207,7 @@ def _headline(summary: dict) -> list[str]:
 
 
 def _phrases(summary: dict) -> list[str]:
-    from audit.reading import phrase_story
+    from audit.reading import phrase_story, slice_label
 
     L = []
     if summary.get("prompt_blind_acc") is not None:
@@ -213,15 +216,54 @@ def _phrases(summary: dict) -> list[str]:
     phrases = summary.get("phrases") or []
     sig = [p for p in phrases if p.get("significant")]
     if phrases and not sig:
-        L += ["Discovered phrases: no phrase stands out (none sits on one side more often than chance explains).", ""]
+        L += ["Discovered phrases: no phrase stands out (none sits on one side more often than the answers' lengths "
+              "explain, after the correction for the phrases examined).", ""]
     elif sig:
-        L += ["Phrases that predict the preferred response (lexical probe; counts are pairs with the phrase on one "
-              "side only):", "", "| phrase | on chosen | on rejected | pairs decided | coefficient |",
-              "|---|---:|---:|---:|---:|"]
-        L += [f"| {_clip(p['phrase'], 80)} | {p['n_chosen']} | {p['n_rejected']} | {100 * p['share_decided']:.1f}% | "
-              f"{p['coefficient']:+.3f} |" for p in sig[:10]]
+        L += ["Phrases that sit on one side far more often than the answers' lengths explain (pairs with the phrase on "
+              "one side only; z: length-adjusted sign test; where: the slice holding most of its pairs):", "",
+              "| phrase | on chosen | on rejected | precision | z | where |", "|---|---:|---:|---:|---:|---|"]
+        L += [f"| {_clip(p['phrase'], 80)} | {p['n_chosen']} | {p['n_rejected']} | {fmt(p['precision'])} | "
+              f"{p['z']:+.1f} | {_clip(slice_label(p['concentrates']), 60) if p.get('concentrates') else ''} |"
+              for p in sig[:10]]
         L.append("")
+    words = [p for p in summary.get("function_words") or [] if p.get("significant")]
+    if words:
+        L += ["Function words that lean to one side (length and style proxies, listed apart): "
+              + ", ".join(f"\"{_clip(p['phrase'], 30)}\" ({p['n_chosen']} / {p['n_rejected']})" for p in words[:6])
+              + ".", ""]
     return L
+
+
+def _where(summary: dict) -> list[str]:
+    """Which slices of the data carry the shortcut, and the text probe's components."""
+    from audit.reading import components_line, slice_label, where_line
+
+    L = []
+    if components_line(summary):
+        L += [f"Text-only model: {components_line(summary)}.", ""]
+    sl = summary.get("slices") or {}
+    if not where_line(summary):
+        return L
+    L += ["## Where the shortcut lives", "", where_line(summary), ""]
+    rows = sl.get("carriers", []) + sl.get("below", [])
+    if rows:
+        L += [f"Text-only accuracy per slice of the data's own columns (at least {sl['min_size']} pairs each; interval: "
+              "bootstrap over groups; p: two-proportion test against the rest, Holm-corrected over the "
+              f"{sl['examined']} slices examined):", "", "| slice | pairs | text-only acc | 95% interval | the rest | p |",
+              "|---|---:|---:|---:|---:|---:|"]
+        L += [f"| {_clip(slice_label(r), 80)} | {r['n']} | {fmt(r['text_acc'])} | {_ci(r.get('text_acc_ci'))} | "
+              f"{fmt(r['rest_acc'])} | {r['p_adjusted']:.2g} |" for r in rows]
+        L.append("")
+    for sp in summary.get("slice_phrases") or []:
+        inside = [p for p in sp["phrases"] if p.get("significant")]
+        if inside:
+            L += [f"Phrases inside {_clip(slice_label(sp), 80)}: " + ", ".join(
+                f"\"{_clip(p['phrase'], 40)}\" ({p['n_chosen']} / {p['n_rejected']})" for p in inside[:5]) + ".", ""]
+    return L
+
+
+def _ci(ci: list | None) -> str:
+    return "n/a" if not ci else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
 def _interval(q: dict) -> str:

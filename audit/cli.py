@@ -61,7 +61,8 @@ def _num(x: float | None) -> str:
 
 
 def _print_summary(s: dict, out: Path) -> None:
-    from audit.reading import grouping_line, headline, interval, pct, phrase_story, shortcut_rate_line, verdict
+    from audit.reading import (components_line, grouping_line, headline, interval, pct, phrase_story, phrase_text,
+                               shortcut_rate_line, slice_label, verdict, where_line)
 
     print(f"scored {s['n_scored']} of {s['n_rows']} pairs   status: "
           + ", ".join(f"{k}={v}" for k, v in s["status_counts"].items()))
@@ -69,10 +70,14 @@ def _print_summary(s: dict, out: Path) -> None:
         print(f"text-only audit: no multimodal side (mm_* and SFC null); {s.get('scored_without_image', 0)} pairs scored "
               f"without their image; weights from `{s['scheme']}`")
     print(headline(s))
+    if where_line(s):
+        print(where_line(s))
     print(verdict(s))
     ci = interval(s.get("text_acc_ci"))
     print(f"text-only acc {pct(s['text_acc'])}{f' ({ci})' if ci else ''}   multimodal acc {pct(s['mm_acc'])}   "
           f"cue-model acc {pct(s['cue_acc'])}   SFD {_num(s['sfd'])} (see README, \"Reading the results\")")
+    if components_line(s):
+        print(f"text-only model: {components_line(s)}")
     print(shortcut_rate_line(s))
     standing = [c for c in s["cues"] if c.get("stands_out", True)]
     print("top cues: " + (", ".join(f"{c['name']} (coef {c['coefficient']:+.2f}"
@@ -88,15 +93,37 @@ def _print_summary(s: dict, out: Path) -> None:
               f"image; flip rate {pct(r['flip_rate'])}; SFD vs text probe {_num(r['sfd_vs_text'])}")
     if s.get("prompt_blind_acc") is not None:
         print(f"prompt-blind acc {pct(s['prompt_blind_acc'])} (responses alone): {phrase_story(s)}")
-    sig = [p for p in s.get("phrases") or [] if p.get("significant")]
-    if s.get("phrases") is not None and s.get("phrases") != []:
-        print("phrases: " + (", ".join(f"\"{p['phrase']}\" ({p['n_chosen']} chosen / {p['n_rejected']} rejected)"
-                                       for p in sig[:5]) if sig else "no phrase stands out"))
+    _print_slices_and_phrases(s)
     if grouping_line(s):
         print("grouping: " + grouping_line(s))
     for w in s.get("warnings", []):
         print(f"warning: {w}")
     print(f"audited table: {out / 'audited.parquet'}   summary: {out / 'summary.json'}")
+
+
+def _print_slices_and_phrases(s: dict) -> None:
+    from audit.reading import pct, phrase_text, slice_label
+
+    sl = s.get("slices") or {}
+    for c in sl.get("carriers") or []:
+        ci = c.get("text_acc_ci") or [None, None]
+        print(f"slice {slice_label(c)}: text-only {pct(c['text_acc'])} [{pct(ci[0])}, {pct(ci[1])}] on {c['n']:,} pairs, "
+              f"the rest {pct(c['rest_acc'])} (Holm p {c['p_adjusted']:.2g})"
+              + ("; explains " + ", ".join(slice_label(e) for e in c["explains"]) if c.get("explains") else ""))
+    for c in sl.get("below") or []:
+        print(f"slice {slice_label(c)}: text-only {pct(c['text_acc'])} on {c['n']:,} pairs, below the rest "
+              f"({pct(c['rest_acc'])}): the text says least there")
+    sig = [p for p in s.get("phrases") or [] if p.get("significant")]
+    if s.get("phrases") is not None and s.get("phrases") != []:
+        print("phrases: " + (", ".join(phrase_text(p) for p in sig[:5]) if sig else "no phrase stands out"))
+    for sp in s.get("slice_phrases") or []:
+        inside = [p for p in sp["phrases"] if p.get("significant")]
+        if inside:
+            print(f"  in {slice_label(sp)}: " + ", ".join(phrase_text(p, slices=False) for p in inside[:4]))
+    words = [p for p in s.get("function_words") or [] if p.get("significant")]
+    if words:
+        print("function words (length and style proxies, listed apart): "
+              + ", ".join(f"\"{p['phrase']}\" ({p['n_chosen']}/{p['n_rejected']})" for p in words[:5]))
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

@@ -75,6 +75,10 @@ def _demo(cfg: DemoConfig) -> Iterator[str]:
                f"({interval(s['text_acc_ci'])}), multimodal acc {pct(s['mm_acc'])}, SFD {_sfd(s['sfd'])}, "
                f"{threshold_label(s)}: {pct(s['shortcut_rate'])}")
         yield f"  {headline(s)}"
+        from audit.reading import components_line
+
+        if components_line(s):
+            yield f"  text-only model: {components_line(s)}"
         standing = [c for c in s["cues"] if c.get("stands_out")]
         yield "  top cues: " + (", ".join(f"{c['name']} ({c['coefficient']:+.2f}, 95% [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])"
                                           for c in standing[:3]) or "none stands out")

@@ -70,7 +70,10 @@ def verdict(summary: dict) -> str:
     what = {"weak": "A weak text-only shortcut: the text alone predicts a few of these preferences",
             "moderate": "A text-only shortcut: a reward model can learn a good part of these preferences without looking",
             "strong": "A strong text-only shortcut: a reward model can learn most of these preferences without looking"}[lv]
-    return (f"{what}. Next: read the discovered phrases and cues (what the text model uses), open the pairs it is "
+    sl = (summary.get("slices") or {}).get("carriers") or []
+    where = (f" It is concentrated in {slice_label(sl[0])}: look there first (app: Overview, \"Where the shortcut "
+             "lives\", opens Browse on that slice).") if sl else ""
+    return (f"{what}.{where} Next: read the discovered phrases and cues (what the text model uses), open the pairs it is "
             "surest about (`shortcut-audit app`, Browse sorted by text_prob), then export with the weights "
             "(`export --mode weight`) or train with `train --method shortcut-aware`, and evaluate on held-out pairs "
             "whose text points the other way (`eval RUN HELDOUT_AUDIT`: `acc_text_wrong`).")
@@ -110,3 +113,49 @@ def phrase_story(summary: dict) -> str:
     return "part of the shortcut is in the answers alone, part needs the prompt"
 
 
+
+
+def slice_label(row: dict) -> str:
+    return f"{row['column']} = {row['value']}"
+
+
+def _also(row: dict) -> str:
+    same = row.get("same_as") or []
+    return f"; the same pairs as {', '.join(slice_label(s) for s in same)}" if same else ""
+
+
+def where_line(summary: dict) -> str | None:
+    """Which slices of the data carry the shortcut, and how much (`summary.slices`); None when the
+    audit examined no slice."""
+    sl = summary.get("slices") or {}
+    if not sl.get("examined"):
+        return None
+    carriers = sl.get("carriers") or []
+    if not carriers:
+        return (f"No slice of the data carries it more than the rest ({sl['examined']} slices of "
+                f"{len(sl.get('columns') or [])} columns examined, each of at least {sl['min_size']} pairs).")
+    parts = [f"{slice_label(c)}: {pct(c['text_acc'])} text-only ({c['n']:,} pairs{_also(c)})" for c in carriers]
+    rest = sl.get("rest_of_carriers") or {}
+    tail = f"; the rest ({rest['n']:,} pairs): {pct(rest['text_acc'])}" if rest.get("n") else ""
+    return "Where it lives: " + "; ".join(parts) + tail + "."
+
+
+def components_line(summary: dict) -> str | None:
+    """The text probe's components and their own accuracies (`summary.text_components`)."""
+    comps = summary.get("text_components") or []
+    if len(comps) < 2:
+        return None
+    best = max(comps, key=lambda c: c["acc"])
+    listed = ", ".join(f"{c['name']} {pct(c['acc'])}" for c in comps)
+    return f"stack of {listed} (strongest alone: {best['name']})"
+
+
+def phrase_text(p: dict, slices: bool = True) -> str:
+    """A phrase as the CLI and the card list it: counts, precision and where it concentrates."""
+    out = f"\"{p['phrase']}\" ({p['n_chosen']} chosen / {p['n_rejected']} rejected"
+    if p.get("precision") is not None:
+        out += f", {pct(p['precision'], 0)} on the {'chosen' if p['n_chosen'] >= p['n_rejected'] else 'rejected'} side"
+    where = p.get("concentrates")
+    if slices and where:
+        out += f", {pct(where['share'], 0)} of them in {slice_label(where)}"
+    return out + ")"
