@@ -258,7 +258,7 @@ def test_map_without_a_cache_says_why(app, audits, tmp_path, monkeypatch):
 @pytest.mark.parametrize("params,expected", [
     ({"cue": "lead_in", "cue_side": "rejected"}, lambda df: int((df["cue_lead_in"] < 0).sum())),
     ({"cue": "lead_in", "cue_side": "chosen"}, lambda df: int((df["cue_lead_in"] > 0).sum())),
-    ({"tp_min": "0.2", "tp_max": "0.6"}, lambda df: int(df["text_prob"].is_between(0.2, 0.6).sum())),
+    ({"tp_min": "0.1", "tp_max": "0.9"}, lambda df: int(df["text_prob"].is_between(0.1, 0.9).sum())),
     ({"w_min": "1.5"}, lambda df: int((df["weight"] >= 1.5).sum())),
     ({"meta_col": "task", "meta_val": "count"}, lambda df: int((df["task"] == "count").sum())),
 ])

@@ -71,7 +71,7 @@ def test_finetuned_text_probe_is_out_of_fold_and_resumes(tmp_path):
     cfg = dict(source=tmp_path / "pairs", out=tmp_path / "aud", device="cpu", folds=3, text_probe="finetune",
                finetune_model=str(model), finetune_epochs=2, finetune_lr=2e-3, finetune_batch=8, mm_scores=None)
     s = score(ScoreConfig(**cfg))
-    assert pairs and s["encoders"]["text"]["probe"] == "finetune"
+    assert pairs and s["encoders"]["text"]["probe"] == "text-finetune"
     folds = sorted((tmp_path / "aud" / "cache").glob("finetune-*/fold-*.npy"))
     assert len(folds) == 3
     t = pl.read_parquet(tmp_path / "aud" / "audited.parquet")

@@ -207,4 +207,4 @@ def test_score_reports_links_and_warns_on_a_large_group(tmp_path):
     assert links["near_copy_rows"] >= 30 and links["largest_group"]["rows"] >= 30
     assert links["largest_group"]["key"] == "picture"
     assert any("one group holds" in w and "picture" in w for w in s["warnings"])
-    assert s["encoders"]["text"]["probe"] == "embedding"
+    assert s["encoders"]["text"]["probe"] == "stack"
