@@ -1,0 +1,180 @@
+"""Output folders never lose data: `--overwrite` killed at any moment leaves the old output or the new
+one whole, only what shortcut-audit wrote inside `-o` is ever moved or deleted, and inputs or the
+user's own files inside an output folder stay where they are."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audit.cli import main
+
+KILLPOINT = Path(__file__).with_name("killpoint.py")
+BOOKKEEPING = (".shortcut-audit.json", ".shortcut-audit.lock")
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    """Every file and link under `d` (relative path -> bytes or link target), the marker and lock left
+    out; any other leftover (a set-aside folder, a journal, a temporary file) shows."""
+    out = {}
+    for p in sorted(d.rglob("*")):
+        rel = str(p.relative_to(d))
+        if p.is_symlink():
+            out[rel] = b"-> " + os.readlink(p).encode()
+        elif p.is_file() and rel not in BOOKKEEPING:
+            out[rel] = p.read_bytes()
+    return out
+
+
+def _run(args: list[str], kill_at: int, count_file: Path) -> int:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, str(KILLPOINT), str(kill_at), str(count_file), "--", *args],
+                          env=env, capture_output=True, cwd=Path(__file__).parent.parent).returncode
+
+
+def _synth(out: Path, seed: int) -> list[str]:
+    return ["synth", "--env", "leadin", "--n", "3", "--format", "vlfeedback", "--seed", str(seed), "-o", str(out)]
+
+
+def test_overwrite_killed_at_every_step_leaves_the_old_or_the_new_output_whole(tmp_path):
+    """kill -9 at each filesystem change of `synth --overwrite`, then a plain rerun (which refuses, after
+    it has put the folder in order): the folder holds the earlier output or the new one, byte for byte,
+    never a mix, never nothing. Some runs are killed twice (the recovery itself killed too)."""
+    u, cnt = tmp_path / "u", tmp_path / "count"
+    assert main(_synth(tmp_path / "new", 2)) == 0
+    assert main(_synth(u, 1)) == 0
+    old, new = _tree(u), _tree(tmp_path / "new")
+    assert old and new and old != new
+    shutil.copytree(u, tmp_path / "old", symlinks=True)
+    assert _run([*_synth(u, 2), "--overwrite"], 0, cnt) == 0 and _tree(u) == new
+    steps = int(cnt.read_text())
+    assert steps > 10
+    rng = random.Random(0)
+    seen = {"old": 0, "new": 0}
+    for n in range(1, steps + 1):
+        shutil.rmtree(u)
+        shutil.copytree(tmp_path / "old", u, symlinks=True)
+        assert _run([*_synth(u, 2), "--overwrite"], n, cnt) == -9, f"step {n} of {steps} was not reached"
+        if n % 4 == 0:        # killed again while the next run recovers or replaces
+            _run([*_synth(u, 2), "--overwrite"], rng.randint(1, 12), cnt)
+        assert _run(_synth(u, 2), 0, cnt) == 1            # refuses (the folder holds an output), after recovery
+        tree = _tree(u)
+        assert tree in (old, new), (f"killed at step {n} of {steps}: the folder holds neither output whole: "
+                                    f"{sorted(tree)}")
+        seen["old" if tree == old else "new"] += 1
+        marker = json.loads((u / ".shortcut-audit.json").read_text())
+        assert marker["command"] == "synth" and marker["state"] == "finished"
+    assert seen["old"] and seen["new"]
+
+
+def _cli_error(capsys, args) -> str:
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: "), err   # one line, no traceback
+    return err[0]
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != ".shortcut-audit.lock"}
+
+
+@pytest.fixture
+def source(tmp_path):
+    from conftest import png_bytes, write_jsonl
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.png").write_bytes(png_bytes())
+    return write_jsonl(tmp_path / "src" / "d.jsonl", [{"prompt": f"What is shown {i}?", "chosen": "A red square.",
+                                                       "rejected": "A blue circle.", "image": "a.png"} for i in range(3)])
+
+
+def test_a_leftover_set_aside_folder_in_a_folder_of_ones_own_deletes_nothing(tmp_path, source, capsys):
+    """An earlier version set an output aside in `.shortcut-audit-replaced`; one left in a user's folder
+    (no marker) made a plain ingest delete the user's files and move the leftover's in."""
+    mine = tmp_path / "mine"
+    (mine / ".shortcut-audit-replaced").mkdir(parents=True)
+    (mine / ".shortcut-audit-replaced" / "theirs.txt").write_text("aside")
+    (mine / "notes.txt").write_text("keep me")
+    before = _files(mine)
+    for extra in ([], ["--overwrite"]):
+        err = _cli_error(capsys, ["ingest", str(source), "-o", str(mine), *extra])
+        assert ".shortcut-audit-replaced` was left by an interrupted `--overwrite`" in err
+        assert "nothing was moved or deleted" in err
+        assert _files(mine) == before
+
+
+def test_overwrite_never_follows_a_link_out_of_the_output_folder(tmp_path, source, capsys):
+    """A set-aside folder (or any entry) that is a link to a folder outside `-o`: its files used to be
+    moved in and deleted. Links are moved and removed as links; what they point to is never touched."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("mine")
+    out = tmp_path / "o"
+    assert main(["ingest", str(source), "-o", str(out)]) == 0
+    (out / ".shortcut-audit-replaced").symlink_to(outside, target_is_directory=True)
+    err = _cli_error(capsys, ["ingest", str(source), "-o", str(out), "--overwrite"])
+    assert "nothing was moved or deleted" in err
+    (out / ".shortcut-audit-replaced").unlink()
+    (out / "link").symlink_to(outside, target_is_directory=True)     # part of the earlier output: replaced
+    assert main(["ingest", str(source), "-o", str(out), "--overwrite"]) == 0
+    assert not os.path.lexists(out / "link")
+    assert _files(outside) == {"precious.txt": b"mine"}
+
+
+def test_a_journal_or_old_folder_that_is_not_ours_is_never_acted_on(tmp_path, source, capsys):
+    from audit.io import JOURNAL, OLD
+
+    out = tmp_path / "o"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("mine")
+    assert main(["ingest", str(source), "-o", str(out)]) == 0
+    before = _files(out)
+    forged = [{"state": "building", "old": ["../outside"], "stay": []},          # a path, not a name
+              {"state": "building", "old": [], "stay": []},                      # its old folder is a link
+              "not a journal"]
+    for journal in forged:
+        (out / JOURNAL).write_text(json.dumps(journal))
+        if journal != "not a journal" and not journal["old"]:
+            (out / OLD).symlink_to(outside, target_is_directory=True)
+        err = _cli_error(capsys, ["ingest", str(source), "-o", str(out), "--overwrite"])
+        assert "nothing was moved or deleted" in err or "nothing in" in err
+        assert _files(outside) == {"precious.txt": b"mine"}
+        (out / JOURNAL).unlink()
+        if os.path.lexists(out / OLD):
+            (out / OLD).unlink()
+    (out / OLD).mkdir()                           # an old folder without a journal: not ours to delete
+    (out / OLD / "x.txt").write_text("x")
+    err = _cli_error(capsys, ["ingest", str(source), "-o", str(out), "--overwrite"])
+    assert "without the journal" in err and (out / OLD / "x.txt").read_text() == "x"
+    shutil.rmtree(out / OLD)
+    assert _files(out) == before
+
+
+def test_a_fifo_marker_or_a_linked_lock_is_one_error_line_not_a_hang(tmp_path, source):
+    """A FIFO named as the marker used to block every command on reading it; a lock file that is a link
+    gave a traceback."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    os.mkfifo(out / ".shortcut-audit.json")
+    args = [sys.executable, "-m", "audit.cli", "ingest", str(source), "-o", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and r.stderr.startswith(f"Error: `-o {out}` is not empty (`notes.txt`)"), r.stderr
+    os.unlink(out / ".shortcut-audit.json")
+    os.unlink(out / "notes.txt")
+    os.unlink(out / ".shortcut-audit.lock")
+    (out / ".shortcut-audit.lock").symlink_to(tmp_path / "elsewhere")
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"Error: `{out / '.shortcut-audit.lock'}` is not a plain file")
+    assert not (tmp_path / "elsewhere").exists()
