@@ -21,7 +21,7 @@ import numpy as np
 
 from audit import schema
 from audit.config import IngestConfig, to_dict
-from audit.errors import FormatError, SourceError
+from audit.errors import AuditError, FormatError, SourceError
 from audit.images import ImageStore
 from audit.io import atomic_path, versions, write_json_atomic
 from audit.links import hash_words, text_key
@@ -351,6 +351,16 @@ def _choose_format(cfg: IngestConfig, src: SourceFiles, head: list[dict | BadRec
                               f"({head[0].detail}); fix the file or check its type")
         raise FormatError(f"{where}: the source holds no records")
     return detect_format(good[0], where)
+
+
+def source_reads(source: Path, image_root: Path | None = None) -> list[Path]:
+    """The paths an ingest of `source` reads: the source, the folder its image paths resolve in, and the
+    image roots a pairs folder recorded (a run that replaces its output folder leaves them in place)."""
+    try:
+        src = locate(source)
+    except AuditError:
+        return [Path(source)]
+    return [Path(source), Path(image_root) if image_root else src.root, *src.image_roots]
 
 
 def ingest(cfg: IngestConfig) -> dict:

@@ -178,3 +178,49 @@ def test_a_fifo_marker_or_a_linked_lock_is_one_error_line_not_a_hang(tmp_path, s
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith(f"Error: `{out / '.shortcut-audit.lock'}` is not a plain file")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_checkpoints_and_the_cached_scene_encoder_get_the_mode_of_any_new_file(tmp_path):
+    """safetensors makes its file anew, 0600: a model shared with a group (or served) was unreadable."""
+    from audit.train.loop import save_model
+    from audit.train.models import SmallMMRM
+    from audit.train.vision import pretrained_encoder
+
+    mask = os.umask(0o022)
+    try:
+        save_model(SmallMMRM(64, 8, 16, "scratch"), tmp_path / "model.safetensors")
+        pretrained_encoder(16, n_scenes=100, epochs=1, cache=tmp_path / "cache")
+    finally:
+        os.umask(mask)
+    made = [tmp_path / "model.safetensors", *(tmp_path / "cache").iterdir()]
+    assert len(made) == 2 and all(p.stat().st_mode & 0o777 == 0o644 for p in made), made
+
+
+def test_a_rescore_keeps_its_inputs_the_tags_and_the_apps_files_inside_the_audit(tmp_path, capsys):
+    """`score SRC -o T --overwrite` with SRC (or its images) inside T set them aside before reading them
+    and deleted them at the end; the app's exports and saved selections went with the old audit."""
+    t = tmp_path / "t"
+    assert main(["synth", "--env", "leadin", "--n", "40", "--format", "alignrm", "-o", str(tmp_path / "s")]) == 0
+    shutil.copytree(tmp_path / "s", t / "src", ignore=shutil.ignore_patterns(".shortcut-audit*"))
+    score = ["--folds", "2", "--cache-dir", str(tmp_path / "cache"), "--text-probe", "lexical"]
+    assert main(["score", str(t / "src"), "-o", str(t), *score]) == 0
+    mine = {"tags.parquet": b"tags", "app_exports/e1/pairs.parquet": b"export", "app_selections/s1.json": b"{}"}
+    for name, data in mine.items():
+        (t / name).parent.mkdir(parents=True, exist_ok=True)
+        (t / name).write_bytes(data)
+    src = _files(t / "src")
+    assert main(["score", str(t / "src"), "-o", str(t), "--overwrite", *score]) == 0
+    assert _files(t / "src") == src
+    assert all((t / name).read_bytes() == data for name, data in mine.items())
+    import polars as pl
+
+    assert set(pl.read_parquet(t / "audited.parquet")["status"]) == {"ok"}     # its images were there to read
+    # The source file at the top of T: its images are looked up in T itself, which --overwrite replaces.
+    for p in (t / "src").iterdir():
+        shutil.move(p, t / p.name)
+    before = _files(t)
+    capsys.readouterr()
+    err = _cli_error(capsys, ["score", str(t / "alignrm_pairs.jsonl"), "-o", str(t), "--overwrite", "--text-only",
+                              *score])
+    assert f"which is `-o {t}` itself" in err and "keep the input and its images outside" in err
+    assert _files(t) == before
