@@ -112,14 +112,15 @@ def _lstat_is(p: Path, kind) -> bool:
         return False
 
 
-def _regular_file(p: Path) -> bool:
+def regular_file(p: Path) -> bool:
     """`p` is a plain file: not a link, folder, FIFO or device (only such a file is read as ours)."""
     return _lstat_is(p, stat.S_ISREG)
 
 
-def _load_json(p: Path, limit: int = 1 << 20) -> Any:
-    """A small JSON file of ours, or None (missing, not a plain file, too big, not JSON)."""
-    if not _regular_file(p):
+def read_json_file(p: Path, limit: int = 1 << 20) -> Any:
+    """A small JSON file of ours, or None (missing, not a plain file, too big, not JSON): never blocks
+    on a FIFO or follows a link."""
+    if not regular_file(p):
         return None
     try:
         with open(p, "rb") as fh:
@@ -131,7 +132,7 @@ def _load_json(p: Path, limit: int = 1 << 20) -> Any:
 
 def read_marker(out: Path) -> dict | None:
     """The marker a command left in `out` (None when there is none, or it is not ours)."""
-    m = _load_json(Path(out) / MARKER)
+    m = read_json_file(Path(out) / MARKER)
     return m if isinstance(m, dict) and isinstance(m.get("command"), str) else None
 
 
@@ -175,7 +176,7 @@ def _read_journal(out: Path) -> dict | None:
     p = out / JOURNAL
     if not os.path.lexists(p):
         return None
-    j = _load_json(p)
+    j = read_json_file(p)
     if not (isinstance(j, dict) and j.get("state") in _STATES and _plain_names(j.get("old"))
             and _plain_names(j.get("stay"))):
         raise ConfigError(f"`{p}` is not a journal that shortcut-audit wrote, so nothing in `{out}` was moved or "
@@ -238,7 +239,7 @@ def _finish(out: Path, journal: dict) -> None:
 def _recover(out: Path) -> None:
     """Finish or undo a replacement that a kill interrupted, as its journal says, before anything else."""
     for p in out.iterdir():
-        if _BOOKKEEPING_TMP.fullmatch(p.name) and _regular_file(p):
+        if _BOOKKEEPING_TMP.fullmatch(p.name) and regular_file(p):
             p.unlink()
     journal = _read_journal(out)
     if journal is None:
@@ -367,7 +368,7 @@ def output_lock(out: Path, command: str) -> Iterator[None]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
-    if os.path.lexists(path) and not _regular_file(path):
+    if os.path.lexists(path) and not regular_file(path):
         raise ConfigError(f"`{path}` is not a plain file (a link, a folder or a FIFO), and shortcut-audit locks "
                           f"`{out}` with that file; delete it, then rerun")
     lock = FileLock(str(path))

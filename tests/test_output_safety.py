@@ -224,3 +224,19 @@ def test_a_rescore_keeps_its_inputs_the_tags_and_the_apps_files_inside_the_audit
                               *score])
     assert f"which is `-o {t}` itself" in err and "keep the input and its images outside" in err
     assert _files(t) == before
+
+
+def test_eval_never_replaces_a_markdown_file_of_the_users_beside_its_results(tmp_path):
+    """`eval -o m.json` protected m.json but silently replaced the user's m.md beside it."""
+    from audit.config import EvalConfig
+    from audit.errors import ConfigError
+    from audit.eval import markdown
+
+    (tmp_path / "m.md").write_text("# my notes\n")
+    os.mkfifo(tmp_path / "f.md")
+    for name in ("m", "f"):
+        with pytest.raises(ConfigError, match=rf"`{tmp_path / name}.md` exists and is not an earlier `eval` table"):
+            EvalConfig(run=None, data=[tmp_path], scores="m", out=tmp_path / f"{name}.json")
+    assert (tmp_path / "m.md").read_text() == "# my notes\n"
+    (tmp_path / "r.md").write_text(markdown({"datasets": {"d": {"n": 3, "accuracy": 0.5}}}))
+    EvalConfig(run=None, data=[tmp_path], scores="m", out=tmp_path / "r.json")    # an earlier eval's table: replaced
