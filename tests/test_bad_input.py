@@ -384,14 +384,18 @@ def test_train_resume_state_is_never_unpickled(tmp_path):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
+    from audit.train.loop import run_identity
+
     data = synth(SynthConfig(env="leadin", out=tmp_path / "d", n=40, image_size=32)).parent
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".shortcut-audit.json").write_text('{"command": "train"}')   # the crafted folder looks like a run
+    cfg = TrainConfig(data=data, out=run, image_size=32, dim=8, vocab=64, epochs=1, vision="scratch")
+    # the crafted folder looks like a run of these settings
+    (run / ".shortcut-audit.json").write_text(json.dumps({"command": "train", "identity": run_identity(cfg)}))
     with open(run / "trainer_state.pt", "wb") as fh:
         pickle.dump({"model": Evil()}, fh)
     with pytest.raises(FormatError, match="is not a resumable training state"):
-        train(TrainConfig(data=data, out=run, image_size=32, dim=8, vocab=64, epochs=1, vision="scratch"))
+        train(cfg)
     assert not marker.exists()
 
 

@@ -240,3 +240,60 @@ def test_eval_never_replaces_a_markdown_file_of_the_users_beside_its_results(tmp
     assert (tmp_path / "m.md").read_text() == "# my notes\n"
     (tmp_path / "r.md").write_text(markdown({"datasets": {"d": {"n": 3, "accuracy": 0.5}}}))
     EvalConfig(run=None, data=[tmp_path], scores="m", out=tmp_path / "r.json")    # an earlier eval's table: replaced
+
+
+# ---- runs that never claim what they did not do ------------------------------------------------
+
+TINY = ["--image-size", "32", "--dim", "8", "--vocab", "64", "--epochs", "2", "--vision", "scratch", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sets")
+    for name, seed in (("a", 0), ("b", 1)):
+        assert main(["synth", "--env", "leadin", "--n", "40", "--image-size", "32", "--seed", str(seed),
+                     "-o", str(root / name)]) == 0
+    assert main(["score", str(root / "a"), "-o", str(root / "audit"), "--folds", "2", "--text-probe", "lexical",
+                 "--cache-dir", str(root / "cache")]) == 0          # an audit: `--method weighted` has its weights
+    return root / "audit", root / "b"
+
+
+def test_train_into_another_runs_folder_is_refused_not_reported_as_trained(two_sets, tmp_path, capsys):
+    """`train A -o r1 --method weighted` into a finished `standard` run printed "trained `weighted`" and
+    left the model byte-identical. A rerun into a run's folder continues that run only."""
+    a, b = two_sets
+    run = tmp_path / "r1"
+    assert main(["train", str(a), "-o", str(run), *TINY]) == 0
+    model = (run / "model.safetensors").read_bytes()
+    err = _cli_error(capsys, ["train", str(a), "-o", str(run), "--method", "weighted", *TINY])
+    assert err.startswith(f"Error: `-o {run}` holds another `train` run (other `method` (\"standard\" here, "
+                          "\"weighted\" now)); a rerun into its folder only resumes the same run: pass `--overwrite`")
+    err = _cli_error(capsys, ["train", str(b), "-o", str(run), *TINY])
+    assert "holds another `train` run (other `data` (" in err
+    assert (run / "model.safetensors").read_bytes() == model
+    assert json.loads((run / "train_summary.json").read_text())["method"] == "standard"
+    assert main(["train", str(a), "-o", str(run), *TINY]) == 0                    # the same run: nothing to do
+    assert f"`{run}` already held this run trained for 2 epochs: nothing left to train" in capsys.readouterr().out
+    assert (run / "model.safetensors").read_bytes() == model
+    assert main(["train", str(a), "-o", str(run), "--method", "shortcut-aware", "--overwrite", *TINY]) == 0
+    assert capsys.readouterr().out.startswith("trained `shortcut-aware` on 40 pairs for 2 epochs")
+    assert (run / "model.safetensors").read_bytes() != model and (run / "bias_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("edit, says", [
+    ({"epoch": -4}, "does not say which epochs ran (epoch '-4'"),
+    ({"history": [{"epoch": 1, "loss": "x"}, 7]}, "does not say which epochs ran"),
+    ({"epoch": 9, "history": [{"epoch": i + 1, "loss": 0.5, "mean_weight": 1, "train_acc": 0.5, "ess": 1,
+                               "seconds": 0.1} for i in range(9)]}, "trained for 9 epochs, more than `--epochs 2`"),
+])
+def test_a_hand_edited_training_state_is_one_error_line(two_sets, tmp_path, capsys, edit, says):
+    """`trainer_state.pt` with `epoch=-4` ran 6 epochs more than asked; a garbage history crashed."""
+    import torch
+
+    run = tmp_path / "r"
+    assert main(["train", str(two_sets[0]), "-o", str(run), *TINY]) == 0
+    state = torch.load(run / "trainer_state.pt", weights_only=True)
+    torch.save({**state, **edit}, run / "trainer_state.pt")
+    capsys.readouterr()
+    err = _cli_error(capsys, ["train", str(two_sets[0]), "-o", str(run), *TINY])
+    assert says in err and "--overwrite" in err
