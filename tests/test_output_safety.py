@@ -297,3 +297,19 @@ def test_a_hand_edited_training_state_is_one_error_line(two_sets, tmp_path, caps
     capsys.readouterr()
     err = _cli_error(capsys, ["train", str(two_sets[0]), "-o", str(run), *TINY])
     assert says in err and "--overwrite" in err
+
+
+def test_export_into_the_audit_folder_is_refused_but_under_app_exports(two_sets, tmp_path, capsys):
+    """`export AUDIT -o AUDIT/pairs` was accepted when the audit scored a pairs folder elsewhere: the
+    next rescore ingests into AUDIT/pairs (or replaces the folder), and the export is gone."""
+    audit = tmp_path / "audit"
+    shutil.copytree(two_sets[0], audit, symlinks=True)
+    shutil.rmtree(audit / "pairs")             # the copy's pairs table is the one its summary names, elsewhere
+    summary = json.loads((two_sets[0] / "summary.json").read_text())
+    assert Path(summary["pairs_dir"]).is_dir()
+    for inside in (audit / "pairs", audit / "exports" / "w"):
+        err = _cli_error(capsys, ["export", str(audit), "-o", str(inside)])
+        assert err.startswith(f"Error: `-o {inside}` is inside the audit folder `{audit}`, whose files a rescore "
+                              "replaces")
+        assert not inside.exists()
+    assert main(["export", str(audit), "-o", str(audit / "app_exports" / "w")]) == 0
