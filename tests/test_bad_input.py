@@ -234,6 +234,23 @@ def test_broken_element_in_a_json_array_costs_one_row_not_the_rest(root):
     assert df["prompt"][299] == "What is shown 299?"
 
 
+def test_a_record_nested_a_thousand_levels_deep_is_a_bad_row(root):
+    """`ingest` stopped with a RecursionError traceback on one record nested 1,000 levels deep."""
+    deep = '{"a": ' * 1000 + '"x"' + "}" * 1000
+    rec = json.dumps(_pair(1))[:-1] + ', "meta": ' + deep + "}"
+    lines = [json.dumps(_pair(0)), rec, json.dumps(_pair(2))]
+    (root / "d.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "d.json").write_text("[" + ",\n".join(lines) + "]")
+    (root / "one.json").write_text(rec)
+    for name, where in (("d.jsonl", "d.jsonl:2"), ("d.json", "d.json[1]"), ("one.json", "one.json:1")):
+        rep, df = run_ingest(root / name, root / name.replace(".", "_"), format="pairs")
+        st = _statuses(rep, df)
+        bad = st.index("bad_row")
+        assert st.count("bad_row") == 1 and len(st) == len(lines if name != "one.json" else [rec])
+        assert df["status_detail"][bad].startswith(f"{where}: ") and "nested deeper than the JSON parser" in \
+            df["status_detail"][bad]
+
+
 def test_stray_brackets_in_a_json_array_never_hang_or_end_it_early(root):
     """A bit flip that starts an element with `}` used to loop forever; a stray `]` ended the array
     there and dropped every record after it."""
