@@ -64,7 +64,7 @@ def evaluate_scores(data: Path, spec: str) -> dict:
 
     pd = load_pairs(data, 8, 16)
     t = pd.table
-    return _report(external_margins({c: t[c].to_numpy() for c in t.columns}, spec), pd)
+    return _report(external_margins({c: t[c].to_numpy() for c in t.columns}, spec, option="--scores"), pd)
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -710,6 +710,19 @@ def test_resumable_commands_continue_their_own_folder_only(tmp_path, capsys):
         assert not (out / "trainer_state.pt").exists()
 
 
+def test_scores_named_on_text_columns_are_one_error_line(tmp_path, capsys):
+    """`eval --scores prompt,chosen` stopped with a ValueError traceback (so did `score --mm-scores`)."""
+    data = tmp_path / "d"
+    assert main(["synth", "--env", "leadin", "--n", "24", "--image-size", "32", "-o", str(data)]) == 0
+    capsys.readouterr()
+    err = _cli_error(capsys, ["eval", "--scores", "prompt,chosen", str(data)])
+    assert err == ("Error: `--scores prompt,chosen`: column `prompt` does not hold numbers; name the column(s) that "
+                   "hold your reward model's scores")
+    err = _cli_error(capsys, ["score", str(data), "-o", str(tmp_path / "a"), "--folds", "2", "--text-probe", "lexical",
+                              "--mm-scores", "chosen"])
+    assert err.startswith("Error: `--mm-scores chosen`: column `chosen` does not hold numbers")
+
+
 def test_eval_writes_only_a_json_results_file(tmp_path, capsys):
     from audit.config import EvalConfig
     from audit.errors import ConfigError
