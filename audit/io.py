@@ -96,7 +96,7 @@ def check_output(out: Path, inputs: list, command: str, holds: bool = True) -> N
 
 LOCK_NAME = ".shortcut-audit.lock"
 MARKER = ".shortcut-audit.json"     # which command wrote a folder, and whether it finished
-JOURNAL = ".shortcut-audit-switch.json"   # an `--overwrite` in progress: where the earlier output is, which side is whole
+JOURNAL = ".shortcut-audit-switch.json"   # an `--overwrite` in progress: which side of it is whole
 OLD = ".shortcut-audit-old"         # the earlier output, whole, while the run that replaces it writes
 LEGACY_ASIDE = ".shortcut-audit-replaced"   # where versions without the journal set an earlier output aside
 BOOKKEEPING = (LOCK_NAME, MARKER, JOURNAL, OLD)
@@ -126,7 +126,7 @@ def read_json_file(p: Path, limit: int = 1 << 20) -> Any:
         with open(p, "rb") as fh:
             data = fh.read(limit + 1)
         return json.loads(data.decode("utf-8")) if len(data) <= limit else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

@@ -671,7 +671,8 @@ def test_a_non_empty_output_folder_is_refused_unless_overwrite(root, capsys):
     assert not (out / "part-1.parquet").exists() and read_pairs(out).height == 3
     marker = json.loads((out / ".shortcut-audit.json").read_text())
     assert marker["command"] == "ingest" and marker["state"] == "finished"
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".shortcut-audit.json", ".shortcut-audit.lock"]
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [".shortcut-audit.json", ".shortcut-audit.lock"]
     # Another command's folder is not an ingest's to continue either.
     err = _cli_error(capsys, ["synth", "--env", "leadin", "--n", "5", "-o", str(out)])
     assert "already holds an earlier `ingest` output" in err

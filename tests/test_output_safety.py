@@ -92,8 +92,9 @@ def source(tmp_path):
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.png").write_bytes(png_bytes())
-    return write_jsonl(tmp_path / "src" / "d.jsonl", [{"prompt": f"What is shown {i}?", "chosen": "A red square.",
-                                                       "rejected": "A blue circle.", "image": "a.png"} for i in range(3)])
+    rows = [{"prompt": f"What is shown {i}?", "chosen": "A red square.", "rejected": "A blue circle.", "image": "a.png"}
+            for i in range(3)]
+    return write_jsonl(tmp_path / "src" / "d.jsonl", rows)
 
 
 def test_a_leftover_set_aside_folder_in_a_folder_of_ones_own_deletes_nothing(tmp_path, source, capsys):
@@ -138,12 +139,12 @@ def test_a_journal_or_old_folder_that_is_not_ours_is_never_acted_on(tmp_path, so
     (outside / "precious.txt").write_text("mine")
     assert main(["ingest", str(source), "-o", str(out)]) == 0
     before = _files(out)
-    forged = [{"state": "building", "old": ["../outside"], "stay": []},          # a path, not a name
-              {"state": "building", "old": [], "stay": []},                      # its old folder is a link
-              "not a journal"]
+    forged = [json.dumps({"state": "building", "old": ["../outside"], "stay": []}),     # a path, not a name
+              json.dumps({"state": "building", "old": [], "stay": []}),                 # its old folder is a link
+              "not a journal", '{"a": ' * 5000 + "1" + "}" * 5000]                      # nested past the parser
     for journal in forged:
-        (out / JOURNAL).write_text(json.dumps(journal))
-        if journal != "not a journal" and not journal["old"]:
+        (out / JOURNAL).write_text(journal)
+        if '"old": []' in journal:
             (out / OLD).symlink_to(outside, target_is_directory=True)
         err = _cli_error(capsys, ["ingest", str(source), "-o", str(out), "--overwrite"])
         assert "nothing was moved or deleted" in err or "nothing in" in err
@@ -244,7 +245,8 @@ def test_eval_never_replaces_a_markdown_file_of_the_users_beside_its_results(tmp
 
 # ---- runs that never claim what they did not do ------------------------------------------------
 
-TINY = ["--image-size", "32", "--dim", "8", "--vocab", "64", "--epochs", "2", "--vision", "scratch", "--batch-size", "16"]
+TINY = ["--image-size", "32", "--dim", "8", "--vocab", "64", "--epochs", "2", "--vision", "scratch",
+        "--batch-size", "16"]
 
 
 @pytest.fixture(scope="module")
