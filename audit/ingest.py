@@ -369,7 +369,8 @@ def ingest(cfg: IngestConfig) -> dict:
     from audit.io import claim_output
 
     src = locate(cfg.source)      # a missing source is reported before anything is created
-    with claim_output(cfg.out, "ingest", [cfg.source, *src.files], overwrite=cfg.overwrite):
+    with claim_output(cfg.out, "ingest", [cfg.source, *src.files], overwrite=cfg.overwrite,
+                      reads=source_reads(cfg.source, cfg.image_root)):
         return _ingest(cfg, src)
 
 

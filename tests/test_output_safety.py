@@ -315,3 +315,16 @@ def test_export_into_the_audit_folder_is_refused_but_under_app_exports(two_sets,
                               "replaces")
         assert not inside.exists()
     assert main(["export", str(audit), "-o", str(audit / "app_exports" / "w")]) == 0
+
+
+def test_ingest_overwrite_never_sets_aside_the_images_it_reads(tmp_path, source, capsys):
+    """`ingest d.jsonl --image-root O -o O --overwrite` moved the images aside before reading them and
+    deleted them with the earlier output."""
+    out = tmp_path / "o"
+    assert main(["ingest", str(source), "-o", str(out)]) == 0
+    shutil.copy(source.parent / "a.png", out / "a.png")
+    before = _files(out)
+    capsys.readouterr()
+    err = _cli_error(capsys, ["ingest", str(source), "--image-root", str(out), "-o", str(out), "--overwrite"])
+    assert f"which is `-o {out}` itself" in err
+    assert _files(out) == before
