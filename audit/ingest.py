@@ -353,11 +353,12 @@ def _choose_format(cfg: IngestConfig, src: SourceFiles, head: list[dict | BadRec
     return detect_format(good[0], where)
 
 
-def source_reads(source: Path, image_root: Path | None = None) -> list[Path]:
+def source_reads(source: Path, image_root: Path | None = None, src: SourceFiles | None = None) -> list[Path]:
     """The paths an ingest of `source` reads: the source, the folder its image paths resolve in, and the
-    image roots a pairs folder recorded (a run that replaces its output folder leaves them in place)."""
+    image roots a pairs folder recorded (a run that replaces its output folder leaves them in place).
+    `src`: the source already located."""
     try:
-        src = locate(source)
+        src = src or locate(source)
     except AuditError:
         return [Path(source)]
     return [Path(source), Path(image_root) if image_root else src.root, *src.image_roots]
@@ -370,7 +371,7 @@ def ingest(cfg: IngestConfig) -> dict:
 
     src = locate(cfg.source)      # a missing source is reported before anything is created
     with claim_output(cfg.out, "ingest", [cfg.source, *src.files], overwrite=cfg.overwrite,
-                      reads=source_reads(cfg.source, cfg.image_root)):
+                      reads=source_reads(cfg.source, cfg.image_root, src)):
         return _ingest(cfg, src)
 
 
