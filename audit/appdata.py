@@ -28,7 +28,7 @@ TABLE_COLUMNS = ("pair_id", "text_prob", "mm_prob", "sfc", "weight", "is_shortcu
 _BOUNDS = {"w_min": (0.0, float("inf")), "w_max": (0.0, float("inf"))}
 CUE_SIDES = ("any", "chosen", "rejected")
 TAG_FILTERS = ("tagged", "untagged")          # besides the tags themselves (audit.tags.TAGS)
-SELECTIONS = "app_selections"                 # AUDIT_DIR/app_selections/<id>.json: a chart selection's pair ids
+SELECTIONS = schema.APP_SELECTIONS           # AUDIT_DIR/app_selections/<id>.json: a chart selection's pair ids
 _SEL_ID = re.compile(r"^[0-9a-f]{12}$")
 
 

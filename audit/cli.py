@@ -214,8 +214,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = from_args(TrainConfig, args)
     s = train(cfg)
     last = s["history"][-1]
-    print(f"trained `{cfg.method}` on {s['n_pairs']} pairs for {cfg.epochs} epochs in {s['seconds']}s: "
-          f"loss {last['loss']:.4f}, train accuracy {100 * last['train_acc']:.1f}%"
+    done = (f"trained `{cfg.method}` on {s['n_pairs']} pairs for {cfg.epochs} epochs in {s['seconds']}s"
+            if s["epochs_run"] == cfg.epochs else
+            f"`{cfg.out}` already held this run trained for {cfg.epochs} epochs: nothing left to train (`--overwrite` "
+            "trains it again)" if s["epochs_run"] == 0 else
+            f"resumed `{cfg.method}` on {s['n_pairs']} pairs: trained epochs {cfg.epochs - s['epochs_run'] + 1}-"
+            f"{cfg.epochs} of {cfg.epochs} in {s['seconds']}s")
+    print(f"{done}: loss {last['loss']:.4f}, train accuracy {100 * last['train_acc']:.1f}%"
           + (f", cue share {last['cue_share']:.3f}" if "cue_share" in last else ""))
     from audit.train.loop import checkpoint
 

@@ -602,23 +602,33 @@ class TrainConfig:
             raise ConfigError(f"`--image-size` must be a multiple of 8, got {self.image_size}")
 
 
+EVAL_TABLE_HEADER = "| dataset | split | n | accuracy | cue-aligned | cue-against | text-right | text-wrong | SFD |"
+
+
 def _check_results_file(out: Path) -> None:
-    """`eval -o` writes OUT (JSON) and OUT with `.md`: never onto a folder, a data file or another file."""
-    import json
+    """`eval -o` writes OUT (JSON) and OUT with `.md` (the table): never onto a folder, a data file or
+    another file; each replaces only an earlier eval's."""
+    from audit.io import read_json_file, regular_file
 
     if out.suffix.lower() != ".json":
         raise ConfigError(f"`-o {out}`: eval writes a JSON results file (and a `.md` table beside it); "
                           "pass a path ending in `.json`")
     if out.is_dir():
         raise ConfigError(f"`-o {out}` is a folder; pass a results file path ending in `.json`")
-    if out.exists():
-        try:
-            prior = json.loads(out.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            prior = None
+    if out.exists() or out.is_symlink():
+        prior = read_json_file(out, limit=64 << 20)
         if not (isinstance(prior, dict) and "datasets" in prior):
             raise ConfigError(f"`-o {out}` exists and is not an earlier `eval` result; it would be replaced: "
                               "pass another path")
+    table = out.with_suffix(".md")
+    if table.exists() or table.is_symlink():
+        head = None
+        if regular_file(table):
+            with open(table, encoding="utf-8", errors="replace") as fh:
+                head = fh.readline(len(EVAL_TABLE_HEADER) + 2).rstrip("\n")
+        if head != EVAL_TABLE_HEADER:
+            raise ConfigError(f"`{table}` exists and is not an earlier `eval` table; `eval -o {out}` writes its "
+                              "table there and would replace it: pass another path")
 
 
 @dataclass

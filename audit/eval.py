@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from audit import metrics
-from audit.config import EvalConfig
+from audit.config import EVAL_TABLE_HEADER, EvalConfig
 from audit.io import write_bytes_atomic, write_json_atomic
 from audit.train.data import load_pairs
 from audit.train.loop import checkpoint, load_model, margins
@@ -64,7 +64,7 @@ def evaluate_scores(data: Path, spec: str) -> dict:
 
     pd = load_pairs(data, 8, 16)
     t = pd.table
-    return _report(external_margins({c: t[c].to_numpy() for c in t.columns}, spec), pd)
+    return _report(external_margins({c: t[c].to_numpy() for c in t.columns}, spec, option="--scores"), pd)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -140,8 +140,7 @@ def eval_run(cfg: EvalConfig) -> dict:
 
 def markdown(results: dict) -> str:
     cols = ("accuracy", "acc_cue_aligned", "acc_cue_against", "acc_text_right", "acc_text_wrong", "sfd")
-    lines = ["| dataset | split | n | accuracy | cue-aligned | cue-against | text-right | text-wrong | SFD |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [EVAL_TABLE_HEADER, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results["datasets"].items():
         f = lambda k: "–" if r.get(k) is None or r.get(k) != r.get(k) else f"{r[k]:.3f}"  # noqa: E731
         lines.append(f"| {name} | {r.get('split') or '–'} | {r['n']} | " + " | ".join(f(k) for k in cols) + " |")

@@ -140,13 +140,27 @@ def _apply_tags(cfg: ExportConfig, ok, weight: np.ndarray):
                         "review": int((ok["tag"] == "review").fill_null(False).sum())}
 
 
+def _check_outside_audit(out: Path, audit: Path) -> None:
+    """An export inside the audit folder would be replaced by a rescore (or taken for the pairs table it
+    keeps in `pairs/`); only the app's `app_exports/` there is kept through one."""
+    from audit.errors import ConfigError
+
+    r_out, r_audit = Path(out).resolve(), Path(audit).resolve()
+    if r_audit in r_out.parents and r_audit / schema.APP_EXPORTS not in r_out.parents:
+        raise ConfigError(f"`-o {out}` is inside the audit folder `{audit}`, whose files a rescore replaces (its "
+                          "`pairs/` holds the pairs table it scores); pass a folder outside it, or one under "
+                          f"`{Path(audit) / schema.APP_EXPORTS}` (kept through a rescore)")
+
+
 def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
     """Run an export; `only` restricts it to these pair ids (the app's current filter)."""
-    from audit.io import claim_output
+    from audit.io import check_output, claim_output
 
     df, summary = load_audit(cfg.audit)
     pairs_dir = schema.pairs_dir_of(cfg.audit, summary)
     # `-o AUDIT/../pairs` would replace the pairs table; an earlier export's files would linger beside these
+    check_output(cfg.out, [cfg.audit, pairs_dir], "export")
+    _check_outside_audit(cfg.out, cfg.audit)
     with claim_output(cfg.out, "export", [cfg.audit, pairs_dir], overwrite=cfg.overwrite):
         return _export(cfg, only, df, summary, pairs_dir)
 

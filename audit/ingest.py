@@ -21,7 +21,7 @@ import numpy as np
 
 from audit import schema
 from audit.config import IngestConfig, to_dict
-from audit.errors import FormatError, SourceError
+from audit.errors import AuditError, FormatError, SourceError
 from audit.images import ImageStore
 from audit.io import atomic_path, versions, write_json_atomic
 from audit.links import hash_words, text_key
@@ -353,13 +353,25 @@ def _choose_format(cfg: IngestConfig, src: SourceFiles, head: list[dict | BadRec
     return detect_format(good[0], where)
 
 
+def source_reads(source: Path, image_root: Path | None = None, src: SourceFiles | None = None) -> list[Path]:
+    """The paths an ingest of `source` reads: the source, the folder its image paths resolve in, and the
+    image roots a pairs folder recorded (a run that replaces its output folder leaves them in place).
+    `src`: the source already located."""
+    try:
+        src = src or locate(source)
+    except AuditError:
+        return [Path(source)]
+    return [Path(source), Path(image_root) if image_root else src.root, *src.image_roots]
+
+
 def ingest(cfg: IngestConfig) -> dict:
     """Run an ingest; returns the report (also written to OUT/ingest_report.json). Holds a lock on OUT
     while it writes (a second ingest into the same folder is an error)."""
     from audit.io import claim_output
 
     src = locate(cfg.source)      # a missing source is reported before anything is created
-    with claim_output(cfg.out, "ingest", [cfg.source, *src.files], overwrite=cfg.overwrite):
+    with claim_output(cfg.out, "ingest", [cfg.source, *src.files], overwrite=cfg.overwrite,
+                      reads=source_reads(cfg.source, cfg.image_root, src)):
         return _ingest(cfg, src)
 
 

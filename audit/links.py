@@ -19,7 +19,8 @@ value shared by more than MAX_BUCKET distinct pictures (a near-blank band that m
 skipped, so the work stays near linear; the other 15 bands still find copies.
 
 Texts: a pair's answers are normalised (Unicode NFKC, case-folded, whitespace collapsed) before they
-are compared, so "Yes,  a dog." and "yes, a dog." are the same answer.
+are compared, so "Yes,  a dog." and "yes, a dog." are the same answer; past NORMALISED_CHARS
+characters a text is compared as it is (its digest), so a huge answer costs no more memory than that.
 """
 
 from __future__ import annotations
@@ -182,6 +183,9 @@ def image_clusters(hexes, max_distance: int = NEAR_DISTANCE) -> np.ndarray:
     return out
 
 
+NORMALISED_CHARS = 1 << 16     # of a text, the head compared in normalised form; the rest is compared as it is
+
+
 def normalise(text: str | None) -> str:
     """The comparable form of a text: NFKC, case-folded, whitespace collapsed, trimmed."""
     if not isinstance(text, str):
@@ -189,11 +193,26 @@ def normalise(text: str | None) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-def text_key(*texts: str | None) -> str:
-    """A 64-bit hex key of normalised texts, in order."""
+def comparable(text: str | None) -> tuple[str, bytes]:
+    """(normalised head, digest of the rest as it is): the form texts are compared and keyed in, in memory
+    bounded by NORMALISED_CHARS whatever the text's length (a 200 MB answer is read once, never copied
+    whole). A text no longer than that has the key it always had."""
+    if not isinstance(text, str) or len(text) <= NORMALISED_CHARS:
+        return normalise(text), b""
+    h = hashlib.blake2b(digest_size=16)
+    for i in range(NORMALISED_CHARS, len(text), NORMALISED_CHARS):
+        h.update(text[i:i + NORMALISED_CHARS].encode("utf-8", "surrogatepass"))
+    return normalise(text[:NORMALISED_CHARS]), h.digest()
+
+
+def text_key(*texts: str | tuple[str, bytes] | None) -> str:
+    """A 64-bit hex key of normalised texts (or `comparable` forms), in order."""
     h = hashlib.blake2b(digest_size=8)
     for t in texts:
-        h.update(normalise(t).encode("utf-8", "surrogatepass"))
+        head, rest = (normalise(t[0]), t[1]) if isinstance(t, tuple) else comparable(t)
+        h.update(head.encode("utf-8", "surrogatepass"))
+        if rest:
+            h.update(b"\x01" + rest)
         h.update(b"\x00")
     return h.hexdigest()
 
@@ -201,5 +220,5 @@ def text_key(*texts: str | None) -> str:
 def answers_key(chosen: str | None, rejected: str | None) -> str:
     """The key of a pair's two answers, whichever side each is on: the same two answers under another
     picture (or with the preference swapped) are the same pair of texts."""
-    a, b = sorted((normalise(chosen), normalise(rejected)))
+    a, b = sorted((comparable(chosen), comparable(rejected)))
     return text_key(a, b)

@@ -58,6 +58,9 @@ EXTRA_JSON = "extra_json"
 PAIRS_FILE = "pairs.parquet"
 REPORT_FILE = "ingest_report.json"
 IMAGE_STORE = "images"
+# What the app keeps in an audit folder (a rescore leaves them in place, as it leaves the hand tags).
+APP_EXPORTS = "app_exports"         # AUDIT_DIR/app_exports/<name>: exports made in the app
+APP_SELECTIONS = "app_selections"   # AUDIT_DIR/app_selections/<id>.json: a chart selection's pair ids
 
 
 def pairs_dir_of(audit_dir, summary: dict):

@@ -143,10 +143,13 @@ def score(cfg: ScoreConfig) -> dict:
     if launched_world() > 1 and int(os.environ.get("RANK", "0")) != 0:
         check_output(cfg.out, [cfg.source], "score", holds=False)   # AUDIT/pairs as the source of AUDIT is fine
         return _score(cfg)          # waits in the process group's start until rank 0 holds the folder
+    from audit.ingest import source_reads
+    from audit.schema import APP_EXPORTS, APP_SELECTIONS
     from audit.tags import TAGS_FILE
 
     with claim_output(cfg.out, "score", [cfg.source], overwrite=cfg.overwrite, resumable=True, holds=False,
-                      keep=(TAGS_FILE,)):
+                      keep=(TAGS_FILE, APP_EXPORTS, APP_SELECTIONS),
+                      reads=source_reads(cfg.source, cfg.image_root)):
         return _score(cfg)
 
 

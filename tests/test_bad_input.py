@@ -234,6 +234,23 @@ def test_broken_element_in_a_json_array_costs_one_row_not_the_rest(root):
     assert df["prompt"][299] == "What is shown 299?"
 
 
+def test_a_record_nested_a_thousand_levels_deep_is_a_bad_row(root):
+    """`ingest` stopped with a RecursionError traceback on one record nested 1,000 levels deep."""
+    deep = '{"a": ' * 1000 + '"x"' + "}" * 1000
+    rec = json.dumps(_pair(1))[:-1] + ', "meta": ' + deep + "}"
+    lines = [json.dumps(_pair(0)), rec, json.dumps(_pair(2))]
+    (root / "d.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "d.json").write_text("[" + ",\n".join(lines) + "]")
+    (root / "one.json").write_text(rec)
+    for name, where in (("d.jsonl", "d.jsonl:2"), ("d.json", "d.json[1]"), ("one.json", "one.json:1")):
+        rep, df = run_ingest(root / name, root / name.replace(".", "_"), format="pairs")
+        st = _statuses(rep, df)
+        bad = st.index("bad_row")
+        assert st.count("bad_row") == 1 and len(st) == len(lines if name != "one.json" else [rec])
+        assert df["status_detail"][bad].startswith(f"{where}: ") and "nested deeper than the JSON parser" in \
+            df["status_detail"][bad]
+
+
 def test_stray_brackets_in_a_json_array_never_hang_or_end_it_early(root):
     """A bit flip that starts an element with `}` used to loop forever; a stray `]` ended the array
     there and dropped every record after it."""
@@ -384,14 +401,18 @@ def test_train_resume_state_is_never_unpickled(tmp_path):
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
+    from audit.train.loop import run_identity
+
     data = synth(SynthConfig(env="leadin", out=tmp_path / "d", n=40, image_size=32)).parent
     run = tmp_path / "run"
     run.mkdir()
-    (run / ".shortcut-audit.json").write_text('{"command": "train"}')   # the crafted folder looks like a run
+    cfg = TrainConfig(data=data, out=run, image_size=32, dim=8, vocab=64, epochs=1, vision="scratch")
+    # the crafted folder looks like a run of these settings
+    (run / ".shortcut-audit.json").write_text(json.dumps({"command": "train", "identity": run_identity(cfg)}))
     with open(run / "trainer_state.pt", "wb") as fh:
         pickle.dump({"model": Evil()}, fh)
     with pytest.raises(FormatError, match="is not a resumable training state"):
-        train(TrainConfig(data=data, out=run, image_size=32, dim=8, vocab=64, epochs=1, vision="scratch"))
+        train(cfg)
     assert not marker.exists()
 
 
@@ -650,15 +671,17 @@ def test_a_non_empty_output_folder_is_refused_unless_overwrite(root, capsys):
     assert not (out / "part-1.parquet").exists() and read_pairs(out).height == 3
     marker = json.loads((out / ".shortcut-audit.json").read_text())
     assert marker["command"] == "ingest" and marker["state"] == "finished"
-    assert not (out / ".shortcut-audit-replaced").exists()
+    hidden = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert hidden == [".shortcut-audit.json", ".shortcut-audit.lock"]
     # Another command's folder is not an ingest's to continue either.
     err = _cli_error(capsys, ["synth", "--env", "leadin", "--n", "5", "-o", str(out)])
     assert "already holds an earlier `ingest` output" in err
 
 
 def test_a_replacement_that_dies_leaves_the_earlier_output(tmp_path):
-    """A failed or killed `--overwrite` run must not cost the user the output it was replacing."""
-    from audit.io import ASIDE, claim_output
+    """A failed `--overwrite` run must not cost the user the output it was replacing (a killed one:
+    tests/test_output_safety.py kills one at every step)."""
+    from audit.io import OLD, claim_output
 
     out = tmp_path / "o"
     with claim_output(out, "export"):
@@ -666,19 +689,11 @@ def test_a_replacement_that_dies_leaves_the_earlier_output(tmp_path):
     with pytest.raises(RuntimeError):
         with claim_output(out, "export", overwrite=True):
             assert not (out / "data.parquet").exists()          # set aside while the new run writes
+            assert (out / OLD / "data.parquet").read_text() == "old"
             (out / "train.jsonl").write_text("half")
             raise RuntimeError("died")
     assert sorted(p.name for p in out.iterdir()) == [".shortcut-audit.json", ".shortcut-audit.lock", "data.parquet"]
     assert (out / "data.parquet").read_text() == "old"
-    # kill -9 in the middle: the folder set aside is restored by the next run, before anything else
-    (out / ASIDE).mkdir()
-    os.replace(out / "data.parquet", out / ASIDE / "data.parquet")
-    os.replace(out / ".shortcut-audit.json", out / ASIDE / ".shortcut-audit.json")
-    (out / "train.jsonl").write_text("half")
-    with pytest.raises(Exception, match="already holds an earlier `export` output"):
-        with claim_output(out, "export"):
-            pass
-    assert (out / "data.parquet").read_text() == "old" and not (out / "train.jsonl").exists()
 
 
 def test_resumable_commands_continue_their_own_folder_only(tmp_path, capsys):
@@ -694,6 +709,19 @@ def test_resumable_commands_continue_their_own_folder_only(tmp_path, capsys):
             pass
     with claim_output(out, "train", resumable=True, overwrite=True):   # start afresh
         assert not (out / "trainer_state.pt").exists()
+
+
+def test_scores_named_on_text_columns_are_one_error_line(tmp_path, capsys):
+    """`eval --scores prompt,chosen` stopped with a ValueError traceback (so did `score --mm-scores`)."""
+    data = tmp_path / "d"
+    assert main(["synth", "--env", "leadin", "--n", "24", "--image-size", "32", "-o", str(data)]) == 0
+    capsys.readouterr()
+    err = _cli_error(capsys, ["eval", "--scores", "prompt,chosen", str(data)])
+    assert err == ("Error: `--scores prompt,chosen`: column `prompt` does not hold numbers; name the column(s) that "
+                   "hold your reward model's scores")
+    err = _cli_error(capsys, ["score", str(data), "-o", str(tmp_path / "a"), "--folds", "2", "--text-probe", "lexical",
+                              "--mm-scores", "chosen"])
+    assert err.startswith("Error: `--mm-scores chosen`: column `chosen` does not hold numbers")
 
 
 def test_eval_writes_only_a_json_results_file(tmp_path, capsys):

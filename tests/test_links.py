@@ -208,3 +208,28 @@ def test_score_reports_links_and_warns_on_a_large_group(tmp_path):
     assert links["largest_group"]["key"] == "picture"
     assert any("one group holds" in w and "picture" in w for w in s["warnings"])
     assert s["encoders"]["text"]["probe"] == "stack"
+
+
+def test_keying_a_huge_answer_takes_bounded_memory_and_keeps_the_keys_of_ordinary_texts():
+    """A 200 MB response took gigabytes in the text-link normalisation (NFKC, case-fold and whitespace
+    copies of the whole text, twice): past its first NORMALISED_CHARS characters a text is keyed as it is."""
+    import tracemalloc
+
+    from audit import links
+    from audit.links import answers_key, text_key
+
+    # keys of texts within the bound are the ones earlier versions wrote (pair ids and groups stay put)
+    assert answers_key("Yes,  a DOG.", "ﬁne \u00b4") == "f2800b83fc9e418c"
+    assert text_key("What is shown?", "Yes,  a DOG.", "no") == "e1ab4dacc1ccb66e"
+    big = "Ünïcödé  wörds\tand   ÀÉÎ ﬁ " * 400_000                 # 11M characters, 22 MB
+    tracemalloc.start()
+    try:
+        keys = [answers_key(big, "no"), text_key("p", big, "r")]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, peak                                       # a few MB, not a few copies of the text
+    assert keys[0] == answers_key("no", big) != answers_key(big + "!", "no")
+    n = links.NORMALISED_CHARS
+    head = big[:n].replace("wörds", "WÖRDS").replace("and   ", "AND \t\n")          # same length, same normal form
+    assert answers_key(head + big[n:], "no") == keys[0]

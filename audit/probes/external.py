@@ -7,18 +7,23 @@ import numpy as np
 from audit.errors import FormatError
 
 
-def external_margins(columns: dict[str, np.ndarray], spec: str) -> np.ndarray:
+def external_margins(columns: dict[str, np.ndarray], spec: str, option: str = "--mm-scores") -> np.ndarray:
     """`spec` = "CHOSEN_COL,REJECTED_COL" (rewards) or "MARGIN_COL" (chosen minus rejected)."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     for n in names:
         if n not in columns:
-            raise FormatError(f"`--mm-scores` column `{n}` is not in the pairs table; columns: "
+            raise FormatError(f"`{option}` column `{n}` is not in the pairs table; columns: "
                               f"{', '.join(sorted(columns))[:400]}")
-    if len(names) == 1:
-        return np.asarray(columns[names[0]], dtype=np.float64)
-    if len(names) == 2:
-        return np.asarray(columns[names[0]], dtype=np.float64) - np.asarray(columns[names[1]], dtype=np.float64)
-    raise FormatError("`--mm-scores` takes CHOSEN_COL,REJECTED_COL or one MARGIN_COL")
+    if len(names) not in (1, 2):
+        raise FormatError(f"`{option}` takes CHOSEN_COL,REJECTED_COL or one MARGIN_COL")
+    scores = []
+    for n in names:
+        try:
+            scores.append(np.asarray(columns[n], dtype=np.float64))
+        except (TypeError, ValueError):
+            raise FormatError(f"`{option} {spec}`: column `{n}` does not hold numbers; name the column(s) that hold "
+                              "your reward model's scores") from None
+    return scores[0] if len(scores) == 1 else scores[0] - scores[1]
 
 
 from audit.probes.base import Probe, ProbeResult, register  # noqa: E402

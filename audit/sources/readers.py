@@ -138,13 +138,18 @@ def _iter_jsonl(f: Path) -> Iterator[dict | BadRecord]:
             except UnicodeDecodeError as e:
                 yield BadRecord(f"{f.name}:{lineno}", f"line is not valid UTF-8 ({e.reason} at byte {e.start})")
                 continue
-            except ValueError as e:
-                yield BadRecord(f"{f.name}:{lineno}", f"line is not valid JSON ({e})")
+            except (ValueError, RecursionError) as e:
+                yield BadRecord(f"{f.name}:{lineno}", f"line is not valid JSON ({_json_problem(e)})")
                 continue
             if not isinstance(obj, dict):
                 yield BadRecord(f"{f.name}:{lineno}", f"line is a JSON {type(obj).__name__}, expected an object")
                 continue
             yield obj
+
+
+def _json_problem(e: Exception) -> Exception | str:
+    """What a JSON parse error says; a record nested deeper than Python's parser follows is one too."""
+    return "nested deeper than the JSON parser follows; flatten the record" if isinstance(e, RecursionError) else e
 
 
 _LIST_KEYS = ("data", "train", "rows", "records", "examples", "items")
@@ -155,7 +160,7 @@ def _iter_json_object(f: Path, text: str) -> Iterator[dict | BadRecord]:
     whole), or several objects one per line (JSONL with a .json name)."""
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         yield from _iter_jsonl(f)
         return
     for k in _LIST_KEYS:
@@ -210,7 +215,8 @@ def _iter_json(f: Path) -> Iterator[dict | BadRecord]:
                 try:
                     obj, end = decoder.raw_decode(buf, pos)
                     break
-                except ValueError as e:
+                except (ValueError, RecursionError) as e:
+                    e = _json_problem(e)
                     stop = _element_end(buf, pos)
                     if stop is None:      # the element runs past the buffer: read on, or the file ends inside it
                         more = fh.read(1 << 20)

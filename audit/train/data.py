@@ -66,6 +66,29 @@ def _table_and_dir(path: Path, workdir: Path):
     return pl.read_parquet(out / schema.PAIRS_FILE), out
 
 
+def data_fingerprint(path: Path) -> str:
+    """A hash of what `load_pairs` reads from `path` (an audit's audited.parquet, a pairs folder's
+    pairs.parquet, or a source's data files): the same content gives the same value wherever it lies."""
+    import hashlib
+
+    path = Path(path)
+    if (path / "audited.parquet").is_file():
+        files = [path / "audited.parquet"]
+    elif (path / schema.PAIRS_FILE).is_file() and (path / schema.REPORT_FILE).is_file():
+        files = [path / schema.PAIRS_FILE]
+    else:
+        from audit.sources.readers import locate
+
+        files = locate(path).files
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
 def load_pairs(path: Path, image_size: int, vocab: int, max_len: int = 48, workdir: Path | None = None) -> PairData:
     from PIL import Image
 

@@ -28,8 +28,8 @@ import torch
 
 from audit.config import TrainConfig, to_dict
 from audit.errors import FormatError
-from audit.io import versions, write_json_atomic
-from audit.train.data import PairData, load_pairs
+from audit.io import versions, write_bytes_atomic, write_json_atomic
+from audit.train.data import PairData, data_fingerprint, load_pairs
 from audit.train.losses import bt_loss, shortcut_aware_loss, weighted_bt_loss
 from audit.train.models import blank_image, build_model
 from audit.train.setup import build_models, frozen_vision, make_optimizer, resume, save_state, train_device
@@ -203,6 +203,23 @@ def loss_terms(method: str, model, bias, data: PairData, idx: torch.Tensor, weig
     return per_pair, w, rc, rr
 
 
+# Where a run's files lie and how fast it ran, not what it trains: a resume may change these. `epochs`
+# may grow (a run stopped early continues to the new count; batch order and warm-up follow the epoch).
+_NOT_THE_RUN = ("out", "overwrite", "cache_dir", "device", "threads", "data", "epochs")
+
+
+def run_identity(cfg: TrainConfig, weights: np.ndarray | None = None) -> dict:
+    """What makes two `train` runs one run (a rerun into its folder resumes only that one): every setting
+    that shapes the model, the data's content (not its path) and any weights given directly."""
+    import hashlib
+
+    ident = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_THE_RUN}
+    ident["data"] = data_fingerprint(cfg.data)
+    if weights is not None:
+        ident["weights"] = hashlib.sha256(np.ascontiguousarray(weights, dtype=np.float64).tobytes()).hexdigest()[:16]
+    return json.loads(json.dumps(ident, default=str))      # as the marker stores it
+
+
 def train(cfg: TrainConfig, weights: np.ndarray | None = None, pairs: PairData | None = None) -> dict:
     """Train; `weights` (Python API only) gives `weighted` per-pair weights directly, in data order
     (the benchmark's oracle and its controls use it); `pairs`: `cfg.data` already loaded (the benchmark
@@ -214,7 +231,8 @@ def train(cfg: TrainConfig, weights: np.ndarray | None = None, pairs: PairData |
 
     if int(os.environ.get("RANK", "0")) != 0:
         return _train(cfg, weights, pairs)
-    with claim_output(cfg.out, "train", [cfg.data], overwrite=cfg.overwrite, resumable=True):
+    with claim_output(cfg.out, "train", [cfg.data], overwrite=cfg.overwrite, resumable=True,
+                      identity=run_identity(cfg, weights)):
         return _train(cfg, weights, pairs)
 
 
@@ -234,7 +252,9 @@ def _train(cfg: TrainConfig, weights: np.ndarray | None, pairs: PairData | None)
         weight = weight.to(device)
     opt, params = make_optimizer(cfg, model, bias, device)
     feats = vision_features(model, data) if frozen_vision(cfg, model) else None
-    start_epoch, history = resume(cfg.out / STATE, model, bias, opt)
+    start_epoch, history = resume(cfg.out / STATE, model, bias, opt, cfg.epochs)
+    if rank == 0:                                 # the log says what the state says, nothing more
+        write_bytes_atomic(cfg.out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history).encode())
 
     n = len(data)
     truth = None if data.cue_on_chosen is None else torch.tensor(
@@ -257,7 +277,8 @@ def _train(cfg: TrainConfig, weights: np.ndarray | None, pairs: PairData | None)
             log.info("epoch %d: %s", epoch + 1, entry)
             save_state(cfg.out / STATE, model, bias, opt, epoch + 1, history)
 
-    summary = {"method": cfg.method, "n_pairs": n, "vision": vision_report, "epochs": cfg.epochs, "world_size": world,
+    summary = {"method": cfg.method, "n_pairs": n, "vision": vision_report, "epochs": cfg.epochs,
+               "epochs_run": cfg.epochs - start_epoch, "world_size": world,
                "history": history, "seconds": round(time.perf_counter() - t0, 2),
                # every epoch's training time, the epochs of an interrupted earlier run included
                "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 3),

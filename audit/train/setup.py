@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from audit.config import TrainConfig
-from audit.errors import FormatError
+from audit.errors import ConfigError, FormatError
 from audit.train.models import SmallMMRM
 
 log = logging.getLogger(__name__)
@@ -87,23 +87,43 @@ def load_state(path: Path) -> dict:
                           f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); delete it to start the run afresh") from None
 
 
-def resume(state_file: Path, model, bias, opt) -> tuple[int, list]:
+_HISTORY_KEYS = ("loss", "mean_weight", "train_acc", "ess", "seconds")
+
+
+def _valid_progress(epoch, history) -> bool:
+    """A state's `epoch` and `history` are what `save_state` writes: one finite entry per epoch run."""
+    import math
+
+    return (type(epoch) is int and epoch >= 0 and isinstance(history, list) and len(history) == epoch
+            and all(isinstance(h, dict) and h.get("epoch") == i + 1
+                    and all(isinstance(h.get(k), (int, float)) and math.isfinite(h[k]) for k in _HISTORY_KEYS)
+                    for i, h in enumerate(history)))
+
+
+def resume(state_file: Path, model, bias, opt, epochs: int) -> tuple[int, list]:
     """(first epoch to run, history so far): from `state_file` after a crash (same run, same result),
     else (0, [])."""
     if not state_file.is_file():
         return 0, []
     state = load_state(state_file)
+    epoch, history = (state.get("epoch"), state.get("history")) if isinstance(state, dict) else (None, None)
+    if not _valid_progress(epoch, history):
+        raise FormatError(f"`{state_file}` does not say which epochs ran (epoch {str(epoch)[:20]!r}, a history of "
+                          f"{type(history).__name__}); it is not a state `train` wrote: pass `--overwrite` to start "
+                          "the run afresh, or use another `-o`")
+    if epoch > epochs:
+        raise ConfigError(f"`{state_file.parent}` holds this run trained for {epoch} epochs, more than `--epochs "
+                          f"{epochs}`; pass `--overwrite` to train it afresh for {epochs}, or another `-o`")
     try:
         model.load_state_dict(state["model"])
         if bias is not None:
             bias.load_state_dict(state["bias"])
         opt.load_state_dict(state["opt"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise FormatError(f"`{state_file}` does not match this run's model or method ({type(e).__name__}); "
                           "delete it to start the run afresh, or use another `-o`") from None
-    log.info("resuming %s at epoch %d", state_file.parent, start_epoch)
-    return start_epoch, history
+    log.info("resuming %s at epoch %d", state_file.parent, epoch)
+    return epoch, history
 
 
 def save_state(state_file: Path, model, bias, opt, epoch: int, history: list) -> None:
