@@ -140,7 +140,7 @@ class SourceFormat:
         positions, each with the fields to add, e.g. weights), those in `swap` reversed, and none of
         `avoid` (None: no other pair of the record). One pair per record here: the record itself."""
         (item, fields), = keep.items()
-        return [{**(self.swapped(rec) if item in swap else rec), **fields}]
+        return [{**(flip_flags(self.swapped(rec)) if item in swap else rec), **fields}]
 
     def swapped(self, rec: dict) -> dict:
         """`rec` with its preference reversed: here the values of `chosen` and `rejected` exchanged."""
@@ -173,6 +173,14 @@ class SourceFormat:
     def rest(rec: dict, consumed: Iterable[str]) -> dict:
         consumed = set(consumed)
         return {k: v for k, v in rec.items() if k not in consumed}
+
+
+def flip_flags(rec: dict) -> dict:
+    """A swapped record's own `*_on_chosen` flags (say, synthetic truth) negated, as the column contract
+    says (`audit.schema.swap_rule`)."""
+    from audit.schema import swap_rule
+
+    return {k: (not v) if isinstance(v, bool) and swap_rule(k, set(), set()) == ("not",) else v for k, v in rec.items()}
 
 
 def set_at(rec: Any, key: tuple, value: Any) -> None:

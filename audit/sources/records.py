@@ -4,7 +4,7 @@
 `records.parquet` in the pairs folder holds one row per source record that made at least one pair:
 `record` (its position in the source: the `source_record` of its pairs), `file` (which source file),
 `json` (the record as read, see `encode`), `image_key` (JSON: where the record holds its picture) and
-`image_ref` (the path the record names for its picture; null when the picture is embedded). The
+`image_ref` (JSON: the path the record names for its picture; null when the picture is embedded). The
 picture's bytes are not repeated: the image store keeps them. The file's metadata (`describe`) names
 the format, the `--columns` mapping and each source file's container, split and Arrow schema, so a
 Parquet or Arrow copy gets the source's own column types back. Records are streamed in and out.
@@ -54,7 +54,11 @@ def encode(rec: dict, image_id: str | None) -> str | None:
     dates and decimals tagged values. None when the record cannot be kept (nested too deep, a value of
     an unknown type): such a record is never written back."""
     try:
-        return json.dumps(_enc(rec, image_id), ensure_ascii=False)
+        text = json.dumps(_enc(rec, image_id), ensure_ascii=False)
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:        # a lone surrogate (a damaged source): kept escaped, read back the same
+        return json.dumps(_enc(rec, image_id))
     except (RecursionError, TypeError, ValueError):
         return None
 
@@ -105,7 +109,7 @@ class RecordsWriter:
 
     def add(self, record: int, file: int, rec: dict, ref, image_id: str | None) -> None:
         key = None if ref is None or ref.key is None else json.dumps(list(ref.key))
-        path = None if ref is None or ref.data is not None else ref.path
+        path = None if ref is None or ref.data is not None else json.dumps(ref.path)   # JSON: any string is UTF-8
         self.rows.append({"record": record, "file": file, "json": encode(rec, image_id), "image_key": key,
                           "image_ref": path})
         if len(self.rows) >= self.batch_rows:

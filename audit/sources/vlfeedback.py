@@ -21,7 +21,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import ImageRef, NotPaired, RawPair, SourceFormat, image_at
+from audit.sources.base import ImageRef, NotPaired, RawPair, SourceFormat, flip_flags, image_at
 from audit.sources.writers import ImageFiles, png_to_jpeg, write_jsonl
 
 ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
@@ -165,7 +165,7 @@ class VLFeedback(SourceFormat):
         items = list(self.to_pairs(rec, index))
         parts = {k: it.parts for k, it in enumerate(items) if isinstance(it, RawPair) and it.parts}
         plain = {k: keep[k] for k in sorted(keep) if k not in swap}
-        out = [_record(rec, sorted(parts[k]), {k: keep[k]}, parts, swapped=True) for k in sorted(swap)]
+        out = [flip_flags(_record(rec, sorted(parts[k]), {k: keep[k]}, parts, swapped=True)) for k in sorted(swap)]
         if not plain:
             return out
         if not swap and avoid is not None and not (avoid & parts.keys()):

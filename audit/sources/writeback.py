@@ -141,9 +141,9 @@ def _records_of(fmt, meta: dict, row: dict, group: list[Draw], avoid, pictures: 
     out = fmt.write_back(renamed, row["record"], keep, {d.item for d in group if d.swap},
                          None if avoid is None else avoid.get(row["record"], set()))
     if row["image_ref"] is not None:
-        ext = os.path.splitext(first.image_path or "")[1]
-        rel = pictures.place(row["image_ref"], picture, first.image_id, ext)
-        if rel != row["image_ref"]:
+        wanted = json.loads(row["image_ref"])
+        rel = pictures.place(wanted, picture, first.image_id, os.path.splitext(first.image_path or "")[1])
+        if rel != wanted:
             key = None if row["image_key"] is None else tuple(json.loads(row["image_key"]))
             for rec in out:
                 fmt.point_image(rec, key, rel)
