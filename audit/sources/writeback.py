@@ -53,82 +53,91 @@ def write_back(frame, selected: np.ndarray, eligible: np.ndarray, pairs_dir: Pat
     one draw) back in the source's format into the new folder `out`. `eligible`: rows that could have
     been selected; those left unselected are kept out of multi-pair records. `swap`, `fields`: per
     selected row, reverse its preference, and float fields to add (weights). Returns what was written."""
+    from audit.images import image_roots
     from audit.sources import get_format
 
     meta = read_meta(pairs_dir)
     fmt = get_format(meta["format"])
-    draws = _draws(frame, np.asarray(selected, dtype=np.int64), swap, fields or {})
-    repeats = len(set(zip((d.record for d in draws), (d.item for d in draws)))) < len(draws)
-    avoid = None if repeats else _avoided(frame, selected, eligible)
+    draws = _Draws(frame, np.asarray(selected, dtype=np.int64), eligible, swap, fields or {})
     targets = _targets(meta)
     pictures = Pictures(out, set(targets.values()))
+    where = (Path(pairs_dir), image_roots(pairs_dir))      # the pairs folder and its image roots
     n = 0
     with contextlib.ExitStack() as stack:
         sinks = _Sinks(stack, meta, targets, out, fmt.added_fields(sorted(fields or {})))
-        for row, group in _grouped(pairs_dir, draws, repeats):
-            for rec in _records_of(fmt, meta, row, group, avoid, pictures, pairs_dir):
+        for row, group in draws.grouped(pairs_dir):
+            for rec in _records_of(fmt, meta, row, group, draws.avoided(row["record"]), pictures, where):
                 sinks.add(row["file"], rec)
                 n += 1
         paths = sinks.close()
     return {"path": str(paths[0] if len(paths) == 1 else out), "files": [str(p) for p in paths],
-            "records_out": n, "pairs_out": len(draws), "format": fmt.name}
+            "records_out": n, "pairs_out": len(draws.record), "format": fmt.name}
 
 
-def _draws(frame, sel: np.ndarray, swap: np.ndarray | None, fields: dict[str, np.ndarray]) -> list[Draw]:
-    missing = [c for c in ("source_record", "source_item") if c not in frame.columns]
-    sub = frame[sel] if len(sel) else frame.head(0)
-    if missing or sub["source_record"].null_count():
-        raise FormatError("these pairs do not say which source record they came from (ingested by an older version): "
-                          "re-ingest the source (or `score` it again) to write an exact copy in its own format, or "
-                          "pick `--format parquet`")
-    swap = np.zeros(len(sel), bool) if swap is None else np.asarray(swap, bool)
-    cols = [sub[c].to_list() for c in ("source_record", "source_item", "image_path", "image_id", "sample_id")]
-    return [Draw(int(r), int(k), bool(swap[i]), {f: float(v[i]) for f, v in fields.items()}, p, iid, str(s))
-            for i, (r, k, p, iid, s) in enumerate(zip(*cols))]
+class _Draws:
+    """The selected rows as arrays (no Python object per row), grouped by source record on demand."""
 
+    def __init__(self, frame, sel: np.ndarray, eligible, swap, fields: dict[str, np.ndarray]) -> None:
+        if any(c not in frame.columns for c in ("source_record", "source_item")) or \
+                (len(sel) and frame["source_record"].gather(sel).null_count()):
+            raise FormatError("these pairs do not say which source record they came from (ingested by an older "
+                              "version): re-ingest the source (or `score` it again) to write an exact copy in its own "
+                              "format, or pick `--format parquet`")
+        rec, item = frame["source_record"].to_numpy(), frame["source_item"].to_numpy()
+        self.cols, self.sel = frame.select("image_path", "image_id", "sample_id"), sel
+        self.record, self.item = rec[sel].astype(np.int64), item[sel].astype(np.int64)
+        self.swap = np.zeros(len(sel), bool) if swap is None else np.asarray(swap, bool)
+        self.fields = fields
+        # each (record, pair) at most once: a record's pairs are written together; else (resampling)
+        # each draw is written alone, and no other pair of its record comes with it
+        self.repeats = len(np.unique(sel)) < len(sel)
+        left = np.asarray(eligible, bool).copy()
+        left[sel] = False
+        order = np.argsort(rec[left], kind="stable")
+        self.left_record, self.left_item = rec[left][order], item[left][order]
 
-def _avoided(frame, selected, eligible) -> dict[int, set[int]]:
-    """Record -> its pairs that could have been written and were not (kept out of what is written)."""
-    left = np.asarray(eligible, bool).copy()
-    left[np.asarray(selected, dtype=np.int64)] = False
-    rec, item = frame["source_record"].to_numpy(), frame["source_item"].to_numpy()
-    out: dict[int, set[int]] = {}
-    for i in np.flatnonzero(left):
-        out.setdefault(int(rec[i]), set()).add(int(item[i]))
-    return out
+    def avoided(self, record: int) -> set[int] | None:
+        """The pairs of `record` that could have been written and were not (kept out of its copy)."""
+        if self.repeats:
+            return None
+        lo, hi = np.searchsorted(self.left_record, [record, record + 1])
+        return {int(k) for k in self.left_item[lo:hi]}
 
+    def _draw(self, i: int) -> Draw:
+        row = self.cols.row(int(self.sel[i]), named=True)
+        return Draw(int(self.record[i]), int(self.item[i]), bool(self.swap[i]),
+                    {f: float(v[i]) for f, v in self.fields.items()}, row["image_path"], row["image_id"],
+                    str(row["sample_id"]))
 
-def _grouped(pairs_dir: Path, draws: list[Draw], repeats: bool) -> Iterator[tuple[dict, list[Draw]]]:
-    """(stored record, the draws written from it together) in source order: a record's pairs together,
-    or each draw alone when draws repeat (resampling)."""
-    order = sorted(range(len(draws)), key=lambda i: draws[i].record)
-    wanted = sorted({d.record for d in draws})
-    rows = stored_records(pairs_dir, wanted)
-    at = 0
-    for r in wanted:
-        row = next(rows, None)
-        if row is None or row["record"] != r or row["json"] is None:
-            first = next(draws[i] for i in order if draws[i].record == r)
-            raise SourceError(f"the source record of row `{first.sample_id}` (record {r}) was not kept by ingest "
-                              "(nested too deeply, or a value of an unknown type): it cannot be written back; "
-                              "leave it out or pick `--format parquet`")
-        group = []
-        while at < len(order) and draws[order[at]].record == r:
-            group.append(draws[order[at]])
-            at += 1
-        for part in ([[d] for d in group] if repeats else [group]):
-            yield row, part
+    def grouped(self, pairs_dir: Path) -> Iterator[tuple[dict, list[Draw]]]:
+        """(stored record, the draws written from it together), in source order."""
+        order = np.argsort(self.record, kind="stable")
+        wanted = np.unique(self.record)
+        rows = stored_records(pairs_dir, wanted.tolist())
+        ends = np.searchsorted(self.record[order], wanted, side="right")
+        start = 0
+        for r, end in zip(wanted.tolist(), ends):
+            group = [self._draw(i) for i in order[start:end]]
+            start = end
+            row = next(rows, None)
+            if row is None or row["record"] != r or row["json"] is None:
+                raise SourceError(f"the source record of row `{group[0].sample_id}` (record {r}) was not kept by "
+                                  "ingest (nested too deeply, or a value of an unknown type): it cannot be written "
+                                  "back; leave it out or pick `--format parquet`")
+            for part in ([[d] for d in group] if self.repeats else [group]):
+                yield row, part
 
 
 def _records_of(fmt, meta: dict, row: dict, group: list[Draw], avoid, pictures: "Pictures",
-                pairs_dir: Path) -> list[dict]:
-    """The records to write for one group of draws of a stored record, pictures placed."""
-    from audit.images import image_roots, resolve_image
+                where: tuple) -> list[dict]:
+    """The records to write for one group of draws of a stored record, pictures placed. `where`: the
+    pairs folder and its image roots (the pictures are read from there)."""
+    from audit.images import resolve_image
 
     first = group[0]
 
     def picture() -> bytes:
-        data = resolve_image(pairs_dir, first.image_path, allowed_roots=image_roots(pairs_dir)).read_bytes()
+        data = resolve_image(where[0], first.image_path, allowed_roots=where[1]).read_bytes()
         if hashlib.sha256(data).hexdigest()[:32] != first.image_id:
             raise SourceError(f"the picture of row `{first.sample_id}` (`{first.image_path}`) changed since it was "
                               "ingested: re-ingest the source to write a copy of what it holds now")
@@ -138,8 +147,7 @@ def _records_of(fmt, meta: dict, row: dict, group: list[Draw], avoid, pictures: 
     mapping = meta.get("columns") or {}
     renamed = {mapping.get(k, k): v for k, v in raw.items()} if mapping else raw
     keep = {d.item: d.fields for d in group}
-    out = fmt.write_back(renamed, row["record"], keep, {d.item for d in group if d.swap},
-                         None if avoid is None else avoid.get(row["record"], set()))
+    out = fmt.write_back(renamed, row["record"], keep, {d.item for d in group if d.swap}, avoid)
     if row["image_ref"] is not None:
         wanted = json.loads(row["image_ref"])
         rel = pictures.place(wanted, picture, first.image_id, os.path.splitext(first.image_path or "")[1])
