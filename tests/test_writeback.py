@@ -327,3 +327,28 @@ def test_a_swapped_pair_comes_back_reversed_in_a_source_copy(vlrb, tmp_path):
     back = _ingest(tmp_path / "x", tmp_path / "back")
     flipped = one[:4].select("prompt", pl.col("rejected").alias("chosen"), pl.col("chosen").alias("rejected"), "image_id")
     assert back.select(KEY).equals(pl.concat([flipped, one[6:].select(KEY)]))
+
+
+def test_a_copy_keeps_the_sources_own_column_names_and_points_at_its_own_pictures(tmp_path):
+    """`--columns` renames only for reading: the copy has the source's names. A picture named by an
+    absolute path is copied inside the copy's folder and the record points at it there."""
+    from audit.sources.writeback import write_back
+
+    root = tmp_path / "src"
+    for i in range(3):
+        (root / "p" / f"{i}.png").parent.mkdir(parents=True, exist_ok=True)
+        (root / "p" / f"{i}.png").write_bytes(_picture(i))
+    rows = [{"question": f"What is {i}?", "good": f"It is number {i}.", "bad": f"It is number {i + 1}.",
+             "img": str((root / "p" / "0.png").resolve()) if i == 0 else f"p/{i}.png", "note": i} for i in range(3)]
+    src = write_jsonl(rows, root / "mine.jsonl")
+    columns = "prompt=question,chosen=good,rejected=bad,image=img"
+    ingest(IngestConfig(source=src, out=tmp_path / "p1", columns=columns))
+    one = pl.read_parquet(tmp_path / "p1" / "pairs.parquet")
+    every = np.ones(one.height, bool)
+    write_back(one, np.arange(one.height), every, tmp_path / "p1", tmp_path / "copy")
+    copy = _records(tmp_path / "copy" / "mine.jsonl")
+    assert [list(r) for r in copy] == [list(r) for r in rows] and copy[1:] == rows[1:]
+    assert copy[0]["img"] == f"images/{one['image_id'][0]}.png"
+    assert (tmp_path / "copy" / copy[0]["img"]).read_bytes() == _picture(0)
+    ingest(IngestConfig(source=tmp_path / "copy", out=tmp_path / "p2", columns=columns))
+    assert pl.read_parquet(tmp_path / "p2" / "pairs.parquet").select(KEY).equals(one.select(KEY))
