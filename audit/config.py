@@ -447,7 +447,9 @@ class ExportConfig:
                     "probability proportional to weight")
     format: str = opt("parquet", choices=EXPORT_FORMATS,
                       help="`parquet` (zstd, embedded images), `hf` (save_to_disk, Image feature), `alignrm` "
-                      "(JSONL + images), `trl` (conversational + images), `source` (the source's own format)")
+                      "(JSONL + images), `trl` (conversational + images), `source` (the source's own format and "
+                      "container: each exported record as it was read, with its own picture, plus `weight` and "
+                      "`audit_weight`; VLFeedback per pair in `pair_weights`)")
     scheme: str | None = opt(None, choices=SCHEME_CHOICES, help="re-choose the weight scheme without re-scoring "
                              "(sfc or sfc-residual, as the audit's `sfc_kind` says); default: the audit's weights")
     clip: float | None = opt(None, gt=1, help="cap on the normalised weight when re-weighting")
@@ -460,7 +462,9 @@ class ExportConfig:
     container: str = opt("parquet", choices=("parquet", "hf"), help="`trl` format container")
     tags: bool = opt(False, help="honour the tags set in the app (AUDIT_DIR/tags.parquet): `exclude` pairs are "
                      "left out, `keep` pairs are never pruned, `swap` pairs are written with chosen and rejected "
-                     "swapped (and weight 1: their scores were for the other label); a `tag` column is added")
+                     "swapped and every column that depends on the side flipped (margins, probabilities, losses, SFC, "
+                     "cues, `is_shortcut`, the sides' models and ratings; the source's rating `margin` dropped), with "
+                     "the mean weight of the others (their scores were for the other label); a `tag` column is added")
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -686,7 +690,8 @@ class OverlapConfig:
                      "`--exclude`); all kinds are listed in overlap.parquet either way: image, near_image, pair, "
                      "swapped_pair, response, prompt")
     exclude: bool = opt(False, help="also write B without its contaminated rows (see `--kinds`), in B's own "
-                        "format, to OUT/excluded")
+                        "format, to OUT/excluded: each kept record as it was read, with its own picture (a VLFeedback "
+                        "record with some pairs removed keeps the completions of its other pairs)")
     overwrite: bool = opt(False, help="replace a non-empty `-o` folder that shortcut-audit wrote earlier, whole "
                           "(its earlier contents are deleted once this run finishes; a folder of your own is never deleted)")
 

@@ -21,6 +21,7 @@ from audit.errors import FormatError, SourceError
 from audit.images import image_roots, resolve_image
 from audit.io import versions, write_json_atomic
 from audit.schemes import check_scheme, sfc_kind_of, weights
+from audit.sources.writeback import write_back
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ EXPORT_REPORT = "export_report.json"
 _ARROW_KIND = {"String": "string", "Utf8": "string", "Float64": "float64", "Float32": "float64", "Int64": "int64",
                "Int32": "int64", "Boolean": "bool"}
 # Columns the writers produce themselves, or that only make sense inside a pairs folder.
-_NOT_EXTRA = {"prompt", "chosen", "rejected", "image_path", "status", "status_detail", "extra_json"}
+_NOT_EXTRA = {"prompt", "chosen", "rejected", "image_path", "status", "status_detail", "extra_json", "source_record",
+              "source_item", "_row"}
 
 
 @dataclass
@@ -114,29 +116,37 @@ def write_rows(frame, idx: np.ndarray, pairs_dir: Path, writer_name: str, out: P
     return fmt.write(pairs(), out, container=container, seed=seed, extra_spec=spec)
 
 
-def _apply_tags(cfg: ExportConfig, ok, weight: np.ndarray):
-    """With `--tags`: drop the `exclude` pairs, swap chosen and rejected of the `swap` pairs (their weight
-    becomes the mean of the others': the audit scored them under the other label) and add a `tag`
-    column. Returns the rows, their weights and what the tags did (None without `--tags`)."""
+def _apply_tags(cfg: ExportConfig, ok, weight: np.ndarray, summary: dict, whole):
+    """With `--tags`: drop the `exclude` pairs, swap the `swap` pairs (chosen and rejected, and every column
+    that depends on the side: `audit.tags.swap_pairs`; their weight becomes the mean of the others': the
+    audit weighed them under the other label) and add a `tag` column. Returns the rows, their weights and
+    what the tags did (None without `--tags`). `whole`: the whole audit (tags name its scored pairs)."""
     import polars as pl
 
-    from audit.tags import read_tags, tag_column, tag_counts
+    from audit.tags import read_tags, swap_pairs, tag_column, tag_counts
 
     if not cfg.tags:
         return ok, weight, None
     tags = read_tags(cfg.audit)
     ok = ok.with_columns(tag_column(tags))
+    matched = int(whole.filter(pl.col("status") == schema.OK)["pair_id"].is_in(list(tags)).sum())
+    if tags and not matched:
+        raise FormatError(f"none of the {len(tags)} tags in `{cfg.audit / 'tags.parquet'}` names a scored pair of this "
+                          f"audit (its pair ids look like `{next(iter(tags))}`, the audit's like `{whole['pair_id'][0]}`): "
+                          "were they set on another audit? Tag the pairs again in the app, or export without `--tags`")
+    if matched < len(tags):
+        log.warning("%d of the %d tags name no scored pair of this audit and are not applied", len(tags) - matched, len(tags))
     excluded = (ok["tag"] == "exclude").fill_null(False).to_numpy()
     ok, weight = ok.filter(pl.Series(~excluded)), weight[~excluded]
-    swap = (ok["tag"] == "swap").fill_null(False)
-    ok = ok.with_columns(pl.when(swap).then(pl.col("rejected")).otherwise(pl.col("chosen")).alias("chosen"),
-                         pl.when(swap).then(pl.col("chosen")).otherwise(pl.col("rejected")).alias("rejected"))
-    swap = swap.to_numpy()
+    swap = (ok["tag"] == "swap").fill_null(False).to_numpy()
+    cues = {f"cue_{c['name']}" for c in summary.get("cues") or [] if isinstance(c, dict) and "name" in c}
+    ok = swap_pairs(ok, swap, threshold=float((summary.get("config") or {}).get("threshold", 0.8)), cue_columns=cues)
     if swap.any():
         weight = weight.copy()
         weight[swap] = float(weight[~swap].mean()) if (~swap).any() else 1.0
-    return ok, weight, {"file_tags": tag_counts(tags), "in_file": len(tags), "excluded": int(excluded.sum()),
-                        "swapped": int(swap.sum()), "kept": int((ok["tag"] == "keep").fill_null(False).sum()),
+    return ok, weight, {"file_tags": tag_counts(tags), "in_file": len(tags), "not_applied": len(tags) - matched,
+                        "excluded": int(excluded.sum()), "swapped": int(swap.sum()),
+                        "kept": int((ok["tag"] == "keep").fill_null(False).sum()),
                         "review": int((ok["tag"] == "review").fill_null(False).sum())}
 
 
@@ -150,6 +160,21 @@ def _check_outside_audit(out: Path, audit: Path) -> None:
         raise ConfigError(f"`-o {out}` is inside the audit folder `{audit}`, whose files a rescore replaces (its "
                           "`pairs/` holds the pairs table it scores); pass a folder outside it, or one under "
                           f"`{Path(audit) / schema.APP_EXPORTS}` (kept through a rescore)")
+
+
+def _write(cfg: ExportConfig, whole, ok, idx: np.ndarray, pairs_dir: Path, fields: dict) -> tuple[str, Path, int]:
+    """Write rows `idx` of `ok` (with float `fields` over `ok`); (format written, path, records written).
+    `--format source` writes the source's own records back (`audit.sources.writeback`): the scored
+    pairs of the whole audit that are not written are kept out of them."""
+    if cfg.format == "source":
+        swap = (ok["tag"] == "swap").fill_null(False).to_numpy()[idx] if cfg.tags else None
+        done = write_back(whole, ok["_row"].to_numpy()[idx], (whole["status"] == schema.OK).to_numpy(), pairs_dir,
+                          cfg.out, swap=swap, fields={k: v[idx] for k, v in fields.items()})
+        return done["format"], Path(done["path"]), done["records_out"]
+    writer_name = {"parquet": "pairs", "hf": "pairs"}.get(cfg.format, cfg.format)
+    container = "hf" if cfg.format == "hf" or (cfg.format == "trl" and cfg.container == "hf") else "parquet"
+    return writer_name, write_rows(ok, idx, pairs_dir, writer_name, cfg.out, container=container, seed=cfg.seed,
+                                   extra=fields), len(idx)
 
 
 def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
@@ -168,6 +193,8 @@ def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
 def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_dir: Path) -> dict:
     import polars as pl
 
+    df = df.with_row_index("_row")     # position in the whole audit: what a source copy leaves out
+    whole = df
     if only is not None:
         df = df.filter(pl.col("pair_id").is_in(list(only)))
     ok_mask = (df["status"] == schema.OK).to_numpy()
@@ -184,20 +211,11 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
         check_scheme(cfg.scheme, sfc_kind_of(summary))
         weight = weights(cfg.scheme, np.ones(ok.height, bool), text_prob=ok["text_prob"].to_numpy(),
                          sfc=ok["sfc"].to_numpy(), clip=cfg.clip, ipw_floor=cfg.ipw_floor, jtt_factor=cfg.jtt_factor)
-    ok, weight, tagged = _apply_tags(cfg, ok, weight)
+    ok, weight, tagged = _apply_tags(cfg, ok, weight, summary, whole)
     if ok.height == 0:
         raise FormatError(f"every scored pair of `{cfg.audit}` is tagged `exclude`: nothing to export")
     idx = select(weight, ok["is_shortcut"].to_numpy(), ok["pair_id"].to_list(), cfg,
                  keep=(ok["tag"] == "keep").fill_null(False).to_numpy() if cfg.tags else None)
-
-    fmt_name = cfg.format
-    if fmt_name == "source":
-        sources = sorted(set(ok["source"].to_list()))
-        if len(sources) != 1:
-            raise FormatError(f"`--format source` needs one source format, the audit mixes {', '.join(sources)}; "
-                              "pick an explicit `--format`")
-        fmt_name = sources[0]
-    writer_name = {"parquet": "pairs", "hf": "pairs", "alignrm": "alignrm", "trl": "trl"}.get(fmt_name, fmt_name)
 
     out_weight = weight if cfg.mode == "weight" else np.ones(ok.height)
     # A subset (the app's filter, a scheme recomputed here) keeps mean weight 1 over what is exported: a
@@ -206,12 +224,11 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
     renormalised = cfg.mode == "weight" and exported_mean > 0 and abs(exported_mean - 1.0) > 1e-9
     if renormalised:
         out_weight = out_weight / exported_mean
-    container = "hf" if cfg.format == "hf" or (fmt_name == "trl" and cfg.container == "hf") else "parquet"
-    path = write_rows(ok, idx, pairs_dir, writer_name, cfg.out, container=container, seed=cfg.seed,
-                      extra={"weight": out_weight, "audit_weight": weight})
+    writer_name, path, records_out = _write(cfg, whole, ok, idx, pairs_dir, {"weight": out_weight, "audit_weight": weight})
     rows_out = int(len(idx))
     report = {
         "audit": str(cfg.audit), "mode": cfg.mode, "format": cfg.format, "written_as": writer_name, "path": str(path),
+        "records_out": records_out,
         "scheme": cfg.scheme or summary.get("scheme"), "rows_in": int(df.height), "scored": int(ok.height),
         "excluded_unscored": excluded, "rows_out": rows_out, "distinct_pairs": int(len(np.unique(idx))),
         "dropped": int(ok.height - len(np.unique(idx))) if cfg.mode == "prune" else 0,

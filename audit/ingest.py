@@ -27,7 +27,8 @@ from audit.io import atomic_path, versions, write_json_atomic
 from audit.links import hash_words, text_key
 from audit.sources import detect_format, get_format
 from audit.sources.base import BadRecord, NotPaired, RawPair, SourceFormat, strip_image_token
-from audit.sources.readers import SourceFiles, iter_records, locate
+from audit.sources.readers import SourceFiles, iter_file_records, iter_records, locate
+from audit.sources.records import RECORDS_FILE, RecordsWriter, describe
 
 log = logging.getLogger(__name__)
 
@@ -252,15 +253,50 @@ def _text_status(raw: RawPair) -> tuple[str, str | None]:
 
 
 class _Run:
-    """The state of one ingest: turns RawPairs into table rows."""
+    """The state of one ingest: turns records into table rows (and keeps the records, for write-back)."""
 
-    def __init__(self, fmt: SourceFormat, src: SourceFiles, store: ImageStore, root: Path) -> None:
+    def __init__(self, fmt: SourceFormat, src: SourceFiles, store: ImageStore, root: Path, explicit: bool) -> None:
         self.fmt, self.src, self.store, self.root = fmt, src, store, root
+        self.explicit = explicit    # `--format` given: a record of another format is read as this one
         self.dedup = Dedup()        # exact content: numbers repeated rows for a stable, unique pair_id
         self.same = SameContent()   # normalised texts and near-identical picture: marks later copies `duplicate`
         self.status_counts: Counter[str] = Counter()
+        self.not_paired: Counter[str] = Counter()
 
-    def row(self, raw: RawPair, where: str) -> tuple[dict, dict]:
+    def add(self, index: int, file: int, raw: dict | BadRecord, rec: dict | BadRecord, writer: "PairsWriter",
+            records: RecordsWriter) -> None:
+        """One source record (`raw` as read, `rec` with `--columns` applied): its rows, and the record kept."""
+        if isinstance(rec, BadRecord):
+            writer.add(*self.row(RawPair(f"row{index}", status=schema.BAD_ROW, detail=f"{rec.where}: {rec.detail}"),
+                                 f"r{index}", index, 0))
+            return
+        fmt = self.fmt
+        try:
+            items = list(fmt.to_pairs(rec, index))
+        except Exception as e:  # a reader bug on one odd record must not kill the run
+            log.debug("record %d: %s", index, e, exc_info=True)
+            items = [RawPair(fmt.sample_id(rec, index, "id"), status=schema.BAD_ROW,
+                             detail=f"record does not fit format `{fmt.name}` ({type(e).__name__}: {e})")]
+        if fmt.name != "vlfeedback" and not items:
+            items = [RawPair(f"row{index}", status=schema.BAD_ROW, detail="record produced no pair")]
+        picture: tuple = (None, None)
+        for k, item in enumerate(items):
+            if isinstance(item, NotPaired):
+                self.not_paired[item.reason] += 1
+                continue
+            if item.status is None and not self.explicit and not fmt.detect(rec):
+                other = _other_format(rec)
+                if other is not None:
+                    item.status, item.detail = schema.BAD_ROW, (
+                        f"record looks like format `{other}`, not `{fmt.name}`: the file mixes formats")
+            row, extra = self.row(item, f"r{index}.{k}", index, k)
+            writer.add(row, extra)
+            if picture[0] is None and item.image is not None:
+                picture = (item.image, row["image_id"])
+        if any(isinstance(item, RawPair) for item in items):
+            records.add(index, file, raw, *picture)
+
+    def row(self, raw: RawPair, where: str, record: int, item: int) -> tuple[dict, dict]:
         extra = dict(raw.extra)
         source = extra.pop("source", None) if self.src.is_pairs_dir else None
         for k in [k for k in extra if k in schema.PAIRS_COLUMNS or k == schema.EXTRA_JSON]:
@@ -300,7 +336,7 @@ class _Run:
             "rejected": raw.rejected if isinstance(raw.rejected, str) else None,
             "image_path": img.path if img is not None else None, "image_id": image_id, "image_phash": phash,
             "prompt_id": hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest(),
-            "margin": margin, "status": status, "status_detail": detail,
+            "margin": margin, "status": status, "status_detail": detail, "source_record": record, "source_item": item,
         }, extra
 
 
@@ -308,11 +344,12 @@ def _rename(rec: dict, mapping: dict[str, str]) -> dict:
     return {mapping.get(k, k): v for k, v in rec.items()} if mapping else rec
 
 
-def _records(src: SourceFiles, mapping: dict[str, str], limit: int | None) -> Iterator[dict | BadRecord]:
-    for i, rec in enumerate(iter_records(src)):
+def _records(src: SourceFiles, mapping: dict[str, str], limit: int | None) -> Iterator[tuple]:
+    """(file index, record as read, record with `--columns` applied) for each source record."""
+    for i, (file, rec) in enumerate(iter_file_records(src)):
         if limit is not None and i >= limit:
             return
-        yield rec if isinstance(rec, BadRecord) else _rename(rec, mapping)
+        yield file, rec, (rec if isinstance(rec, BadRecord) else _rename(rec, mapping))
 
 
 def _check_mapping(src: SourceFiles, mapping: dict[str, str], limit: int | None) -> None:
@@ -382,60 +419,41 @@ def _ingest(cfg: IngestConfig, src: SourceFiles) -> dict:
         raise SourceError(f"`--image-root {cfg.image_root}` is not a folder; pass the folder that holds the "
                           "dataset's images")
     _check_mapping(src, cfg.column_map(), cfg.limit)
-    records = _records(src, cfg.column_map(), cfg.limit)
-    head: list[dict | BadRecord] = []
-    for rec in records:
+    rest = _records(src, cfg.column_map(), cfg.limit)
+    head: list[tuple] = []
+    for rec in rest:
         head.append(rec)
         if len(head) >= _DETECT_SAMPLE:
             break
-    fmt = _choose_format(cfg, src, head)
+    fmt = _choose_format(cfg, src, [rec for _, _, rec in head])
     log.info("ingesting %s as `%s`", src.describe(), fmt.name)
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     store = ImageStore(out, [root, out, *src.image_roots], cfg.max_pixels, cfg.verify_images == "full",
                        source_root=src.root, copy=cfg.copy_images)
-    run = _Run(fmt, src, store, root)
-    not_paired: Counter[str] = Counter()
+    run = _Run(fmt, src, store, root, explicit=bool(cfg.format))
     records_in = 0
-    with atomic_path(out / schema.PAIRS_FILE) as tmp:
+    with atomic_path(out / schema.PAIRS_FILE) as tmp, atomic_path(out / RECORDS_FILE) as kept:
         writer = PairsWriter(tmp, cfg.batch_rows)
+        records = RecordsWriter(kept, describe(src, fmt.name, cfg.column_map()))
 
-        def all_records() -> Iterator[dict | BadRecord]:
+        def all_records() -> Iterator[tuple]:
             yield from head
-            yield from records
+            yield from rest
 
         next_log = time.perf_counter() + 10
-        for index, rec in enumerate(all_records()):
+        for index, (file, raw, rec) in enumerate(all_records()):
             records_in += 1
             if time.perf_counter() > next_log:   # progress on long runs (visible with -v)
                 next_log = time.perf_counter() + 10
                 done = writer.n + len(writer.rows)
                 log.info("%d records, %d rows, %.0f rows/s", records_in, done, done / (time.perf_counter() - t0))
-            if isinstance(rec, BadRecord):
-                writer.add(*run.row(RawPair(f"row{index}", status=schema.BAD_ROW,
-                                            detail=f"{rec.where}: {rec.detail}"), f"r{index}"))
-                continue
-            try:
-                items = list(fmt.to_pairs(rec, index))
-            except Exception as e:  # a reader bug on one odd record must not kill the run
-                log.debug("record %d: %s", index, e, exc_info=True)
-                items = [RawPair(fmt.sample_id(rec, index, "id"), status=schema.BAD_ROW,
-                                 detail=f"record does not fit format `{fmt.name}` ({type(e).__name__}: {e})")]
-            if fmt.name != "vlfeedback" and not items:
-                items = [RawPair(f"row{index}", status=schema.BAD_ROW, detail="record produced no pair")]
-            for k, item in enumerate(items):
-                if isinstance(item, NotPaired):
-                    not_paired[item.reason] += 1
-                    continue
-                if item.status is None and not cfg.format and not fmt.detect(rec):
-                    other = _other_format(rec)
-                    if other is not None:
-                        item.status, item.detail = schema.BAD_ROW, (
-                            f"record looks like format `{other}`, not `{fmt.name}`: the file mixes formats")
-                writer.add(*run.row(item, f"r{index}.{k}"))
+            run.add(index, file, raw, rec, writer, records)
         writer.close()
+        records.close()
         rows_out = writer.n
+    not_paired = run.not_paired
 
     seconds = time.perf_counter() - t0
     counts = {s: run.status_counts.get(s, 0) for s in schema.STATUSES if run.status_counts.get(s, 0)}

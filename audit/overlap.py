@@ -295,19 +295,33 @@ def _matches(ak, bk, b_resp, b_hash, index: BandIndex, specific, near_distance: 
 
 
 def _write_excluded(cfg: OverlapConfig, b_dir: Path, keep: np.ndarray) -> dict:
-    """B's rows that share nothing contaminating with A, written in B's own format to OUT/excluded."""
+    """B's rows that share nothing contaminating with A, written back in B's own format (each kept
+    record as it was read, `audit.sources.writeback`) to OUT/excluded. The copy is built in a fresh
+    folder beside it and then takes its place: nothing of an earlier run's copy is kept."""
     import json
+    import shutil
+    import tempfile
 
     import polars as pl
 
-    from audit.export import write_rows
+    from audit.sources.writeback import write_back
 
     table = pl.read_parquet(b_dir / schema.PAIRS_FILE)
     fmt = json.loads((b_dir / schema.REPORT_FILE).read_text(encoding="utf-8")).get("format", "pairs")
     writable = table["status"].is_in(list(_COMPARED)).to_numpy()
     idx = np.flatnonzero(keep & writable)
     dest = cfg.out / "excluded"
-    path = write_rows(table, idx, b_dir, "pairs" if fmt in ("pairs", None) else fmt, dest)
+    stage = Path(tempfile.mkdtemp(dir=cfg.out, prefix=".excluded."))
+    try:
+        done = write_back(table, idx, writable, b_dir, stage)
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.exists():
+            shutil.rmtree(dest)
+        stage.rename(dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     not_written = table.filter(pl.Series(~writable)).group_by("status").len().sort("status")
-    return {"path": str(path), "format": fmt, "rows_in": table.height, "rows_out": int(len(idx)),
-            "removed": int((~keep & writable).sum()), "not_written": dict(not_written.iter_rows())}
+    return {"path": str(dest / Path(done["path"]).relative_to(stage)), "format": fmt, "rows_in": table.height,
+            "rows_out": int(len(idx)), "records_out": done["records_out"], "removed": int((~keep & writable).sum()),
+            "not_written": dict(not_written.iter_rows())}

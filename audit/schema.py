@@ -48,10 +48,12 @@ PAIRS_SCHEMA = pa.schema([
     pa.field("margin", pa.float64()),      # e.g. rating difference; null when the source has none
     pa.field("status", pa.string(), nullable=False),
     pa.field("status_detail", pa.string()),  # human-readable reason for a non-ok status
+    pa.field("source_record", pa.int64()),   # position of the source record it came from (0 = first read)
+    pa.field("source_item", pa.int32()),     # position of the pair among that record's comparisons
 ])
 PAIRS_COLUMNS = tuple(PAIRS_SCHEMA.names)
 # Columns a pairs table written by an older version may lack (read as null).
-OPTIONAL_COLUMNS = ("image_phash",)
+OPTIONAL_COLUMNS = ("image_phash", "source_record", "source_item")
 REQUIRED_COLUMNS = tuple(c for c in PAIRS_COLUMNS if c not in OPTIONAL_COLUMNS)
 EXTRA_JSON = "extra_json"
 
@@ -75,3 +77,38 @@ def pairs_dir_of(audit_dir, summary: dict):
         if (cand / PAIRS_FILE).is_file():
             return cand
     return audit_dir / "pairs"
+
+
+# When a reviewer swaps a pair's chosen and rejected (`export --tags`, tag `swap`), every column that
+# depends on which side is chosen is flipped, recomputed from the flipped ones, or dropped, by these
+# rules over the column contract (the audited columns of DESIGN.md and the sides' own columns):
+#   chosen / rejected, chosen_X / rejected_X (models, ratings, ...)  exchanged
+#   *_margin (r(chosen) - r(rejected)) and the cue columns           negated
+#   *_prob (sigma of a margin)                                        1 - p
+#   *_loss (-log sigma of a margin), sfc, is_shortcut                 recomputed from the flipped margins
+#   *_on_chosen (flags, e.g. synthetic truth)                         negated
+#   margin (the source's own rating difference: the swap overrules it) and a format's `oriented` columns  dropped
+SWAP_DROPPED = ("margin",)
+
+
+def swap_rule(name: str, columns: set[str], cue_columns: set[str], dropped: set[str] = frozenset()) -> tuple | None:
+    """How column `name` changes when chosen and rejected trade places: None (it does not depend on
+    the side), ("exchange", other), ("negate",), ("complement",), ("not",), ("loss", margin column),
+    ("sfc",), ("is_shortcut",) or ("drop",). `columns`: the table's; `cue_columns`: its cue features;
+    `dropped`: the source formats' own orientation-dependent columns."""
+    for a, b in (("chosen", "rejected"), ("rejected", "chosen")):
+        if name == a or (name.startswith(a + "_") and b + name[len(a):] in columns):
+            return ("exchange", b + name[len(a):])
+    if name in SWAP_DROPPED or name in dropped:
+        return ("drop",)
+    if name.endswith("_margin") or name in cue_columns:
+        return ("negate",)
+    if name.endswith("_prob"):
+        return ("complement",)
+    if name.endswith("_loss") and name[:-len("loss")] + "margin" in columns:
+        return ("loss", name[:-len("loss")] + "margin")
+    if name in ("sfc", "is_shortcut"):
+        return (name,)
+    if name.endswith("_on_chosen"):
+        return ("not",)
+    return None

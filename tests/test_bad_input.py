@@ -666,7 +666,7 @@ def test_a_non_empty_output_folder_is_refused_unless_overwrite(root, capsys):
     (out / "part-1.parquet").write_bytes(b"x")       # a file only the earlier run had
     err = _cli_error(capsys, ["ingest", str(root / "d.jsonl"), "-o", str(out)])
     assert err.startswith(f"Error: `-o {out}` already holds an earlier `ingest` output (`ingest_report.json`, "
-                          "`pairs.parquet`, `part-1.parquet`); pass `--overwrite`")
+                          "`pairs.parquet`, `part-1.parquet`, ...); pass `--overwrite`")
     assert main(["ingest", str(root / "d.jsonl"), "-o", str(out), "--overwrite"]) == 0
     assert not (out / "part-1.parquet").exists() and read_pairs(out).height == 3
     marker = json.loads((out / ".shortcut-audit.json").read_text())

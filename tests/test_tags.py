@@ -70,6 +70,79 @@ def test_export_honours_tags_only_when_asked(audited, tmp_path):
     set_tags(a, ids[:6], None)
 
 
+def test_a_swapped_pair_flips_every_column_that_depends_on_the_side(audited, tmp_path):
+    a = audited / "audit"
+    ids = _ids(audited)
+    set_tags(a, ids[:5], "swap")
+    export(ExportConfig(audit=a, out=tmp_path / "x", tags=True))
+    set_tags(a, ids[:5], None)
+    df = pl.read_parquet(a / "audited.parquet").filter(pl.col("pair_id").is_in(ids[:7])).sort("pair_id")
+    out = pl.read_parquet(tmp_path / "x" / "pairs.parquet").filter(pl.col("pair_id").is_in(ids[:7])).sort("pair_id")
+    cues = [f"cue_{c['name']}" for c in json.loads((a / "summary.json").read_text())["cues"]]
+    margins = [c for c in df.columns if c.endswith("_margin")]
+    assert {"text_margin", "mm_margin", "cue_margin"} <= set(margins) and len(cues) >= 5
+    was, now = df[:5], out[:5]
+    for c in margins + cues:
+        assert now[c].to_list() == pytest.approx((-was[c]).to_list()), c
+    for c in ("text_prob", "mm_prob"):
+        assert now[c].to_list() == pytest.approx((1 - was[c]).to_list()), c
+    for c in ("text", "mm"):
+        assert now[f"{c}_loss"].to_numpy() == pytest.approx(metrics.bt_loss(-was[f"{c}_margin"].to_numpy()))
+    assert now["sfc"].to_numpy() == pytest.approx(metrics.sfc(now["text_loss"].to_numpy(), now["mm_loss"].to_numpy()))
+    assert now["is_shortcut"].to_list() == (now["text_prob"] >= 0.8).to_list()
+    assert now["cue_on_chosen"].to_list() == (~was["cue_on_chosen"]).to_list()   # the planted cue changed sides
+    assert now["cue_p"].to_list() == was["cue_p"].to_list() and now["fold"].to_list() == was["fold"].to_list()
+    keep = [c for c in df.columns if c in out.columns and c not in ("weight", "tag")]
+    assert out[5:].select(keep).equals(df[5:].select(keep))                   # the others as they were
+
+
+def test_a_swapped_row_is_the_audit_of_the_swapped_pair(tmp_path):
+    """Swap pairs of one fold, write the source copy (the swap in the records), audit it again: the
+    swapped rows of a flat export agree with that audit of the swapped pairs wherever a column is a
+    function of the pair (cues, models, the side-free fold); the probes, refitted on data that
+    changed a little, agree up to their calibration. Ratings follow their texts (the copy states the
+    preference through them), and the source's own margin, overruled, is dropped."""
+    src = synth(SynthConfig(env="leadin", out=tmp_path / "src", n=60, format="vlfeedback"))
+    score(ScoreConfig(source=src.parent, out=tmp_path / "a1", cache_dir=tmp_path / "cache"))
+    one = pl.read_parquet(tmp_path / "a1" / "audited.parquet")
+    ids = one.filter(pl.col("fold") == 0)["pair_id"][:5].to_list()
+    set_tags(tmp_path / "a1", ids, "swap")
+    export(ExportConfig(audit=tmp_path / "a1", out=tmp_path / "flat", tags=True))
+    export(ExportConfig(audit=tmp_path / "a1", out=tmp_path / "copy", tags=True, format="source"))
+    score(ScoreConfig(source=tmp_path / "copy", out=tmp_path / "a2", cache_dir=tmp_path / "cache"))
+    flat = pl.read_parquet(tmp_path / "flat" / "pairs.parquet").filter(pl.col("pair_id").is_in(ids))
+    j = flat.join(pl.read_parquet(tmp_path / "a2" / "audited.parquet"), on=["prompt", "chosen", "rejected"], suffix="_2")
+    was = one.filter(pl.col("pair_id").is_in(ids)).sort("pair_id")
+    assert j.height == 5
+    cues = [c for c in j.columns if c.startswith("cue_") and c + "_2" in j.columns and c not in ("cue_margin", "cue_p")]
+    for c in [*cues, "chosen_model", "rejected_model", "is_shortcut", "fold"]:
+        assert j[c].to_list() == j[c + "_2"].to_list(), c
+    assert (np.sign(j["text_margin"]) == np.sign(j["text_margin_2"])).all()
+    assert j["text_prob"].to_list() == pytest.approx(j["text_prob_2"].to_list(), abs=0.1)   # refitted: close
+    flat = flat.sort("pair_id")
+    assert flat["chosen_rating"].to_list() == was["rejected_rating"].to_list() and flat["margin"].is_null().all()
+
+
+def test_tags_with_integer_pair_ids_apply_and_tags_that_name_no_pair_are_an_error(audited, tmp_path):
+    import shutil
+
+    from audit.errors import FormatError
+
+    audit = tmp_path / "audit"
+    shutil.copytree(audited / "audit", audit)
+    # a tags file another tool wrote: ids of decimal digits only were read as numbers, leading zeros lost
+    pl.DataFrame({"pair_id": [123, 4560000000000001], "tag": ["exclude", "swap"], "updated": ["t", "t"]}
+                 ).write_parquet(audit / TAGS_FILE)
+    assert read_tags(audit) == {"0000000000000123": "exclude", "4560000000000001": "swap"}
+    with pytest.raises(FormatError, match="none of the 2 tags in .* names a scored pair of this audit"):
+        export(ExportConfig(audit=audit, out=tmp_path / "x", tags=True))
+    ids = _ids(audited)
+    pl.DataFrame({"pair_id": [ids[0], "ffffffffffffffff"], "tag": ["exclude", "swap"], "updated": ["t", "t"]}
+                 ).write_parquet(audit / TAGS_FILE)
+    rep = export(ExportConfig(audit=audit, out=tmp_path / "y", tags=True))
+    assert rep["tags"]["excluded"] == 1 and rep["tags"]["not_applied"] == 1
+
+
 def test_keep_is_never_pruned(audited, tmp_path):
     a = audited / "audit"
     df = pl.read_parquet(a / "audited.parquet")

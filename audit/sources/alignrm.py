@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import RawPair, SourceFormat, image_from_value
+from audit.sources.base import RawPair, SourceFormat, image_at
 from audit.sources.writers import ImageFiles, write_jsonl
 
 
@@ -23,7 +23,7 @@ class AlignRM(SourceFormat):
     def to_pairs(self, rec: dict, index: int) -> Iterator[RawPair]:
         extra = self.rest(rec, ("prompt", "img_path", "chosen", "rejected"))
         yield RawPair(self.sample_id(rec, index, "id"), rec.get("prompt"), rec.get("chosen"), rec.get("rejected"),
-                      image_from_value(rec.get("img_path")), extra=extra)
+                      image_at(rec, "img_path"), extra=extra)
 
     def write(self, pairs: Iterable, out: Path, **_: Any) -> Path:
         images = ImageFiles(out, "images")

@@ -21,6 +21,9 @@ class ImageRef:
     data: bytes | None = None
     path: str | None = None
     fallbacks: tuple[str, ...] = ()   # other relative paths to try when `path` is missing
+    # Where the record holds it (keys and list positions down to the bytes or the path string); None when
+    # the format derives it (VLFeedback's `merged_images/{id}.jpg`). A written-back copy points it anew.
+    key: tuple | None = None
 
 
 @dataclass
@@ -34,6 +37,7 @@ class RawPair:
     extra: dict = field(default_factory=dict)
     status: str | None = None    # set by a reader for a record it cannot use (bad_row, missing_field)
     detail: str | None = None
+    parts: tuple[int, ...] | None = None   # the record's responses it compares (VLFeedback completions)
 
 
 @dataclass
@@ -51,19 +55,32 @@ class BadRecord:
     detail: str
 
 
-def image_from_value(value: Any) -> ImageRef | None:
-    """HF Image struct {bytes, path}, raw bytes, or a path string -> ImageRef."""
+def image_from_value(value: Any, key: tuple = ()) -> ImageRef | None:
+    """HF Image struct {bytes, path}, raw bytes, or a path string -> ImageRef; `key` is where the record
+    holds `value` (the ref's `key` then points at the bytes or the path string itself)."""
     if value is None:
         return None
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return ImageRef(data=bytes(value))
+        return ImageRef(data=bytes(value), key=key)
     if isinstance(value, str):
-        return ImageRef(path=value) if value.strip() else None
+        return ImageRef(path=value, key=key) if value.strip() else None
     if isinstance(value, dict):
         if value.get("bytes"):
-            return ImageRef(data=bytes(value["bytes"]))
+            return ImageRef(data=bytes(value["bytes"]), key=(*key, "bytes"))
         if isinstance(value.get("path"), str) and value["path"].strip():
-            return ImageRef(path=value["path"])
+            return ImageRef(path=value["path"], key=(*key, "path"))
+    return None
+
+
+def image_at(rec: dict, *keys: str) -> ImageRef | None:
+    """The first image found under one of the record's `keys` (a list there: its first element)."""
+    for k in keys:
+        v, at = rec.get(k), (k,)
+        if isinstance(v, list):
+            v, at = (v[0] if v else None), (k, 0)
+        ref = image_from_value(v, at)
+        if ref is not None:
+            return ref
     return None
 
 
@@ -93,6 +110,9 @@ class SourceFormat:
     summary: ClassVar[str]
     signature: ClassVar[tuple[str, ...]]   # columns that identify the format (all required)
     specificity: ClassVar[int] = 3         # breaks detection ties: higher = more specific
+    # The format's own columns (in the pairs table) that say which response is preferred in a way no
+    # generic rule flips (`audit.schema.swap_rule`): a pair swapped by a reviewer drops them.
+    oriented: ClassVar[tuple[str, ...]] = ()
 
     def detect(self, rec: dict) -> int:
         """0 if `rec` is not of this format, else its specificity."""
@@ -113,6 +133,29 @@ class SourceFormat:
     def write(self, pairs: Iterable, out: Path, **opts: Any) -> Path:
         raise NotImplementedError
 
+    # Writing kept records back (`audit.sources.writeback`): each record as it was read.
+    def write_back(self, rec: dict, index: int, keep: dict[int, dict], swap: set[int],
+                   avoid: set[int] | None) -> list[dict]:
+        """The records to write so that ingesting them gives exactly the pairs `keep` of `rec` (its pair
+        positions, each with the fields to add, e.g. weights), those in `swap` reversed, and none of
+        `avoid` (None: no other pair of the record). One pair per record here: the record itself."""
+        (item, fields), = keep.items()
+        return [{**(flip_flags(self.swapped(rec)) if item in swap else rec), **fields}]
+
+    def swapped(self, rec: dict) -> dict:
+        """`rec` with its preference reversed: here the values of `chosen` and `rejected` exchanged."""
+        return {**rec, "chosen": rec.get("rejected"), "rejected": rec.get("chosen")}
+
+    def point_image(self, rec: dict, key: tuple | None, rel: str) -> None:
+        """Make `rec` name its picture `rel` (a path inside the copy's folder) where it named one before."""
+        set_at(rec, key, rel)
+
+    def added_fields(self, fields: list[str]) -> dict:
+        """Arrow types of the fields a write-back may add to a record (`fields`: the float columns given)."""
+        import pyarrow as pa
+
+        return {f: pa.float64() for f in fields}
+
     # helpers shared by the formats
     # Id columns a user's own data often has: any of them becomes `sample_id` when the format's own id
     # field is absent (or map another with `--columns sample_id=MY_ID`).
@@ -130,6 +173,21 @@ class SourceFormat:
     def rest(rec: dict, consumed: Iterable[str]) -> dict:
         consumed = set(consumed)
         return {k: v for k, v in rec.items() if k not in consumed}
+
+
+def flip_flags(rec: dict) -> dict:
+    """A swapped record's own `*_on_chosen` flags (say, synthetic truth) negated, as the column contract
+    says (`audit.schema.swap_rule`)."""
+    from audit.schema import swap_rule
+
+    return {k: (not v) if isinstance(v, bool) and swap_rule(k, set(), set()) == ("not",) else v for k, v in rec.items()}
+
+
+def set_at(rec: Any, key: tuple, value: Any) -> None:
+    """Set the value at `key` (keys and list positions, as `ImageRef.key`) inside `rec`."""
+    for k in key[:-1]:
+        rec = rec[k]
+    rec[key[-1]] = value
 
 
 def dumps(obj: Any) -> str:

@@ -7,12 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, hf_image, image_from_value
+from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, hf_image, image_at
 from audit.sources.writers import ImageFiles, write_hf_folder, write_json_array, write_jsonl, write_parquet
 
 IMAGE_KEYS = ("image", "image_path", "img_path", "images")
 # Columns our own ingest computes; re-ingesting a pairs folder computes them again.
-DERIVED = ("pair_id", "status", "status_detail", "image_id", "image_phash", "prompt_id", "extra_json")
+DERIVED = ("pair_id", "status", "status_detail", "image_id", "image_phash", "prompt_id", "extra_json", "source_record",
+           "source_item")
 
 
 def _margin(v: Any) -> float | None:
@@ -34,14 +35,7 @@ class Pairs(SourceFormat):
         return not isinstance(rec.get("chosen"), list)
 
     def to_pairs(self, rec: dict, index: int) -> Iterator[RawPair]:
-        image = None
-        for k in IMAGE_KEYS:
-            v = rec.get(k)
-            if k == "images" and isinstance(v, list):
-                v = v[0] if v else None
-            image = image_from_value(v)
-            if image is not None:
-                break
+        image = image_at(rec, *IMAGE_KEYS)
         extra = self.rest(rec, ("prompt", "chosen", "rejected", "margin", "sample_id", "source", *IMAGE_KEYS, *DERIVED))
         sid = self.sample_id(rec, index, "sample_id", "id", "idx")
         pair = RawPair(sid, rec.get("prompt"), rec.get("chosen"), rec.get("rejected"), image,

@@ -32,7 +32,7 @@ class POVID(SourceFormat):
         image = None
         if isinstance(path, str) and path.strip():
             base = posixpath.basename(path.replace("\\", "/"))
-            image = ImageRef(path=path, fallbacks=(base,) if base != path else ())
+            image = ImageRef(path=path, fallbacks=(base,) if base != path else (), key=("image",))
         extra = self.rest(rec, ("id", "image", "conversations", "rejected_conversations"))
         extra["id"] = rec.get("id")
         conv, rej = rec.get("conversations"), rec.get("rejected_conversations")
@@ -47,6 +47,9 @@ class POVID(SourceFormat):
                                  "the two answers respond to different prompts")
             return
         yield RawPair(sid, prompt, _turn(conv, "gpt"), _turn(rej, "gpt"), image, extra=extra)
+
+    def swapped(self, rec: dict) -> dict:
+        return {**rec, "conversations": rec.get("rejected_conversations"), "rejected_conversations": rec.get("conversations")}
 
     def write(self, pairs: Iterable, out: Path, **_: Any) -> Path:
         images = ImageFiles(out, "coco")

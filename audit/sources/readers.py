@@ -117,13 +117,37 @@ def _hf_arrow_files(folder: Path) -> list[Path]:
 
 def iter_records(src: SourceFiles, batch_bytes: int = 64 << 20) -> Iterator[dict | BadRecord]:
     """Yield every record of the source in order; DatasetDict rows get their `split`."""
-    for f in src.files:
+    for _, rec in iter_file_records(src, batch_bytes):
+        yield rec
+
+
+def iter_file_records(src: SourceFiles, batch_bytes: int = 64 << 20) -> Iterator[tuple[int, dict | BadRecord]]:
+    """(index of its file in `src.files`, record) for every record of the source, in order."""
+    for i, f in enumerate(src.files):
         split = src.split_of.get(f)
         reader = {"jsonl": _iter_jsonl, "json": _iter_json, "parquet": _iter_parquet, "arrow": _iter_arrow}[src.kind]
         for rec in reader(f, batch_bytes) if src.kind in ("parquet", "arrow") else reader(f):
             if split is not None and isinstance(rec, dict):
                 rec.setdefault("split", split)
-            yield rec
+            yield i, rec
+
+
+def hf_folder(path: Path) -> bool:
+    """Whether `path` is a `save_to_disk` folder (a Dataset or a DatasetDict)."""
+    return Path(path).is_dir() and ((Path(path) / "state.json").is_file() or (Path(path) / "dataset_dict.json").is_file())
+
+
+def arrow_schema(f: Path, kind: str):
+    """The Arrow schema of a Parquet or Arrow file (its metadata, e.g. HF features, included)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if kind == "parquet":
+        return pq.read_schema(f)
+    try:
+        return pa.ipc.open_stream(pa.memory_map(str(f))).schema
+    except Exception:  # noqa: BLE001 - not a stream: the file layout
+        return pa.ipc.open_file(pa.memory_map(str(f))).schema
 
 
 def _iter_jsonl(f: Path) -> Iterator[dict | BadRecord]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, dumps, hf_image, image_from_value
+from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, dumps, hf_image, image_at
 from audit.sources.writers import write_parquet
 
 SPEC = {"ds_name": "string", "image": "image", "question": "string", "chosen": "string", "rejected": "string",
@@ -21,9 +21,9 @@ class RLAIFV(SourceFormat):
         return isinstance(rec.get("chosen"), str) or rec.get("chosen") is None
 
     def to_pairs(self, rec: dict, index: int) -> Iterator[RawPair]:
-        image = image_from_value(rec.get("image"))
+        image = image_at(rec, "image")
         if image is None and isinstance(rec.get("image_path"), str):
-            image = image_from_value(rec["image_path"])
+            image = image_at(rec, "image_path")
         extra = self.rest(rec, ("question", "chosen", "rejected", "image"))
         if "image_path" in extra:   # the source's own relative path; ours is `image_path`
             extra["src_image_path"] = extra.pop("image_path")

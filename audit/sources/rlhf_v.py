@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, dumps, hf_image, image_from_value
+from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, dumps, hf_image, image_at
 from audit.sources.writers import write_parquet
 
 SPEC = {"ds_name": "string", "image": "image", "text": "string", "origin_dataset": "string",
@@ -24,7 +24,7 @@ class RLHFV(SourceFormat):
 
     def to_pairs(self, rec: dict, index: int) -> Iterator[RawPair]:
         sid = self.sample_id(rec, index, "idx", "id")
-        image = image_from_value(rec.get("image"))
+        image = image_at(rec, "image")
         extra = self.rest(rec, ("text", "image"))
         if "image_path" in extra:
             extra["src_image_path"] = extra.pop("image_path")
@@ -39,6 +39,10 @@ class RLHFV(SourceFormat):
                           detail=f"column `text` holds a JSON {type(text).__name__}, expected an object")
             return
         yield RawPair(sid, text.get("question"), text.get("chosen"), text.get("rejected"), image, extra=extra)
+
+    def swapped(self, rec: dict) -> dict:
+        text = json.loads(rec["text"])
+        return {**rec, "text": dumps({**text, "chosen": text.get("rejected"), "rejected": text.get("chosen")})}
 
     def write(self, pairs: Iterable, out: Path, extra_spec: dict | None = None, **_: Any) -> Path:
         spec = {**SPEC, **(TRUTH_SPEC if extra_spec is None else extra_spec)}

@@ -44,9 +44,9 @@ class TRL(SourceFormat):
     def to_pairs(self, rec: dict, index: int) -> Iterator[RawPair]:
         images = rec.get("images")
         if isinstance(images, list):
-            image = image_from_value(images[0]) if images else None
+            image = image_from_value(images[0], ("images", 0)) if images else None
         else:
-            image = image_from_value(rec.get("image"))
+            image = image_from_value(rec.get("image"), ("image",))
         extra = self.rest(rec, ("prompt", "chosen", "rejected", "images", "image"))
         if isinstance(images, list) and len(images) > 1:
             extra["n_images"] = len(images)   # the audit uses the first image

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, hf_image, image_from_value
+from audit.sources.base import TRUTH_SPEC, RawPair, SourceFormat, hf_image, image_at
 from audit.sources.writers import write_parquet
 
 SPEC = {"id": "string", "query": "string", "response": ["string"], "image": "image",
@@ -18,10 +18,11 @@ class VLRewardBench(SourceFormat):
     name = "vl-rewardbench"
     summary = "`query`, two `response`s, `human_ranking` and an embedded `image` (VL-RewardBench)"
     signature = ("query", "response", "human_ranking")
+    oriented = ("human_ranking",)
 
     def to_pairs(self, rec: dict, index: int) -> Iterator[RawPair]:
         sid = self.sample_id(rec, index, "id")
-        image = image_from_value(rec.get("image"))
+        image = image_at(rec, "image")
         extra = self.rest(rec, ("query", "response", "image", "human_ranking"))
         extra["human_ranking"] = rec.get("human_ranking")
         qs = rec.get("query_source")
@@ -37,6 +38,10 @@ class VLRewardBench(SourceFormat):
             return
         best = ranking.index(0)
         yield RawPair(sid, rec.get("query"), responses[best], responses[1 - best], image, extra=extra)
+
+    def swapped(self, rec: dict) -> dict:
+        """The other response preferred: `human_ranking` reversed, the responses where they were."""
+        return {**rec, "human_ranking": [1 - r for r in rec["human_ranking"]]}
 
     def write(self, pairs: Iterable, out: Path, seed: int = 0, extra_spec: dict | None = None, **_: Any) -> Path:
         import numpy as np
