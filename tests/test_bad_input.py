@@ -831,3 +831,36 @@ def test_random_values_in_records_of_every_json_format_never_crash(fmt, format_s
         _mangled_ingest(data.encode(), "", template, rel)
 
     check()
+
+
+def test_a_huge_answer_costs_the_cues_and_the_lexical_features_what_a_long_one_does():
+    """A 20 MB answer: the cues read its head and tail (its length stays whole), the n-gram features and
+    the token embeddings its first characters, so the text side takes bounded time and memory."""
+    import time
+    import tracemalloc
+
+    import numpy as np
+
+    from audit.probes.cues import CUE_CHARS, CUE_FUNCS, cue_values
+    from audit.probes.lexical import pair_features
+
+    unit = "a red circle and a blue square, "
+
+    def run(text: str):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        try:
+            values = cue_values([text], ["what is shown?"])[0]
+            x = pair_features(["what is shown?"], [text], ["a cat"], with_prompt=True)
+            return values, x, tracemalloc.get_traced_memory()[1], time.perf_counter() - t0
+        finally:
+            tracemalloc.stop()
+
+    long = "Certainly! " + unit * (2 * CUE_CHARS // len(unit)) + "I hope this helps!"     # 200k characters
+    huge = "Certainly! " + unit * 600_000 + "I hope this helps!"                          # 19 MB
+    _, _, peak_long, secs_long = run(long)
+    values, x, peak, secs = run(huge)
+    names = list(CUE_FUNCS)
+    assert values[names.index("length")] == pytest.approx(np.log1p(len(huge)))
+    assert values[names.index("lead_in")] == 1 and values[names.index("closing")] == 1   # head and tail are read
+    assert x.nnz > 0 and peak < 1.5 * peak_long and secs < 3 * secs_long + 1

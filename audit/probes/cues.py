@@ -147,15 +147,28 @@ def _citation(text: str, prompt: str) -> float:
     return float(len(_CITATION.findall(text)))
 
 
+CUE_CHARS = 100_000      # a longer text's cues read its first and last halves of this (its length stays whole)
+
+
+def bounded(text: str) -> str:
+    """A text as the cues read it: whole up to `CUE_CHARS` characters (every real answer), else its head
+    and tail, so that a hostile 200 MB answer costs what a long one does."""
+    if len(text) <= CUE_CHARS:
+        return text
+    return text[: CUE_CHARS // 2] + "\n" + text[-(CUE_CHARS // 2):]
+
+
 def cue_values(texts: list[str], prompts: list[str]) -> np.ndarray:
     """(n, n_cues) values of every cue for each (text, prompt); each distinct pair computed once."""
     out = np.zeros((len(texts), len(CUE_FUNCS)), dtype=np.float64)
     seen: dict[tuple[str, str], np.ndarray] = {}
     fns = list(CUE_FUNCS.values())
+    length = list(CUE_FUNCS).index("length")
     for i, key in enumerate(zip(texts, prompts)):
         row = seen.get(key)
         if row is None:
-            row = seen[key] = np.array([fn(key[0], key[1]) for fn in fns])
+            row = seen[key] = np.array([fn(bounded(key[0]), bounded(key[1])) for fn in fns])
+            row[length] = _length(key[0], key[1])
         out[i] = row
     return out
 
