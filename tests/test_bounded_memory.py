@@ -161,10 +161,13 @@ def test_score_gives_the_same_table_whatever_the_window(tmp_path, monkeypatch):
     a, b = (pl.read_parquet(tmp_path / d / "audited.parquet") for d in ("one", "many"))
     assert a.height == b.height == len(bad) and a.columns == b.columns
     assert b.filter(pl.col("status") != "ok")["sfc"].null_count() == int(bad.sum())
+    exact = {"tokens_margin", "lexical_margin", "cue_margin"}       # no transformer in them: to the last bits
     for c in a.columns:
         if a[c].dtype == pl.Float64:
-            # encoder batches differ with the window (float noise of 1e-7 in an embedding), nothing else
-            assert np.allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=1e-4, atol=1e-5, equal_nan=True), c
+            # the text encoder's batches follow the windows (float noise of 1e-7 in an embedding, which the
+            # stack of the embedding margin with the others carries into text_margin at about 1e-4)
+            tol = dict(rtol=1e-9, atol=1e-12) if c in exact or c.startswith("cue_") else dict(rtol=1e-3, atol=1e-5)
+            assert np.allclose(a[c].to_numpy(), b[c].to_numpy(), equal_nan=True, **tol), c
         else:
             assert a[c].equals(b[c]), c
 
