@@ -72,7 +72,7 @@ def test_image_folders_are_named_below_their_common_part():
     assert _folders(["/data/x/a.png", "/data/x/b.png"]) == ["x", "x"]
 
 
-def test_the_audit_names_the_carrier_slice_in_its_summary_cli_and_app(tmp_path):
+def test_the_audit_names_the_carrier_slice_in_its_summary_cli_and_app(tmp_path, monkeypatch):
     """Half the pairs (subset `templated`) carry a lead-in cue, the other half none: the text-only
     accuracy per subset, the carrier in the headline's `where` line, and the Browse filter for it."""
     from audit.appdata import Audit, Filters
@@ -96,3 +96,14 @@ def test_the_audit_names_the_carrier_slice_in_its_summary_cli_and_app(tmp_path):
     assert where_line(s).startswith("Where it lives: subset = templated: ") and "subset = templated" in verdict(s)
     audit = Audit(tmp_path / "a")
     assert audit.count(Filters(meta_col="subset", meta_val="templated")) == 150
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SHORTCUT_AUDIT_DIR", str(tmp_path / "a"))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "Home.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any(h.value == "Where the shortcut lives" for h in at.subheader)
+    links = [pl.proto for pl in at.get("page_link")]
+    link = next(x for x in links if x.label.startswith("pairs of subset = templated"))
+    assert "meta_col=subset" in link.query_string and "meta_val=templated" in link.query_string

@@ -11,7 +11,8 @@ pairs outside it, Holm-corrected over every slice examined. Slices that select t
 normalised copy of a column, a folder per subset) are examined once and named together, and the two
 values of a two-valued column are one test, counted once. A slice
 significantly above the rest carries the shortcut; one below it is where the text says least (or
-points the other way).
+points the other way). A carrier must also show a shortcut of its own: its interval lies above 50%
+(a slice at 50% beside a rest below chance carries nothing).
 """
 
 from __future__ import annotations
@@ -163,8 +164,10 @@ def slice_table(columns: list[SliceColumn], margin: np.ndarray, groups: np.ndarr
         row["differs"] = bool(row["p_adjusted"] < SLICE_ALPHA)
     gap = lambda r: abs(r["text_acc"] - r["rest_acc"])   # noqa: E731
     masks = {(r["column"], r["value"]): next(c.codes == r["code"] for c in columns if c.name == r["column"]) for r in rows}
-    pick = lambda up: _explain_away(sorted((r for r in rows if r["differs"] and (r["text_acc"] > r["rest_acc"]) == up),  # noqa: E731
-                                           key=gap, reverse=True), masks, right, len(tests))
+    # a carrier is above the rest and shows a shortcut of its own (its interval above chance)
+    shows = lambda r: r["text_acc_ci"] is not None and r["text_acc_ci"][0] > 0.5   # noqa: E731
+    pick = lambda up: _explain_away(sorted((r for r in rows if r["differs"] and (r["text_acc"] > r["rest_acc"]) == up  # noqa: E731
+                                            and (shows(r) or not up)), key=gap, reverse=True), masks, right, len(tests))
     carriers = pick(True)[:MAX_CARRIERS]
     outside = ~np.logical_or.reduce([masks[(c["column"], c["value"])] for c in carriers] or [np.zeros(m, dtype=bool)])
     rest = {"n": int(outside.sum()), "text_acc": round(float(right[outside].mean()), 4) if outside.any() else None}

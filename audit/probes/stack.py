@@ -8,7 +8,7 @@ features) and `finetune` (a text reward model fine-tuned per fold). Each gives o
 nested margins (`audit.bt.CrossFit`) and, where it can, prompt-blind margins.
 
 The stack (`--text-probe stack`, the default) combines the components' margins with a small
-Bradley-Terry logistic model fitted with nested cross-fitting: for outer fold f it is fitted on the
+Bradley-Terry logistic model with non-negative weights, fitted with nested cross-fitting: for outer fold f it is fitted on the
 nested margins of the other folds (from component models that never saw f) and applied to fold f's
 out-of-fold margins. Its nested margins (the same model on the other folds) are the multimodal probe's
 offset and what calibrates fold f. So no pair's text_prob ever saw that pair's label through any layer:
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from audit import metrics
-from audit.bt import CrossFit, LinearBT, PairFeatures, fold_index, ridge_cross_fit
+from audit.bt import CrossFit, fold_index, ridge_cross_fit
 from audit.config import TEXT_COMPONENTS as COMPONENTS  # noqa: F401 (the names live beside the config)
 from audit.probes.base import Probe, ProbeResult, register
 
@@ -109,12 +109,29 @@ def stack(parts: dict[str, CrossFit], folds: np.ndarray, l2: float = STACK_L2) -
     for o in range(k):
         tr = f != o
         z = unit(np.stack([parts[n].nested[o, tr] for n in names], axis=1))
-        w = LinearBT(l2).fit(PairFeatures(z)).w
+        w = nonnegative_bt(z, l2)
         weights.append(w)
         margin[~tr] = unit(np.stack([parts[n].margin[~tr] for n in names], axis=1)) @ w
         nested[o, tr] = z @ w
     blind = {n: parts[n].blind for n in names if parts[n].blind is not None}
     return CrossFit(margin, nested, stack(blind, folds, l2)[0] if blind else None), weights
+
+
+def nonnegative_bt(z: np.ndarray, l2: float) -> np.ndarray:
+    """argmin over w >= 0 of mean softplus(-z w) + l2 |w|^2 (L-BFGS-B). Non-negative, as in Breiman's
+    stacked regressions: out-of-fold margins of a component with no signal lean slightly against the
+    labels (each fold's model learnt the other folds' imbalance), and a free stacker would flip them
+    into an accuracy above chance on data with no shortcut at all."""
+    from scipy.optimize import minimize
+
+    def loss_grad(w):
+        m = z @ w
+        s = np.exp(-np.logaddexp(0.0, m))        # sigmoid(-m)
+        return float(np.logaddexp(0.0, -m).mean() + l2 * (w @ w)), -(z.T @ s) / len(m) + 2.0 * l2 * w
+
+    w0 = np.full(z.shape[1], 0.1)
+    return minimize(loss_grad, w0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * z.shape[1],
+                    options={"maxiter": 500, "ftol": 1e-12, "gtol": 1e-9}).x
 
 
 def component_table(parts: dict[str, CrossFit], weights: list[np.ndarray] | None, groups: np.ndarray, seed: int
