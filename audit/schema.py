@@ -22,6 +22,10 @@ IMAGE_OUTSIDE_ROOT = "image_outside_root"  # path (or symlink) escapes the datas
 DUPLICATE = "duplicate"                  # same prompt, responses and picture as an earlier row (texts normalised,
                                          # the picture by perceptual hash: a re-encoded copy is the same picture)
 
+# Set by `score`, not by ingest: a `--mm-scores` reward is NaN, infinite or missing, so the row has no
+# multimodal margin (left out of SFC, the weights and the metrics).
+SCORE_NOT_FINITE = "score_not_finite"
+
 # A row with one of these has usable texts: `score --text-only` scores it.
 IMAGE_STATUSES = (IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_TOO_LARGE, IMAGE_OUTSIDE_ROOT)
 
