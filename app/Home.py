@@ -9,6 +9,7 @@ import streamlit as st
 from common import PAGES, open_audit, overview_of, plural, selected_pairs, sidebar_filters
 
 from audit.appdata import Filters
+from audit.markup import md_code, md_message
 from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, grouping_line, headline, interval, level, pct,
                            phrase_story, threshold_label, verdict)
 
@@ -46,9 +47,9 @@ def header() -> None:
     st.write("**Top cue:** " + (", ".join(f"`{c['name']}` (coefficient {c['coefficient']:+.2f}, 95% interval "
                                           f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])" for c in standing[:3])
                                 or "no cue stands out (every coefficient's 95% interval includes 0)"))
-    st.write("Rows by status: " + ", ".join(f"`{k}` {v:,}" for k, v in ov["status"].items()))
-    for w in s.get("warnings", []):
-        st.warning(w[0].upper() + w[1:] + ".")
+    st.write("Rows by status: " + ", ".join(f"{md_code(k)} {v:,}" for k, v in ov["status"].items()))
+    for w in s.get("warnings", []):       # plain text that can quote the data (a group's prompt): shown as text
+        st.warning(md_message(w[0].upper() + w[1:] + "."))
     grouping = grouping_line(s)
     if grouping:
         st.caption(grouping[0].upper() + grouping[1:] + ".")
