@@ -148,8 +148,9 @@ def open_pairs(cfg: ScoreConfig, pairs_dir: Path, device: str) -> ScoreContext:
         return pl.read_parquet(pairs_file, columns=[name])[name].gather(idx)
 
     rows = PairRows(pairs_file, idx)
+    thumbs = scored("image_thumb") if "image_thumb" in names else None
     keys = group_keys(codes(scored("image_id")), codes(scored("sample_id")), codes(scored("prompt_id")),
-                      image_clusters(scored("image_phash")) if "image_phash" in names else None,
+                      image_clusters(scored("image_phash"), thumbs) if "image_phash" in names else None,
                       answers_codes(rows))
     groups = link_groups(keys)
     links = link_summary(keys, groups)

@@ -48,6 +48,7 @@ PAIRS_SCHEMA = pa.schema([
     pa.field("image_path", pa.string()),   # relative = inside the pairs folder's store; absolute = in the source root
     pa.field("image_id", pa.string()),     # sha256 of the image bytes (first 32 hex digits): one image, one id
     pa.field("image_phash", pa.string()),  # perceptual hash (64 hex digits, audit.links): re-encoded copies are close
+    pa.field("image_thumb", pa.string()),  # smooth pictures only: 8x8 RGB thumbnail (384 hex digits, audit.links)
     pa.field("prompt_id", pa.string()),    # hash of the prompt text; with image_id it defines groups
     pa.field("margin", pa.float64()),      # e.g. rating difference; null when the source has none
     pa.field("status", pa.string(), nullable=False),
@@ -55,7 +56,7 @@ PAIRS_SCHEMA = pa.schema([
 ])
 PAIRS_COLUMNS = tuple(PAIRS_SCHEMA.names)
 # Columns a pairs table written by an older version may lack (read as null).
-OPTIONAL_COLUMNS = ("image_phash",)
+OPTIONAL_COLUMNS = ("image_phash", "image_thumb")
 REQUIRED_COLUMNS = tuple(c for c in PAIRS_COLUMNS if c not in OPTIONAL_COLUMNS)
 EXTRA_JSON = "extra_json"
 
