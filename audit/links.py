@@ -199,7 +199,7 @@ class Pictures:
             tinv = np.unique(self.thumbs, axis=0, return_inverse=True)[1].ravel()
             has = self.thumb_of >= 0
             tid[has] = tinv[self.thumb_of[has]]
-        key = np.column_stack([self.words.view(np.int64), self.hashed, tid])
+        key = np.column_stack([np.ascontiguousarray(self.words).view(np.int64), self.hashed, tid])
         _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
         return self.take(first), inverse.ravel()
 
@@ -207,7 +207,7 @@ class Pictures:
         """The multi-index keys, one (values, valid) per key: BANDS hash bands, then GRIDS thumbnail grids."""
         bands = _bands(self.words)
         for b in range(BANDS):
-            yield bands[:, b].astype(np.uint64), self.hashed
+            yield bands[:, b], self.hashed
         has = self.thumb_of >= 0
         quarters = self.thumbs.reshape(-1, 2, THUMB_SIDE // 2, 2, THUMB_SIDE // 2, 3).mean(axis=(2, 4)).reshape(-1, 12)
         for g in range(GRIDS):
@@ -288,9 +288,10 @@ class BandIndex:
     def __init__(self, pictures) -> None:
         self.pictures = _pictures(pictures)
         self.order, self.sorted = [], []
+        small = np.int32 if len(self.pictures) < 2**31 else np.int64      # positions: 4 bytes where they fit
         for key, valid in self.pictures.keys():
             pos = np.flatnonzero(valid)
-            self.order.append(pos[np.argsort(key[pos], kind="stable")])
+            self.order.append(pos[np.argsort(key[pos], kind="stable")].astype(small))
             self.sorted.append(key[self.order[-1]])
 
     def query(self, pictures, max_distance: int = NEAR_DISTANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

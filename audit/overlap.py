@@ -165,7 +165,8 @@ def _overlap(cfg: OverlapConfig) -> dict:
     b_hash = pl.DataFrame({"h": b_inv.astype(np.int64), "b_row": b_pos.astype(np.int64)})
     index = BandIndex(b_uniq)
     a_cols = [c for c in _COLUMNS if c in pq.read_schema(a_file).names]
-    templates, a_n = _template_keys(a_file, a_cols, bk, cfg.min_chars)
+    templates, a_n = _template_keys(a_file, [c for c in a_cols if c not in ("image_phash", "image_thumb")], bk,
+                                    cfg.min_chars)     # pass 1 reads texts and image ids only
 
     def specific(frame, col):
         return frame.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(templates.implode()))
