@@ -15,10 +15,10 @@ Pictures, two signals from the one decode at ingest:
   On such pictures most of the 256 DCT coefficients are close to their median, so a resized or
   re-compressed copy flips many hash bits (a linear gradient's copy lands at ~100 of 256, as far as an
   unrelated picture), while the cell means barely move: two smooth pictures whose thumbnails differ
-  by at most THUMB_RMS (root mean square, grey levels) are the same picture, and two whose thumbnails
-  differ by more than THUMB_REJECT are not, whatever their hashes say (the hash is greyscale: one
-  sphere in one place, in two colours). A textured picture has no thumbnail: the hash is reliable
-  there, and unrelated textured pictures of one layout (pages of text) have close thumbnails.
+  by at most THUMB_RMS (root mean square, grey levels) are the same picture. The thumbnail only adds
+  links: pictures whose hashes are close stay one picture. A textured picture has no thumbnail: the
+  hash is reliable there, and unrelated textured pictures of one layout (pages of text) have close
+  thumbnails.
 
 Finding near pairs among 10^6 pictures without comparing all pairs: a multi-index. The 256 hash bits
 are cut into BANDS bands of 16 bits; two hashes at most BANDS - 1 bits apart agree exactly on at
@@ -56,7 +56,6 @@ THUMB_SIDE = 8                 # the thumbnail: 8 x 8 cells, each the mean RGB c
 THUMB_BYTES = THUMB_SIDE * THUMB_SIDE * 3
 SMOOTH_DETAIL = 20.0           # RMS (grey levels) of the 64x64 grey copy around its 8x8 cell means: a smooth picture
 THUMB_RMS = 4.0                # two smooth pictures whose thumbnails differ by at most this RMS: the same picture
-THUMB_REJECT = 12.0            # ... and by more than this: not the same picture, however close their hashes
 GRIDS, GRID_STEP = 12, 32      # candidate keys of the thumbnails: quarter means on 12 shifted grids of 32 levels
 _GRID_SHIFT = np.random.default_rng(20250303).uniform(0, GRID_STEP, (GRIDS, 12))   # fixed: keys comparable across runs
 _GRID_MIX = np.random.default_rng(20250304).integers(1, 2**63, (GRIDS, 12), dtype=np.uint64) | np.uint64(1)
@@ -217,10 +216,8 @@ class Pictures:
 
     def near(self, i: np.ndarray, other: "Pictures", j: np.ndarray,
              max_distance: int = NEAR_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
-        """For each pair (self[i], other[j]): whether they are one picture, and the hash distance (-1
-        without both hashes). One picture: hashes at most `max_distance` bits apart, or thumbnails at
-        most THUMB_RMS apart; but two thumbnails more than THUMB_REJECT apart (other colours, other
-        layout) overrule close hashes (the hash is greyscale, and unreliable on smooth pictures)."""
+        """For each pair (self[i], other[j]): whether they are one picture (hashes at most `max_distance`
+        bits apart, or thumbnails at most THUMB_RMS apart), and the hash distance (-1 without both hashes)."""
         d = np.where(self.hashed[i] & other.hashed[j], distance(self.words[i], other.words[j]), -1)
         keep = (d >= 0) & (d <= max_distance)
         ti, tj = self.thumb_of[i], other.thumb_of[j]
@@ -228,8 +225,7 @@ class Pictures:
         for s in range(0, both.size, QUERY_CHUNK):      # (chunk, 192) differences at a time
             b = both[s:s + QUERY_CHUNK]
             diff = self.thumbs[ti[b]].astype(np.int32) - other.thumbs[tj[b]]
-            ms = (diff * diff).mean(axis=1)
-            keep[b] = (ms <= THUMB_RMS ** 2) | (keep[b] & (ms <= THUMB_REJECT ** 2))
+            keep[b] |= (diff * diff).mean(axis=1) <= THUMB_RMS ** 2
         return keep, d
 
 
