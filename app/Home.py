@@ -9,6 +9,7 @@ import streamlit as st
 from common import PAGES, open_audit, overview_of, plural, selected_pairs, sidebar_filters
 
 from audit.appdata import Filters
+from audit.markup import md_code, md_message, md_text
 from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, components_line, grouping_line, headline, interval,
                            level, pct, phrase_story, slice_label, threshold_label, verdict, where_line)
 
@@ -27,7 +28,7 @@ def header() -> None:
     st.caption(f"{audit.dir} — scheme `{s['scheme']}`, {s['config']['folds']} folds, text encoder "
                f"`{s['config']['text_encoder']}`, image encoder `{s['config']['image_encoder']}`")
     box = {"none": st.success, "weak": st.info, "moderate": st.warning, "strong": st.error}[level(s)]
-    box(f"**{headline(s)}** " + (f"{where_line(s)} " if where_line(s) else "") + verdict(s))
+    box(f"**{headline(s)}** " + (f"{md_text(where_line(s))} " if where_line(s) else "") + md_message(verdict(s)))
 
     m = st.columns(6)
     m[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table (every status)")
@@ -49,9 +50,9 @@ def header() -> None:
     st.write("**Top cue:** " + (", ".join(f"`{c['name']}` (coefficient {c['coefficient']:+.2f}, 95% interval "
                                           f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}])" for c in standing[:3])
                                 or "no cue stands out (every coefficient's 95% interval includes 0)"))
-    st.write("Rows by status: " + ", ".join(f"`{k}` {v:,}" for k, v in ov["status"].items()))
-    for w in s.get("warnings", []):
-        st.warning(w[0].upper() + w[1:] + ".")
+    st.write("Rows by status: " + ", ".join(f"{md_code(k)} {v:,}" for k, v in ov["status"].items()))
+    for w in s.get("warnings", []):       # plain text that can quote the data (a group's prompt): shown as text
+        st.warning(md_message(w[0].upper() + w[1:] + "."))
     grouping = grouping_line(s)
     if grouping:
         st.caption(grouping[0].upper() + grouping[1:] + ".")
@@ -183,7 +184,7 @@ def slices() -> None:
     if not sl.get("examined"):
         return
     st.subheader("Where the shortcut lives")
-    st.write(where_line(s))
+    st.markdown(md_text(where_line(s)))
     rows = sl["slices"]
     table = pl.DataFrame([{"slice": slice_label(r), "pairs": r["n"], "text-only acc.": 100 * r["text_acc"],
                            "95% interval": "n/a" if not r.get("text_acc_ci") else
@@ -197,7 +198,7 @@ def slices() -> None:
     st.caption(f"{sl['examined']} slices of at least {sl['min_size']} pairs examined; a slice differs when a "
                "two-proportion test against the rest stays below 0.05 after Holm's correction.")
     for r in sl.get("carriers", []) + sl.get("below", []):
-        st.page_link(PAGES[1][0], label=f"pairs of {slice_label(r)} ({pct(r['text_acc'])} text-only)",
+        st.page_link(PAGES[1][0], label=md_text(f"pairs of {slice_label(r)} ({pct(r['text_acc'])} text-only)", inline=True),
                      query_params={**f.to_params(), "meta_col": r["column"], "meta_val": r["value"]})
 
 
@@ -219,7 +220,7 @@ def phrases() -> None:
             "precision": st.column_config.NumberColumn(format="percent", help="share on its side"),
             "p_value": st.column_config.NumberColumn("p (corrected)", format="%.1e")})
         for p in [p for p in found if p.get("significant")][:8]:
-            st.page_link(PAGES[1][0], label=f"pairs with \"{p['phrase']}\" on one side",
+            st.page_link(PAGES[1][0], label=md_text(f"pairs with \"{p['phrase']}\" on one side", inline=True),
                          query_params={**f.to_params(), "phrase": p["phrase"]})
     words = s.get("function_words") or []
     if words:
@@ -227,7 +228,7 @@ def phrases() -> None:
         st.dataframe(_phrase_table(words), hide_index=True)
     for sp in s.get("slice_phrases") or []:
         if sp["phrases"]:
-            st.markdown(f"**Inside {slice_label(sp)}** ({sp['n']:,} pairs)")
+            st.markdown(f"**Inside {md_text(slice_label(sp), inline=True)}** ({sp['n']:,} pairs)")
             st.dataframe(pl.DataFrame([{k: p.get(k) for k in ("phrase", "n_chosen", "n_rejected", "z", "significant")}
                                        for p in sp["phrases"]]), hide_index=True)
 

@@ -12,6 +12,7 @@ import streamlit as st
 
 from audit.appdata import CUE_SIDES, SORTABLE, TAG_FILTERS, Audit, Filters
 from audit.errors import AuditError
+from audit.markup import md_code
 
 ENV_AUDIT = "SHORTCUT_AUDIT_DIR"
 ENV_COMPARE = "SHORTCUT_AUDIT_COMPARE"
@@ -96,7 +97,7 @@ def navigation(f: Filters, pair: str | None = None) -> None:
         q = {**params, "pair": pair} if page == "pages/2_Pair.py" and pair else params
         st.sidebar.page_link(page, label=label, query_params=q)
     if f.active():
-        st.sidebar.caption("Active filters: " + ", ".join(f"`{a}`" for a in f.active()))
+        st.sidebar.caption("Active filters: " + ", ".join(md_code(a) for a in f.active()))
         st.sidebar.page_link(PAGES[1][0], label="Clear all filters", query_params={"clear": "1"})
 
 
@@ -191,7 +192,7 @@ def sidebar_filters(audit: Audit, pair: str | None = None) -> Filters:
             st.session_state["f_meta_val"] = (values or [""])[0]
         meta_val = st.selectbox("equal to", values or [""], disabled=not meta_col, key="f_meta_val")
         keep_sel = bool(f.sel) and st.checkbox(f"Only the {len(audit.selection(f.sel)):,} pairs of a chart "
-                                               f"selection (`{f.sel}`)", key="f_sel")
+                                               f"selection ({md_code(f.sel)})", key="f_sel")
     sort = sb.selectbox("Sort by", SORTABLE, key="f_sort")
     desc = sb.checkbox("Descending", key="f_desc")
     w_max = float("inf") if w[1] >= w_top else w[1]          # the slider's top means no upper bound

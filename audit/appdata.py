@@ -5,7 +5,6 @@ it never scores."""
 from __future__ import annotations
 
 import difflib
-import html
 import json
 import re
 from dataclasses import asdict, dataclass, fields
@@ -16,6 +15,7 @@ import numpy as np
 from audit import schema
 from audit.errors import SourceError
 from audit.images import image_roots, resolve_image
+from audit.markup import html_text
 
 SORTABLE = ("text_prob", "mm_prob", "sfc", "weight", "text_margin", "mm_margin", "cue_margin", "text_loss", "mm_loss")
 # Scores first: they stay on screen however long the texts are.
@@ -351,8 +351,8 @@ def word_diff_html(rejected: str, chosen: str, highlight: list[str] | None = Non
     ma, mb = _marked(a, rejected or "", highlight or []), _marked(b, chosen or "", highlight or [])
 
     def esc(tokens, marks):
-        return "".join(f'<mark style="background:#ffe066">{html.escape(t)}</mark>' if m else html.escape(t)
-                       for t, m in zip(tokens, marks))
+        return "".join(f'<mark style="background:#ffe066">{html_text(t, breaks=True)}</mark>' if m else
+                       html_text(t, breaks=True) for t, m in zip(tokens, marks))
 
     sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
     left, right = [], []

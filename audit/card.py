@@ -15,6 +15,7 @@ from audit.config import CardConfig, settings_used
 from audit.errors import SourceError
 from audit.export import EXPORT_REPORT, load_audit
 from audit.io import atomic_path
+from audit.markup import md_code, md_fence, md_message, md_text
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,10 @@ def _header(cfg: CardConfig, summary: dict, name: str, df) -> list[str]:
         "size_categories": [size_category(int(summary["n_rows"]))],
         "source_datasets": source_datasets(cfg, df, summary),
     }
-    return ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "", f"# {name}: shortcut audit", "",
-            f"{summary['n_rows']} preference pairs ({', '.join(sources) or 'unknown'} format), audited with "
+    return ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
+            f"# {md_text(name, inline=True)}: shortcut audit", "",
+            f"{summary['n_rows']} preference pairs ({md_text(', '.join(sources), inline=True) or 'unknown'} format), "
+            "audited with "
             f"shortcut-audit for text-only shortcuts. {headline(summary)} "
             + (f"(Multimodal probe: {100 * summary['mm_acc']:.1f}%.) " if summary.get("mm_acc") is not None else
                f"(A text-only audit: the pictures were not used{_without(summary)}.) ") + cue_sentence(summary), ""]
@@ -173,25 +176,27 @@ def _how_audited(summary: dict) -> list[str]:
                + (f" --stack {c['stack']}" if c.get("text_probe", "stack") == "stack" and c.get("stack", "auto") != "auto" else "")
                + (f" --mm-scores {c['mm_scores']}" if c.get("mm_scores") else "")
                + (" --text-only" if c.get("text_only") else ""))
-    L = ["## How it was audited", "", "```bash", command, "```", "",
+    L = ["## How it was audited", "", *md_fence(command, "bash"), "",
          "Every probability comes from a head that never saw the pair or its group (grouped K-fold cross-fitting); "
          "SFC = L_text / (L_mm + L_text) per pair (Li et al., ICML 2025).", "",
          "| setting | value |", "|---|---|"]
-    L += [f"| `{k}` | `{v}` |" for k, v in settings_used(c).items()]
+    L += [f"| {md_code(k, table=True)} | {md_code(v, table=True)} |" for k, v in settings_used(c).items()]
     return L + ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items()), ""]
 
 
 def _headline(summary: dict) -> list[str]:
     L = ["## Headline numbers", ""]
-    L += [f"> **Warning:** {w}." for w in summary.get("warnings", [])] + ([""] if summary.get("warnings") else [])
+    warnings = summary.get("warnings", [])
+    L += [f"> **Warning:** {md_message(w)}." for w in warnings] + ([""] if warnings else [])
     L += ["| metric | key | value |", "|---|---|---:|"]
     L += [f"| {label} | `{key}` | {fmt(summary.get(key))} |" for label, key in HEADLINE]
     from audit.reading import SFD_HELP, interval, verdict
 
     ci = interval(summary.get("text_acc_ci"))
-    L += ["", (f"Text-only accuracy {ci} (bootstrap over the cross-fitting groups). " if ci else "") + verdict(summary),
+    L += ["", (f"Text-only accuracy {ci} (bootstrap over the cross-fitting groups). " if ci else "") + md_message(verdict(summary)),
           "", SFD_HELP]
-    L += ["", "Rows by status: " + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()), ""]
+    L += ["", "Rows by status: " + ", ".join(f"{md_text(k, inline=True)} {v}" for k, v in summary["status_counts"].items()),
+          ""]
     from audit.reading import grouping_line
 
     grouping = grouping_line(summary)
@@ -200,7 +205,8 @@ def _headline(summary: dict) -> list[str]:
     L += _where(summary) + _phrases(summary)
     if summary.get("per_source") and len(summary["per_source"]) > 1:
         L += ["| source | pairs | text acc | mm acc | shortcut rate |", "|---|---:|---:|---:|---:|"]
-        L += [f"| {p['source']} | {p['n']} | {fmt(p['text_acc'])} | {fmt(p['mm_acc'])} | {fmt(p['shortcut_rate'])} |"
+        L += [f"| {md_text(p['source'], inline=True)} | {p['n']} | {fmt(p['text_acc'])} | {fmt(p['mm_acc'])} | "
+              f"{fmt(p['shortcut_rate'])} |"
               for p in summary["per_source"]]
         L.append("")
     return L
@@ -222,15 +228,16 @@ def _phrases(summary: dict) -> list[str]:
         L += ["Phrases that sit on one side far more often than the answers' lengths explain (pairs with the phrase on "
               "one side only; z: length-adjusted sign test; where: the slice holding most of its pairs):", "",
               "| phrase | on chosen | on rejected | precision | z | where |", "|---|---:|---:|---:|---:|---|"]
-        L += [f"| {_clip(p['phrase'], 80)} | {p['n_chosen']} | {p['n_rejected']} | {fmt(p['precision'])} | "
-              f"{p['z']:+.1f} | {_clip(slice_label(p['concentrates']), 60) if p.get('concentrates') else ''} |"
+        L += [f"| {md_text(_clip(p['phrase'], 80), inline=True)} | {p['n_chosen']} | {p['n_rejected']} | "
+              f"{fmt(p['precision'])} | {p['z']:+.1f} | "
+              f"{md_text(_clip(slice_label(p['concentrates']), 60), inline=True) if p.get('concentrates') else ''} |"
               for p in sig[:10]]
         L.append("")
     words = [p for p in summary.get("function_words") or [] if p.get("significant")]
     if words:
-        L += ["Function words that lean to one side (length and style proxies, listed apart): "
-              + ", ".join(f"\"{_clip(p['phrase'], 30)}\" ({p['n_chosen']} / {p['n_rejected']})" for p in words[:6])
-              + ".", ""]
+        L += [md_text("Function words that lean to one side (length and style proxies, listed apart): "
+                      + ", ".join(f"\"{_clip(p['phrase'], 30)}\" ({p['n_chosen']} / {p['n_rejected']})" for p in words[:6])
+                      + ".", inline=True), ""]
     return L
 
 
@@ -244,21 +251,21 @@ def _where(summary: dict) -> list[str]:
     sl = summary.get("slices") or {}
     if not where_line(summary):
         return L
-    L += ["## Where the shortcut lives", "", where_line(summary), ""]
+    L += ["## Where the shortcut lives", "", md_text(where_line(summary)), ""]
     rows = sl.get("carriers", []) + sl.get("below", [])
     if rows:
         L += [f"Text-only accuracy per slice of the data's own columns (at least {sl['min_size']} pairs each; interval: "
               "bootstrap over groups; p: two-proportion test against the rest, Holm-corrected over the "
               f"{sl['examined']} slices examined):", "", "| slice | pairs | text-only acc | 95% interval | the rest | p |",
               "|---|---:|---:|---:|---:|---:|"]
-        L += [f"| {_clip(slice_label(r), 80)} | {r['n']} | {fmt(r['text_acc'])} | {_ci(r.get('text_acc_ci'))} | "
+        L += [f"| {md_text(_clip(slice_label(r), 80), inline=True)} | {r['n']} | {fmt(r['text_acc'])} | {_ci(r.get('text_acc_ci'))} | "
               f"{fmt(r['rest_acc'])} | {r['p_adjusted']:.2g} |" for r in rows]
         L.append("")
     for sp in summary.get("slice_phrases") or []:
         inside = [p for p in sp["phrases"] if p.get("significant")]
         if inside:
-            L += [f"Phrases inside {_clip(slice_label(sp), 80)}: " + ", ".join(
-                f"\"{_clip(p['phrase'], 40)}\" ({p['n_chosen']} / {p['n_rejected']})" for p in inside[:5]) + ".", ""]
+            L += [md_text(f"Phrases inside {_clip(slice_label(sp), 80)}: " + ", ".join(
+                f"\"{_clip(p['phrase'], 40)}\" ({p['n_chosen']} / {p['n_rejected']})" for p in inside[:5]) + ".", inline=True), ""]
     return L
 
 
@@ -306,9 +313,9 @@ def _top_cues(cfg: CardConfig, df, summary: dict) -> list[str]:
         ex = (alone if alone.height else cand).sort(["text_prob", "pair_id"], descending=[True, False]).head(cfg.examples)
         used.update(ex["pair_id"].to_list())
         for r in ex.iter_rows(named=True):
-            L += [f"Example for `{q['name']}` (text_prob {r['text_prob']:.3f}, pair `{r['pair_id']}`):", "",
-                  f"- prompt: {_clip(r['prompt'])}", f"- chosen: {_clip(r['chosen'])}",
-                  f"- rejected: {_clip(r['rejected'])}", ""]
+            L += [f"Example for {md_code(q['name'])} (text_prob {r['text_prob']:.3f}, "
+                  f"pair {md_code(r['pair_id'])}):", "",
+                  *(f"- {k}: {md_text(_clip(r[k]), inline=True)}" for k in ("prompt", "chosen", "rejected")), ""]
     return L
 
 
@@ -353,7 +360,8 @@ def _exported(cfg: CardConfig) -> list[str]:
         return L + [f"Mode `{rep['mode']}`, format `{rep['format']}` (written as `{rep['written_as']}`), scheme "
                     f"`{rep['scheme']}`: {rep['rows_out']} rows ({rep['distinct_pairs']} distinct pairs) from "
                     f"{rep['scored']} scored of {rep['rows_in']}."
-                    + (" Not exported (unscored): " + ", ".join(f"{k} {v}" for k, v in rep["excluded_unscored"].items())
+                    + (" Not exported (unscored): " + ", ".join(f"{md_text(k, inline=True)} {v}"
+                                                                for k, v in rep["excluded_unscored"].items())
                        if rep["excluded_unscored"] else "")
                     + (f" Tags honoured: {rep['tags']['excluded']} excluded, {rep['tags']['swapped']} swapped, "
                        f"{rep['tags']['kept']} kept from pruning." if rep.get("tags") else ""), ""]
@@ -385,7 +393,8 @@ def _structure(cfg: CardConfig, df) -> list[str]:
     where = f"`{table.name}` of the export" if table is not None else "`audited.parquet` of the audit"
     L = ["## Dataset structure", "", f"One row per preference pair; the columns of {where}:", "",
          "| column | type | meaning |", "|---|---|---|"]
-    L += [f"| `{n}` | {t[:40]} | {COLUMN_HELP.get(n, 'cue value, chosen - rejected' if n.startswith('cue_') else '')} |"
+    L += [f"| {md_code(n, table=True)} | {md_text(t[:40], inline=True)} | "
+          f"{COLUMN_HELP.get(n, 'cue value, chosen - rejected' if n.startswith('cue_') else '')} |"
           for n, t in names_types if not n.startswith("__")]
     return L + [""]
 

@@ -239,7 +239,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         split = f" ({r['split']})" if r.get("split") else ""
         seen = (f"   ({r['seen_in_training']} pairs seen in training: not a held-out score)"
                 if r.get("seen_in_training") else "")
-        print(f"{name}{split}: accuracy {100 * r['accuracy']:.1f}% on {r['n']} pairs{extra}{seen}")
+        skipped = (f"   ({r['n_not_finite']} pairs left out: NaN, infinite or missing reward)"
+                   if r.get("n_not_finite") else "")
+        print(f"{name}{split}: accuracy {100 * r['accuracy']:.1f}% on {r['n']} pairs{extra}{seen}{skipped}")
     if res.get("mean_ood") is not None:
         print(f"i.i.d. {100 * res['iid']['accuracy']:.1f}%, mean o.o.d. {100 * res['mean_ood']:.1f}%, "
               f"gap {100 * res['gap']:+.1f} points")

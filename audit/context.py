@@ -8,6 +8,7 @@ pair are held; texts and image paths stay on disk (`audit.stream`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from audit.errors import FormatError
 from audit.folds import assign_folds, codes, group_keys, link_groups, link_summary
 from audit.links import image_clusters
 from audit.stream import PairRows
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +42,7 @@ class ScoreContext:
     text_keys: np.ndarray | None = None              # (3, m) content keys of prompt, chosen, rejected
     inputs: dict[str, Any] = field(default_factory=dict)   # cached inputs by kind, located for the probes
     links: dict = field(default_factory=dict)        # what linked rows into groups (audit.folds.link_summary)
+    restatus: tuple | None = None    # (table rows, status, detail): `ok` rows that `score` found unscorable
     _roots: list | None = None
 
     @property
@@ -66,6 +70,25 @@ class ScoreContext:
         from audit.vlm import open_image
 
         return item_image(ref, lambda path: open_image(self.resolve(path).read_bytes()))
+
+    def with_status(self, part, start: int):
+        """A batch of the pairs table (rows from `start`) with the statuses `score` set (`restatus`):
+        the audited table says why those rows have no scores."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.restatus is None:
+            return part
+        rows, status, detail = self.restatus
+        hit = np.zeros(part.num_rows, dtype=bool)
+        hit[rows[(rows >= start) & (rows < start + part.num_rows)] - start] = True
+        if not hit.any():
+            return part
+        for name, value in (("status", status), ("status_detail", detail)):
+            i = part.schema.get_field_index(name)
+            part = part.set_column(i, part.schema.field(i), pc.if_else(pa.array(hit), pa.scalar(value, pa.string()),
+                                                                         part.column(i)))
+        return part
 
     def image_size(self, path: str) -> tuple[int, int]:
         from PIL import Image
@@ -111,7 +134,7 @@ def open_pairs(cfg: ScoreConfig, pairs_dir: Path, device: str) -> ScoreContext:
     if missing:
         raise FormatError(f"`{pairs_file}` lacks column(s) {', '.join(missing)}: "
                           "it is not a pairs table; run `shortcut-audit ingest` first")
-    status = pl.read_parquet(pairs_file, columns=["status"])["status"]
+    status, restatus = _score_statuses(cfg, pairs_file, pl.read_parquet(pairs_file, columns=["status"])["status"])
     scored_statuses = [schema.OK, *(schema.IMAGE_STATUSES if cfg.text_only else ())]
     ok = status.is_in(scored_statuses).to_numpy()
     status_counts = dict(status.value_counts().sort("status").iter_rows())
@@ -125,8 +148,9 @@ def open_pairs(cfg: ScoreConfig, pairs_dir: Path, device: str) -> ScoreContext:
         return pl.read_parquet(pairs_file, columns=[name])[name].gather(idx)
 
     rows = PairRows(pairs_file, idx)
+    thumbs = scored("image_thumb") if "image_thumb" in names else None
     keys = group_keys(codes(scored("image_id")), codes(scored("sample_id")), codes(scored("prompt_id")),
-                      image_clusters(scored("image_phash")) if "image_phash" in names else None,
+                      image_clusters(scored("image_phash"), thumbs) if "image_phash" in names else None,
                       answers_codes(rows))
     groups = link_groups(keys)
     links = link_summary(keys, groups)
@@ -144,7 +168,24 @@ def open_pairs(cfg: ScoreConfig, pairs_dir: Path, device: str) -> ScoreContext:
                         *[scored(c) for c in ("cue_on_chosen",) if c in names]])
     return ScoreContext(cfg=cfg, pairs_dir=pairs_dir, names=names, n=len(status), idx=idx,
                         rows=rows, status_counts=status_counts, groups=groups, folds=folds,
-                        sub=sub, device=device, links=links)
+                        sub=sub, device=device, links=links, restatus=restatus)
+
+
+def _score_statuses(cfg: ScoreConfig, pairs_file: Path, status):
+    """The table's statuses with the `ok` rows that cannot be scored under this config marked: a
+    `--mm-scores` reward that is NaN, infinite or missing (`score_not_finite`). Returns the statuses and
+    `ScoreContext.restatus` (None when no row changed)."""
+    if not cfg.mm_scores:
+        return status, None
+    from audit.probes.external import not_finite_detail, not_finite_rows
+
+    rows = np.flatnonzero(not_finite_rows(pairs_file, cfg.mm_scores) & (status == schema.OK).to_numpy())
+    if rows.size == 0:
+        return status, None
+    log.warning("%d pair(s) have a NaN, infinite or missing `--mm-scores` reward: status `%s`, not scored",
+                rows.size, schema.SCORE_NOT_FINITE)
+    return (status.scatter(rows, schema.SCORE_NOT_FINITE),
+            (rows, schema.SCORE_NOT_FINITE, not_finite_detail(cfg.mm_scores)))
 
 
 KEY_WORDS = {"image": "image (the same bytes)", "picture": "picture (re-encoded or resized copies)",

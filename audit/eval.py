@@ -23,15 +23,18 @@ from audit.train.data import load_pairs
 from audit.train.loop import checkpoint, load_model, margins
 
 
-def _report(m: np.ndarray, pd) -> dict:
+def _report(m: np.ndarray, pd, keep: np.ndarray | None = None) -> dict:
+    """Accuracies of margins `m` over the pairs of `pd` (only the rows `keep`, when given)."""
+    keep = np.ones(len(m), dtype=bool) if keep is None else keep
+    m = m[keep]
     out = {"accuracy": metrics.accuracy(m), "n": int(len(m))}
     if pd.cue_on_chosen is not None and any(x is not None for x in pd.cue_on_chosen):
-        known = np.array([x is not None for x in pd.cue_on_chosen])
-        flag = np.array([bool(x) for x in pd.cue_on_chosen])
+        known = np.array([x is not None for x in pd.cue_on_chosen])[keep]
+        flag = np.array([bool(x) for x in pd.cue_on_chosen])[keep]
         out["acc_cue_aligned"] = metrics.accuracy(m[known & flag])
         out["acc_cue_against"] = metrics.accuracy(m[known & ~flag])
     if "text_margin" in pd.table.columns:      # an audit: the pairs its text-only model gets right / wrong
-        t = pd.table["text_margin"].to_numpy().astype(np.float64)
+        t = pd.table["text_margin"].to_numpy().astype(np.float64)[keep]
         wrong = t < 0
         out["acc_text_right"] = metrics.accuracy(m[t > 0]) if (t > 0).any() else None
         out["acc_text_wrong"] = metrics.accuracy(m[wrong]) if wrong.any() else None   # the pairs that need the picture
@@ -59,12 +62,15 @@ def evaluate(run: Path, data: Path, model=None, with_table: bool = False):
 
 
 def evaluate_scores(data: Path, spec: str) -> dict:
-    """An external reward model's rewards, read from the dataset's own columns (`score --mm-scores` spec)."""
+    """An external reward model's rewards, read from the dataset's own columns (`score --mm-scores` spec);
+    pairs whose reward is NaN, infinite or missing are left out of every number and counted in `n_not_finite`."""
     from audit.probes.external import external_margins
 
     pd = load_pairs(data, 8, 16)
     t = pd.table
-    return _report(external_margins({c: t[c].to_numpy() for c in t.columns}, spec, option="--scores"), pd)
+    m = external_margins({c: t[c].to_numpy() for c in t.columns}, spec, option="--scores")
+    keep = np.isfinite(m)      # a NaN, infinite or missing reward: no margin, left out (counted)
+    return {**_report(m, pd, keep), "n_not_finite": int((~keep).sum())}
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -30,12 +30,16 @@ class ImageResult:
     status: str
     detail: str | None = None
     phash: str | None = None     # perceptual hash (audit.links), when the image was decoded
+    thumb: str | None = None     # thumbnail of a smooth picture (audit.links), when the image was decoded
 
 
-def check_image(data: bytes, max_pixels: int, full: bool) -> tuple[str, str | None, str | None, str | None]:
-    """(status, detail, PIL format, perceptual hash) of encoded image bytes, without trusting the
-    declared size. `full` decodes the image (catching truncation) and hashes it; otherwise only the
-    header is read and there is no hash."""
+NO_SIGNATURE = (None, None)      # (perceptual hash, thumbnail) of an image that was not decoded
+
+
+def check_image(data: bytes, max_pixels: int, full: bool) -> tuple[str, str | None, str | None, tuple]:
+    """(status, detail, PIL format, (perceptual hash, thumbnail)) of encoded image bytes, without
+    trusting the declared size. `full` decodes the image (catching truncation) and computes both from
+    that one decode (`audit.links.image_signature`); otherwise only the header is read and both are None."""
     from PIL import Image, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -45,24 +49,22 @@ def check_image(data: bytes, max_pixels: int, full: bool) -> tuple[str, str | No
             w, h = im.size
             if w * h > max_pixels:
                 return (schema.IMAGE_TOO_LARGE, f"declares {w}x{h} = {w * h} pixels, above --max-pixels {max_pixels}",
-                        im.format, None)
-            phash = None
+                        im.format, NO_SIGNATURE)
             if full:
                 fmt = im.format
                 if fmt == "JPEG":   # decode at a reduced scale (>= 64 px a side, what the hash reads): the whole stream, less work
                     im.draft("RGB", (min(w, 64), min(h, 64)))
                 im.load()
-                from audit.links import image_phash
+                from audit.links import image_signature
 
-                phash = image_phash(im)
-                return schema.OK, None, fmt, phash
-            return schema.OK, None, im.format, phash
+                return schema.OK, None, fmt, image_signature(im)
+            return schema.OK, None, im.format, NO_SIGNATURE
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            return schema.IMAGE_TOO_LARGE, f"decompression bomb refused ({e})", None, None
+            return schema.IMAGE_TOO_LARGE, f"decompression bomb refused ({e})", None, NO_SIGNATURE
         except UnidentifiedImageError:
-            return schema.IMAGE_CORRUPT, "not a recognisable image file", None, None
+            return schema.IMAGE_CORRUPT, "not a recognisable image file", None, NO_SIGNATURE
         except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, ZeroDivisionError) as e:
-            return schema.IMAGE_CORRUPT, f"cannot be decoded ({e})", None, None
+            return schema.IMAGE_CORRUPT, f"cannot be decoded ({e})", None, NO_SIGNATURE
 
 
 def _inside(path: str, roots: list[str]) -> bool:
@@ -115,11 +117,12 @@ class ImageStore:
             return hit
         if not data:
             return self._remember(key, ImageResult(None, None, schema.IMAGE_MISSING, "the embedded image is empty"))
-        status, detail, fmt, phash = check_image(data, self.max_pixels, self.full)
+        status, detail, fmt, (phash, thumb) = check_image(data, self.max_pixels, self.full)
         self.checked += 1
         if status != schema.OK:
             return self._remember(key, ImageResult(None, digest, status, f"embedded image {detail}"))
-        return self._remember(key, ImageResult(self._store(data, digest, fmt), digest, schema.OK, phash=phash))
+        return self._remember(key, ImageResult(self._store(data, digest, fmt), digest, schema.OK, phash=phash,
+                                               thumb=thumb))
 
     def _store(self, data: bytes, digest: str, fmt: str | None) -> str:
         """Write an image into the pairs folder's store (once per content); its path relative to the folder."""
@@ -169,11 +172,12 @@ class ImageStore:
         except OSError as e:
             return ImageResult(None, None, schema.IMAGE_MISSING, f"`{real}` cannot be read ({e.strerror or e})")
         digest = hashlib.sha256(data).hexdigest()[:32]
-        status, detail, fmt, phash = check_image(data, self.max_pixels, self.full)
+        status, detail, fmt, (phash, thumb) = check_image(data, self.max_pixels, self.full)
         self.checked += 1
         if status != schema.OK:
             return ImageResult(None, digest, status, f"`{real}` {detail}")
-        return ImageResult(self._store(data, digest, fmt) if self.copy else real, digest, schema.OK, phash=phash)
+        return ImageResult(self._store(data, digest, fmt) if self.copy else real, digest, schema.OK, phash=phash,
+                           thumb=thumb)
 
 
 def image_roots(pairs_dir: Path) -> list[Path]:

@@ -24,7 +24,7 @@ from audit.config import IngestConfig, to_dict
 from audit.errors import AuditError, FormatError, SourceError
 from audit.images import ImageStore
 from audit.io import atomic_path, versions, write_json_atomic
-from audit.links import hash_words, text_key
+from audit.links import Pictures, text_key
 from audit.sources import detect_format, get_format
 from audit.sources.base import BadRecord, NotPaired, RawPair, SourceFormat, strip_image_token
 from audit.sources.readers import SourceFiles, iter_file_records, iter_records, locate
@@ -96,37 +96,41 @@ class Dedup:
 
 
 class SameContent:
-    """Whether an earlier row had the same normalised texts and a near-identical picture (perceptual
-    hashes at most `audit.links.NEAR_DISTANCE` bits apart): per row 8 bytes of text key and 32 of
-    hash, in sorted numpy arrays merged batch by batch (no Python object per row)."""
+    """Whether an earlier row had the same normalised texts and the same picture (`audit.links.Pictures.near`:
+    a near-identical hash or, for a smooth picture, thumbnail): per row 8 bytes of text key and 41 of
+    hash (plus 192 of thumbnail for a smooth picture), in sorted numpy arrays merged batch by batch (no
+    Python object per row)."""
 
     def __init__(self, flush_every: int = 65536) -> None:
         self.keys = np.empty(0, dtype=np.uint64)
-        self.words = np.empty((0, 4), dtype=np.uint64)
-        self.pending: dict[int, list[np.ndarray]] = {}
+        self.pics = Pictures.concat([])
+        self.pending: dict[int, list] = {}
         self.n_pending = 0
         self.flush_every = flush_every
 
-    def seen_before(self, key: int, words: np.ndarray) -> bool:
-        from audit.links import NEAR_DISTANCE, distance
-
+    def seen_before(self, key: int, pic) -> bool:
+        """`pic`: the row's picture (a one-row `Pictures`), or None when it has neither hash nor thumbnail
+        (then `key` holds the image's id: an earlier row under it has the same bytes)."""
         lo, hi = np.searchsorted(self.keys, np.uint64(key), "left"), np.searchsorted(self.keys, np.uint64(key), "right")
-        cands = [self.words[lo:hi], *(w[None] for w in self.pending.get(key, []))]
-        cands = np.concatenate(cands) if len(cands) > 1 else cands[0]
-        dup = bool(len(cands)) and bool((distance(cands, np.broadcast_to(words, cands.shape)) <= NEAR_DISTANCE).any())
+        cands = Pictures.concat([self.pics.take(np.arange(lo, hi)), *self.pending.get(key, [])])
+        if pic is None:
+            dup = len(cands) > 0
+        else:
+            dup = bool(cands.near(np.arange(len(cands)), pic, np.zeros(len(cands), dtype=np.int64))[0].any())
         if not dup:      # a copy adds nothing new to compare against
-            self.pending.setdefault(key, []).append(words)
+            self.pending.setdefault(key, []).append(pic if pic is not None else Pictures.one(None, None))
             self.n_pending += 1
             if self.n_pending >= self.flush_every:
                 self._flush()
         return dup
 
     def _flush(self) -> None:
-        keys = np.array([k for k, ws in self.pending.items() for _ in ws], dtype=np.uint64)
-        words = np.stack([w for ws in self.pending.values() for w in ws])
+        keys = np.array([k for k, ps in self.pending.items() for _ in ps], dtype=np.uint64)
+        new = Pictures.concat([p for ps in self.pending.values() for p in ps])
         at = np.searchsorted(self.keys, keys)
         self.keys = np.insert(self.keys, at, keys)
-        self.words = np.insert(self.words, at, words, axis=0)
+        order = np.insert(np.arange(len(self.pics)), at, len(self.pics) + np.arange(len(new)))
+        self.pics = Pictures.concat([self.pics, new]).take(order)
         self.pending, self.n_pending = {}, 0
 
 
@@ -312,13 +316,12 @@ class _Run:
             status, detail = img.status, img.detail
         prompt = raw.prompt if isinstance(raw.prompt, str) else ""
         image_id = img.image_id if img is not None else None
-        phash = img.phash if img is not None and img.status == schema.OK else None
+        phash, thumb = (img.phash, img.thumb) if img is not None and img.status == schema.OK else (None, None)
         if status == schema.OK:
             key = _h64(prompt, raw.chosen, raw.rejected, image_id or "")
             seen = self.dedup.seen_before(int.from_bytes(key, "big"))
-            same = int(text_key(prompt, raw.chosen, raw.rejected, "" if phash else f"id:{image_id}"), 16)
-            words = hash_words([phash])[0][0] if phash else np.zeros(4, dtype=np.uint64)
-            if self.same.seen_before(same, words):
+            same = int(text_key(prompt, raw.chosen, raw.rejected, "" if phash or thumb else f"id:{image_id}"), 16)
+            if self.same.seen_before(same, Pictures.one(phash, thumb) if phash or thumb else None):
                 status, detail = schema.DUPLICATE, ("same prompt, responses and image as an earlier row" if seen else
                                                     "same prompt, responses and picture as an earlier row (up to "
                                                     "case, spacing or the picture's encoding)")
@@ -335,6 +338,7 @@ class _Run:
             "chosen": raw.chosen if isinstance(raw.chosen, str) else None,
             "rejected": raw.rejected if isinstance(raw.rejected, str) else None,
             "image_path": img.path if img is not None else None, "image_id": image_id, "image_phash": phash,
+            "image_thumb": thumb,
             "prompt_id": hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest(),
             "margin": margin, "status": status, "status_detail": detail, "source_record": record, "source_item": item,
         }, extra

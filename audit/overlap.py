@@ -6,7 +6,9 @@ Kinds of match (each row of `overlap.parquet` is one A row and one B row):
 
     image         the same image bytes
     near_image    a near-identical picture (re-encoded, resized): perceptual hashes at most
-                  `--near-distance` bits apart (`audit.links`); `distance` is that number
+                  `--near-distance` bits apart, or two smooth pictures with near-identical
+                  thumbnails (`audit.links`); `distance` is the hashes' distance in bits (null
+                  where a picture has no hash)
     pair          the same prompt and answers on the same sides (texts normalised)
     swapped_pair  the same prompt and answers with the preference reversed
     response      the same answer (chosen or rejected, either side), at least `--min-chars` long
@@ -33,14 +35,15 @@ from audit import schema
 from audit.config import IngestConfig, OverlapConfig, to_dict
 from audit.folds import TEMPLATE_PICTURES
 from audit.io import atomic_path, versions, write_json_atomic
-from audit.links import BandIndex, hash_words
+from audit.links import BandIndex, Pictures
 from audit.stream import read_batches
 
 log = logging.getLogger(__name__)
 
 KINDS = ("image", "near_image", "pair", "swapped_pair", "response", "prompt")
 OVERLAP_JSON, OVERLAP_PARQUET = "overlap.json", "overlap.parquet"
-_COLUMNS = ["pair_id", "sample_id", "source", "prompt", "chosen", "rejected", "image_id", "image_phash", "status"]
+_COLUMNS = ["pair_id", "sample_id", "source", "prompt", "chosen", "rejected", "image_id", "image_phash", "image_thumb",
+            "status"]
 _COMPARED = (schema.OK, schema.DUPLICATE)
 
 
@@ -60,7 +63,7 @@ def _key(*cols: str):
 
 def keys_of(batch, min_chars: int, start: int = 0):
     """The comparison keys of a batch of pairs rows (a pyarrow table or polars frame), as a polars
-    frame: row (position in its table), image_id, image_phash, prompt_k, chosen_k, rejected_k, pair_k,
+    frame: row (position in its table), image_id, image_phash, image_thumb, prompt_k, chosen_k, rejected_k, pair_k,
     swapped_k; null where a row is not compared or a text is too short to compare on its own.
     Vectorised (polars string kernels and 64-bit hashes), so no Python object per row."""
     import polars as pl
@@ -70,13 +73,14 @@ def keys_of(batch, min_chars: int, start: int = 0):
     compared = pl.col("status").is_in(list(_COMPARED)).fill_null(False)
     t = df.select(pl.int_range(start, start + df.height, dtype=pl.Int64).alias("row"), compared.alias("cmp"),
                   pl.col("image_id").cast(pl.String), pl.col("image_phash").cast(pl.String),
+                  pl.col("image_thumb").cast(pl.String),
                   _norm("prompt").alias("p"), _norm("chosen").alias("c"), _norm("rejected").alias("r"))
 
     def when(cond, expr, name):
         return pl.when(pl.col("cmp") & cond).then(expr).otherwise(None).alias(name)
 
     return t.select(
-        "row", when(pl.lit(True), pl.col("image_id"), "image_id"), when(pl.lit(True), pl.col("image_phash"), "image_phash"),
+        "row", *(when(pl.lit(True), pl.col(c), c) for c in ("image_id", "image_phash", "image_thumb")),
         when(pl.col("p").str.len_chars() >= min_chars, _key("p"), "prompt_k"),
         when(pl.col("c").str.len_chars() >= min_chars, _key("c"), "chosen_k"),
         when(pl.col("r").str.len_chars() >= min_chars, _key("r"), "rejected_k"),
@@ -156,13 +160,13 @@ def _overlap(cfg: OverlapConfig) -> dict:
     a_dir, b_dir = _pairs_dir(cfg.a, cfg.out, "a"), _pairs_dir(cfg.b, cfg.out, "b")
     a_file, b_file = a_dir / schema.PAIRS_FILE, b_dir / schema.PAIRS_FILE
     bk, b = _b_side(b_file, cfg.min_chars)
-    b_words, b_pos = hash_words(bk["image_phash"])
-    b_uniq, b_inv = (np.unique(b_words, axis=0, return_inverse=True) if len(b_pos)
-                     else (b_words, np.zeros(0, dtype=np.int64)))
-    b_hash = pl.DataFrame({"h": b_inv.ravel().astype(np.int64), "b_row": b_pos.astype(np.int64)})
+    b_pics, b_pos = Pictures.of(bk["image_phash"], bk["image_thumb"])
+    b_uniq, b_inv = b_pics.unique() if len(b_pos) else (b_pics, np.zeros(0, dtype=np.int64))
+    b_hash = pl.DataFrame({"h": b_inv.astype(np.int64), "b_row": b_pos.astype(np.int64)})
     index = BandIndex(b_uniq)
     a_cols = [c for c in _COLUMNS if c in pq.read_schema(a_file).names]
-    templates, a_n = _template_keys(a_file, a_cols, bk, cfg.min_chars)
+    templates, a_n = _template_keys(a_file, [c for c in a_cols if c not in ("image_phash", "image_thumb")], bk,
+                                    cfg.min_chars)     # pass 1 reads texts and image ids only
 
     def specific(frame, col):
         return frame.filter(pl.col(col).is_not_null() & ~pl.col(col).is_in(templates.implode()))
@@ -274,12 +278,13 @@ def _matches(ak, bk, b_resp, b_hash, index: BandIndex, specific, near_distance: 
     a = ak.with_row_index("a_pos").with_columns(pl.col("a_pos").cast(pl.Int64))
     bb = bk.rename({"row": "b_row"})
     add(a.drop_nulls("image_id").join(bb.drop_nulls("image_id").select("image_id", "b_row"), on="image_id"), "image")
-    # Near-identical pictures: A's hashes looked up in B's band index; exact bytes are `image` already.
-    words, pos = hash_words(a["image_phash"])
+    # Near-identical pictures: A's pictures looked up in B's index; exact bytes are `image` already.
+    pics, pos = Pictures.of(a["image_phash"], a["image_thumb"])
     if len(pos):
-        q, x, d = index.query(words, near_distance)
+        q, x, d = index.query(pics, near_distance)
         if len(q):
-            near = pl.DataFrame({"a_pos": pos[q].astype(np.int64), "h": x.astype(np.int64), "distance": d.astype(np.int64)})
+            near = pl.DataFrame({"a_pos": pos[q].astype(np.int64), "h": x.astype(np.int64),
+                                 "distance": pl.Series(d.astype(np.int64)).replace(-1, None)})
             near = near.join(b_hash, on="h").join(a.select("a_pos", "image_id"), on="a_pos")
             near = near.join(bb.select("b_row", pl.col("image_id").alias("b_image")), on="b_row")
             add(near.filter(pl.col("image_id").is_null() | (pl.col("image_id") != pl.col("b_image"))), "near_image", "distance")

@@ -22,6 +22,10 @@ IMAGE_OUTSIDE_ROOT = "image_outside_root"  # path (or symlink) escapes the datas
 DUPLICATE = "duplicate"                  # same prompt, responses and picture as an earlier row (texts normalised,
                                          # the picture by perceptual hash: a re-encoded copy is the same picture)
 
+# Set by `score`, not by ingest: a `--mm-scores` reward is NaN, infinite or missing, so the row has no
+# multimodal margin (left out of SFC, the weights and the metrics).
+SCORE_NOT_FINITE = "score_not_finite"
+
 # A row with one of these has usable texts: `score --text-only` scores it.
 IMAGE_STATUSES = (IMAGE_MISSING, IMAGE_CORRUPT, IMAGE_TOO_LARGE, IMAGE_OUTSIDE_ROOT)
 
@@ -44,6 +48,7 @@ PAIRS_SCHEMA = pa.schema([
     pa.field("image_path", pa.string()),   # relative = inside the pairs folder's store; absolute = in the source root
     pa.field("image_id", pa.string()),     # sha256 of the image bytes (first 32 hex digits): one image, one id
     pa.field("image_phash", pa.string()),  # perceptual hash (64 hex digits, audit.links): re-encoded copies are close
+    pa.field("image_thumb", pa.string()),  # smooth pictures only: 8x8 RGB thumbnail (384 hex digits, audit.links)
     pa.field("prompt_id", pa.string()),    # hash of the prompt text; with image_id it defines groups
     pa.field("margin", pa.float64()),      # e.g. rating difference; null when the source has none
     pa.field("status", pa.string(), nullable=False),
@@ -53,7 +58,7 @@ PAIRS_SCHEMA = pa.schema([
 ])
 PAIRS_COLUMNS = tuple(PAIRS_SCHEMA.names)
 # Columns a pairs table written by an older version may lack (read as null).
-OPTIONAL_COLUMNS = ("image_phash", "source_record", "source_item")
+OPTIONAL_COLUMNS = ("image_phash", "image_thumb", "source_record", "source_item")
 REQUIRED_COLUMNS = tuple(c for c in PAIRS_COLUMNS if c not in OPTIONAL_COLUMNS)
 EXTRA_JSON = "extra_json"
 

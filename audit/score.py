@@ -92,12 +92,14 @@ def _audit_columns(spec: list, idx: np.ndarray, start: int, end: int) -> list:
     return out
 
 
-def write_audited(pairs_file: Path, spec: list, idx: np.ndarray, out: Path, metadata: dict | None = None) -> None:
+def write_audited(pairs_file: Path, spec: list, idx: np.ndarray, out: Path, metadata: dict | None = None,
+                  restatus=None) -> None:
     """The pairs table with the audit columns beside it, streamed batch by batch (atomically): the
     table's texts are never all in memory, nor a second copy of the audit columns. `spec`: (name,
     values over the scored rows `idx`, value of the other rows or None for null); NaN becomes null.
     Audit columns already in the table (re-scoring an audited table) are replaced. `metadata` goes
-    into the file's schema metadata as JSON under `shortcut_audit` (see `table_metadata`)."""
+    into the file's schema metadata as JSON under `shortcut_audit` (see `table_metadata`). `restatus(batch,
+    start)` sets the statuses `score` found (`ScoreContext.with_status`)."""
     import pyarrow.parquet as pq
 
     names = [name for name, _, _ in spec]
@@ -106,6 +108,7 @@ def write_audited(pairs_file: Path, spec: list, idx: np.ndarray, out: Path, meta
         try:
             for part in read_batches(pairs_file):
                 part = part.drop_columns([c for c in names if c in part.column_names])
+                part = part if restatus is None else restatus(part, start)
                 for name, arr in _audit_columns(spec, idx, start, start + part.num_rows):
                     part = part.append_column(name, arr)
                 if writer is None:
@@ -187,7 +190,7 @@ def _score(cfg: ScoreConfig) -> dict:
 
     audit = Audited.of(cfg, ctx, fitted)
     write_audited(ctx.pairs_file, audit.spec(cfg, ctx, fitted), ctx.idx, cfg.out / AUDITED_FILE,
-                  metadata=table_metadata(cfg, probes, fitted, audit))
+                  metadata=table_metadata(cfg, probes, fitted, audit), restatus=ctx.with_status)
     clock.lap("write")
     summary = summarise(cfg, ctx, probes, fitted, audit, clock, world)
     write_json_atomic(cfg.out / "config.json", to_dict(cfg))

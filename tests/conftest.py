@@ -83,3 +83,76 @@ def run_ingest(source: Path, out: Path, **kw):
 @pytest.fixture
 def red_png() -> bytes:
     return png_bytes()
+
+
+# Data that a Markdown or HTML renderer would act on: a remote image (fetched on sight), a link, a
+# heading, raw HTML, backticks that close a code span, Streamlit's own `:red[...]` and `$...$`.
+HOSTILE = ("# Injected heading\n\n![pixel](http://127.0.0.1:9/pixel.png) [click](http://evil.example/) "
+           "<script>alert(1)</script> <iframe src=\"http://evil.example/\"></iframe> <img src=x onerror=alert(1)> "
+           "`` ` ``` www.evil.example :red[red] $x^2$ | pipe")
+
+
+def hostile_audit(root: Path) -> Path:
+    """An audit whose every prompt, answer and one column name carries HOSTILE (answers with blank lines,
+    which end an HTML block in Markdown); the first three pairs share a prompt (a group the summary warns
+    about, quoting it), the chosen answer is always the longer one (a cue that stands out, so the card
+    shows examples), and one picture is missing under a hostile file name (a status detail that quotes it)."""
+    from audit.config import ScoreConfig
+    from audit.score import score
+
+    src = root / "hostile"
+    rows = []
+    for i in range(40):
+        (src / "img").mkdir(parents=True, exist_ok=True)
+        (src / "img" / f"{i}.png").write_bytes(png_bytes((i * 6, 100, 200 - i)))
+        rows.append({"id": f"row`{i}` ![r](http://evil.example/{i}.png)", "prompt": f"{HOSTILE} {0 if i < 3 else i}",
+                     "chosen": f"Fine answer {i}, at length.\n\n{HOSTILE}\n\n![c](http://127.0.0.1:9/c{i}.png)",
+                     "rejected": f"Bad {i}.\n\n# Rejected heading {i}\n\n[link](http://evil.example/{i})",
+                     "image": f"img/{i}.png", "<img src=http://evil.example/col.png>|`k`": HOSTILE})
+    rows[39]["image"] = "img/![m](http:evil.example) `x`.png"
+    write_jsonl(src / "d.jsonl", rows)
+    score(ScoreConfig(source=src / "d.jsonl", out=root / "hostile_audit", folds=3, cache_dir=root / "cache"))
+    return root / "hostile_audit"
+
+
+LIVE_TAGS = {"a", "img", "script", "iframe", "object", "embed", "style", "link", "svg", "form", "input",
+             "h1", "h2", "h3", "h4", "h5", "h6"}
+
+
+def live_markup(markdown: str) -> list[str]:
+    """What a CommonMark + GFM renderer would make live in `markdown` (raw HTML allowed, as Streamlit's
+    `unsafe_allow_html` and the Hub do) out of HOSTILE data: links, images, headings, scripts, frames,
+    event handlers, and bare URLs a GFM renderer links by itself. Local links and images (`weights.png`)
+    and headings without the data's words are the document's own."""
+    import re
+    from html.parser import HTMLParser
+
+    from markdown_it import MarkdownIt
+
+    found: list[str] = []
+
+    class Tags(HTMLParser):
+        heading = None
+
+        def handle_starttag(self, tag, attrs):
+            local = all(re.fullmatch(r"[\w.-]+", v or "") for k, v in attrs if k in ("href", "src"))
+            if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+                self.heading = tag
+            elif tag in LIVE_TAGS and not (tag in ("a", "img") and local):
+                found.append(f"<{tag} {attrs}>")
+            found.extend(f"{tag}[{k}]" for k, _ in attrs if k.startswith("on"))
+
+        def handle_data(self, data):
+            if self.heading and "heading" in data:
+                found.append(f"<{self.heading}>{data}")
+
+        def handle_endtag(self, tag):
+            self.heading = None if tag == self.heading else self.heading
+
+    md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    Tags().feed(md.render(markdown))
+    for token in md.parse(markdown):      # GFM links bare URLs in Markdown text by itself (not in code or HTML)
+        for child in token.children or []:
+            if child.type == "text":
+                found.extend(re.findall(r"https?://\S+|www\.\S+|\S+@\S+\.\w+", child.content))
+    return found

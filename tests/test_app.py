@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from audit.appdata import Audit, Filters, word_diff_html
 from audit.config import ScoreConfig, SynthConfig
+from audit.markup import md_message, md_text
 from audit.score import score
 from audit.synth import synth
 
@@ -66,7 +67,8 @@ def test_overview_smoke(app):
     assert any(m.value.startswith("**Top cue:** `lead_in`") for m in at.markdown)
     assert at.title[0].value == "Shortcut audit"
     summary = json.loads((Path(os.environ["SHORTCUT_AUDIT_DIR"]) / "summary.json").read_text())
-    assert summary["warnings"] and [w.value for w in at.warning] == [w[0].upper() + w[1:] + "." for w in summary["warnings"]]
+    assert summary["warnings"] and [w.value for w in at.warning] == [md_message(w[0].upper() + w[1:] + ".")
+                                                                     for w in summary["warnings"]]
 
 
 def test_missing_or_wrong_audit_is_a_message_not_a_traceback(monkeypatch, tmp_path):
@@ -120,7 +122,7 @@ def test_pair_view_and_next_previous(app, audits):
     at = app("pages/2_Pair.py", params={"pair": first})
     body = " ".join(m.value for m in at.markdown)
     assert "pair-chosen" in body and "pair-rejected" in body
-    assert df["prompt"][0] in [m.value for m in at.markdown]
+    assert md_text(df["prompt"][0]) in [m.value for m in at.markdown]
     assert any("1 of 120" in m.value for m in at.markdown)
     next(b for b in at.button if b.key == "next").click().run()
     assert not at.exception
@@ -314,3 +316,52 @@ def test_overview_headline_reads_the_interval_and_the_verdict(app, audits):
     assert labels[f"text_prob >= {s['threshold']:.2f}"].value == f"{100 * s['shortcut_rate']:.1f}%"
     assert "SFD (shortcut-failure degradation)" in labels["SFD"].help
 
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    from conftest import hostile_audit
+
+    return hostile_audit(tmp_path_factory.mktemp("hostile"))
+
+
+def _rendered(at) -> list[str]:
+    """Every piece of Markdown the page rendered: texts, captions, alerts, titles and widget labels."""
+    texts = [e.value for kind in ("markdown", "caption", "warning", "error", "info", "success", "title", "subheader")
+             for e in at.get(kind)]
+    return texts + [w.label for kind in ("checkbox", "button", "selectbox", "text_input") for w in at.get(kind)]
+
+
+PAIR_PARAM = "`` ![p](http://evil.example/p.png) `` # h [x](http://evil.example/)"
+FILTER_PARAM = "` ![q](http://evil.example/q.png) [y](http://evil.example/) `"
+
+
+@pytest.mark.parametrize("page,which,params", [
+    ("pages/2_Pair.py", 0, {}),                          # the prompt, the word diff (blank lines), the columns
+    ("pages/2_Pair.py", 39, {}),                         # a status detail that quotes the missing file's name
+    ("pages/2_Pair.py", None, {"pair": PAIR_PARAM}),     # an unknown pair named by the URL
+    ("pages/2_Pair.py", 0, {"q": FILTER_PARAM}),         # the filters line and "Active filters"
+    ("pages/1_Browse.py", None, {"q": FILTER_PARAM, "phrase": FILTER_PARAM}),
+    (None, None, {}),                                    # Overview: a warning quoting a group's prompt
+])
+def test_the_app_shows_the_datas_markup_as_text(hostile, monkeypatch, page, which, params):
+    """Prompts, answers, status details, warnings and URL parameters hold links, remote images, headings,
+    `<script>`, `<iframe>` and backticks: the rendered Markdown makes none of them live (no image is
+    fetched by opening a pair), and the data is still shown."""
+    from conftest import live_markup
+
+    monkeypatch.setenv("SHORTCUT_AUDIT_DIR", str(hostile))
+    monkeypatch.delenv("SHORTCUT_AUDIT_COMPARE", raising=False)
+    df = pl.read_parquet(hostile / "audited.parquet")
+    at = AppTest.from_file(HOME, default_timeout=60)
+    for k, v in {**params, **({"pair": df["pair_id"][which]} if which is not None else {})}.items():
+        at.query_params[k] = v
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    shown = _rendered(at)
+    assert [x for md in shown for x in live_markup(md)] == []
+    text = " ".join(shown).replace("\\", "").replace("\u2060", "")
+    expected = {0: "<script>alert(1)</script>", 39: "![m](http:evil.example)", None: "evil.example"}[which]
+    assert expected in text or (page is None and "Injected heading" in text)

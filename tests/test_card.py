@@ -11,6 +11,7 @@ import yaml
 from audit.card import HEADLINE, card, fmt
 from audit.config import CardConfig, ExportConfig, ScoreConfig, SynthConfig
 from audit.export import export
+from audit.markup import md_message
 from audit.score import score
 from audit.synth import synth
 
@@ -48,7 +49,7 @@ def test_card_header_numbers_and_sections(audited, tmp_path):
     assert "Mode `prune`" in body and "Example for `length`" in body
     assert "interactive HTML chart" in body and (tmp_path / "verbose-card" / "weights.html").is_file()
     assert [line[len("> **Warning:** "):-1] for line in body.splitlines() if line.startswith("> **Warning:**")] \
-        == summary["warnings"]                                  # the summary's warnings, verbatim
+        == [md_message(w) for w in summary["warnings"]]         # the summary's warnings, as text
     assert str(audited) not in path.read_text()                 # the audit ran on absolute paths: none is published
     assert "shortcut-audit score src -o audit " in body
 
@@ -117,3 +118,33 @@ def test_source_datasets_come_from_the_data():
     used = settings_used({"scheme": "debias", "text_probe": "embedding", "finetune_lr": 5e-5, "rm": None,
                           "rm_blank": "reference", "out": "x", "text_only": False})
     assert used == {"scheme": "debias", "text_probe": "embedding", "text_only": False}
+
+
+def test_the_card_shows_the_datas_markup_as_text(tmp_path):
+    """Prompts, answers, sample ids, a column name and the warnings that quote them carry links, remote
+    images, headings, `<script>`, `<iframe>` and backticks: the Hub would render none of them."""
+    from conftest import hostile_audit, live_markup
+
+    audit = hostile_audit(tmp_path)
+    body = _split(card(CardConfig(audit=audit, out=tmp_path / "cards", name="hostile", figures="html"))
+                  .read_text(encoding="utf-8"))[1]
+    assert "Example for `length`" in body and "## Dataset structure" in body and "> **Warning:**" in body
+    assert live_markup(body) == []
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable("table").render(body).replace("\u2060", "")   # shown as the data's text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "![pixel](http://127.0.0.1:9/pixel.png)" in html
+
+
+def test_code_spans_and_fences_hold_any_backticks():
+    """A value with backtick runs stays inside its code span or fence (a card's command line, a setting)."""
+    from markdown_it import MarkdownIt
+
+    from audit.markup import md_code, md_fence
+
+    md = MarkdownIt("commonmark", {"html": True}).enable("table")
+    assert md.render(md_code("a ``b`` `c")) == "<p><code>a ``b`` `c</code></p>\n"
+    html = md.render("\n".join(md_fence("score ```\n<script>x</script>\n````", "bash")))
+    assert html.count("<pre>") == 1 and "<script>" not in html and "&lt;script&gt;" in html
+    cell = md.render("| v |\n|---|\n| " + md_code("x|`y`", table=True) + " |")
+    assert "<td><code>x|`y`</code></td>" in cell

@@ -233,3 +233,78 @@ def test_keying_a_huge_answer_takes_bounded_memory_and_keeps_the_keys_of_ordinar
     n = links.NORMALISED_CHARS
     head = big[:n].replace("wörds", "WÖRDS").replace("and   ", "AND \t\n")          # same length, same normal form
     assert answers_key(head + big[n:], "no") == keys[0]
+
+
+def _low_texture_sets(root, per_kind: int = 8, seed: int = 0):
+    """Two pairs sources: A holds `per_kind` pictures of each low-texture kind (96 px PNG), B a resized
+    (72-80 px) JPEG copy of each, in the same order; every text is specific, so only pictures link."""
+    from audit.synth.pictures import LOW_TEXTURE, resized_copy
+
+    rng = np.random.default_rng(seed)
+    for side in ("a", "b"):
+        (root / side).mkdir(parents=True, exist_ok=True)
+    rows = {"a": [], "b": []}
+    for kind, draw in LOW_TEXTURE.items():
+        for i in range(per_kind):
+            name = f"{kind.replace(' ', '_')}{i}"
+            im = draw(rng)
+            (root / "a" / f"{name}.png").write_bytes(encode(im, "PNG"))
+            (root / "b" / f"{name}.jpg").write_bytes(resized_copy(im, rng))
+            for side, ext in (("a", "png"), ("b", "jpg")):
+                rows[side].append({"id": f"{side}-{name}", "prompt": f"What does {side} {name} show?",
+                                   "chosen": f"{side} {name} shows it well.", "rejected": f"{side} {name} is blank.",
+                                   "image": f"{name}.{ext}"})
+    for side in ("a", "b"):
+        write_jsonl(root / side / "d.jsonl", rows[side])
+    return len(rows["a"])
+
+
+def test_resized_copies_of_low_texture_pictures_are_found_by_overlap(tmp_path):
+    """Gradients, smooth fields, renders, charts and diagrams copied at 72-80 px as JPEG: `overlap` finds
+    at least 95% of the copies (each with its own original only), as it does for photographs."""
+    n = _low_texture_sets(tmp_path)
+    rep = overlap(OverlapConfig(a=tmp_path / "a" / "d.jsonl", b=tmp_path / "b" / "d.jsonl", out=tmp_path / "ov"))
+    near = pl.read_parquet(tmp_path / "ov" / "overlap.parquet").filter(pl.col("kind") == "near_image")
+    assert rep["kinds"]["near_image"]["b_rows"] >= 0.95 * n, rep["kinds"]["near_image"]
+    assert (near["a_sample_id"].str.slice(2) == near["b_sample_id"].str.slice(2)).all()   # no false alarm
+
+
+def test_resized_copies_of_low_texture_pictures_share_a_fold(tmp_path):
+    """The same pictures in one table: each copy is grouped (so folded) with its original, and no two
+    originals are grouped together."""
+    from audit.context import open_pairs
+
+    n = _low_texture_sets(tmp_path)
+    both = [json.loads(line) for side in ("a", "b") for line in (tmp_path / side / "d.jsonl").read_text().splitlines()]
+    for side in ("a", "b"):
+        for f in (tmp_path / side).glob("*.*g"):
+            f.rename(tmp_path / f.name)
+    write_jsonl(tmp_path / "both.jsonl", both)
+    ingest(IngestConfig(source=tmp_path / "both.jsonl", out=tmp_path / "pairs"))
+    ctx = open_pairs(ScoreConfig(source=tmp_path / "pairs", out=tmp_path / "audit", folds=5), tmp_path / "pairs", "cpu")
+    assert ctx.m == 2 * n
+    together = np.mean([ctx.groups[k] == ctx.groups[n + k] for k in range(n)])
+    assert together >= 0.95, together
+    assert len(set(ctx.groups[:n].tolist())) == n and (np.mean([ctx.folds[k] == ctx.folds[n + k] for k in range(n)]) >= 0.95)
+
+
+def test_only_smooth_pictures_get_a_thumbnail_and_text_pages_never_link_by_it():
+    """The thumbnail is kept for smooth pictures (where the hash is unreliable), not for textured ones:
+    unrelated text pages share their layout, so their thumbnails are close, and they must not link. A
+    two-colour ramp of one brightness has no hash (flat in grey) but its thumbnail links its copy."""
+    from audit.links import Pictures, image_signature, near_pairs
+    from audit.synth.pictures import gradient, resized_copy, text_page
+
+    rng = np.random.default_rng(5)
+    assert image_signature(gradient(rng))[1] is not None
+    assert image_signature(Image.new("RGB", (40, 40), (200, 10, 10))) == (None, None)
+    pages = [image_signature(text_page(rng)) for _ in range(60)]
+    assert all(t is None for _, t in pages) and len(near_pairs(Pictures.of(*zip(*pages))[0])[0]) == 0
+    t = np.linspace(0, 1, 96)[None, :, None]
+    ramp = Image.fromarray((np.array([180, 60, 120]) * (1 - t) + np.array([60, 120, 170]) * t).repeat(96, 0)
+                           .astype(np.uint8))
+    copy = Image.open(io.BytesIO(resized_copy(ramp, rng)))
+    (h0, t0), (h1, t1) = image_signature(ramp), image_signature(copy)
+    assert h0 is None and t0 is not None
+    pics = Pictures.of([h0, h1], [t0, t1])[0]
+    assert pics.near(np.array([0]), pics, np.array([1]))[0].all()

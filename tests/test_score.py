@@ -222,3 +222,44 @@ def test_the_audited_table_records_how_it_was_made_and_the_same_run_writes_the_s
     assert "source" not in meta["settings"] and "out" not in meta["settings"]
     assert (tmp_path / "a" / "audited.parquet").read_bytes() == (tmp_path / "b" / "audited.parquet").read_bytes()
     assert read_table_metadata(src) is None              # a table that is not an audit has no record
+
+
+def _scored_source(tmp_path, n=40):
+    """n pairs on distinct pictures whose external rewards always prefer the chosen answer, except that
+    the first half carry a NaN, +inf or -inf reward: every finite row is right."""
+    for i in range(n):
+        (tmp_path / f"{i}.png").write_bytes(png_bytes((i * 6, 100, 200 - i)))
+    bad = [float("nan"), float("inf"), float("-inf")]
+    rows = [{"prompt": f"What is {i}?", "chosen": f"It is {i}.", "rejected": f"It is {i + 1}.", "image": f"{i}.png",
+             "rm_c": bad[i % 3] if i < n // 2 and i % 2 == 0 else 2.0,
+             "rm_r": bad[i % 3] if i < n // 2 and i % 2 == 1 else 1.0} for i in range(n)]
+    return write_jsonl(tmp_path / "d.jsonl", rows)
+
+
+def test_non_finite_external_scores_get_a_status_not_a_wrong_answer(tmp_path):
+    """NaN / inf rewards in `--mm-scores` columns: the row is `score_not_finite` (no SFC, weight 0, left out
+    of the multimodal accuracy), counted in the summary; never counted as wrong, never SFC 0.5."""
+    src = _scored_source(tmp_path)
+    summary = score(ScoreConfig(source=src, out=tmp_path / "audit", mm_scores="rm_c,rm_r", folds=3,
+                                cache_dir=tmp_path / "cache"))
+    df = pl.read_parquet(tmp_path / "audit" / "audited.parquet")
+    assert df.height == 40 and summary["n_rows"] == 40 and summary["n_scored"] == 20
+    assert summary["status_counts"] == {"ok": 20, "score_not_finite": 20}
+    assert summary["mm_scores_not_finite"] == 20
+    assert summary["mm_acc"] == 1.0
+    bad = df.filter(pl.col("status") == "score_not_finite")
+    assert bad.height == 20 and bad["sfc"].null_count() == 20 and bad["mm_margin"].null_count() == 20
+    assert bad["weight"].to_list() == [0.0] * 20 and bad["status_detail"].str.contains("rm_c").all()
+    ok = df.filter(pl.col("status") == "ok")
+    assert ok["sfc"].null_count() == 0 and ok["weight"].mean() == pytest.approx(1.0)
+    assert summary["sfc_mean"] == pytest.approx(ok["sfc"].mean())
+
+
+def test_eval_scores_leave_non_finite_rewards_out(tmp_path):
+    from audit.config import EvalConfig
+    from audit.eval import eval_run
+
+    src = _scored_source(tmp_path)
+    r = eval_run(EvalConfig(run=src, data=[], scores="rm_c,rm_r"))["datasets"]["d.jsonl"]
+    assert r["accuracy"] == 1.0 and r["n"] == 20      # not 0.5 on 40: the 20 NaN / inf rewards are no answer
+    assert r["n_not_finite"] == 20

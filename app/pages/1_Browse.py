@@ -7,6 +7,7 @@ import streamlit as st
 from common import (count_of, mark_synced, open_audit, plural, sidebar_filters, sync_widgets, thumbnail_uri,
                     write_filters)
 
+from audit.markup import md_code, md_text
 from audit.reading import pct
 from audit.tags import TAG_HELP, TAGS
 
@@ -22,9 +23,9 @@ try:
 except ValueError:
     page = 1
 st.title("Browse pairs")
-st.write(f"**{total:,}** {'pair matches' if total == 1 else 'pairs match'} (sorted by `{f.sort}`, "
-         f"{'descending' if f.desc else 'ascending'})." + (" Filters: " + ", ".join(f"`{a}`" for a in f.active())
-                                                           if f.active() else ""))
+st.markdown(f"**{total:,}** {'pair matches' if total == 1 else 'pairs match'} (sorted by {md_code(f.sort)}, "
+            f"{'descending' if f.desc else 'ascending'})." + (" Filters: " + ", ".join(md_code(a) for a in f.active())
+                                                              if f.active() else ""))
 if total:
     stats = audit.slice_stats(f)
     cols = st.columns(5)
@@ -57,7 +58,8 @@ event = st.dataframe(
 rows = event.selection.rows if event and getattr(event, "selection", None) else []
 picked = [df["pair_id"][i] for i in rows]
 if picked:
-    st.page_link("pages/2_Pair.py", label=f"Open pair {picked[0]}", query_params={**f.to_params(), "pair": picked[0]},
+    st.page_link("pages/2_Pair.py", label=f"Open pair {md_text(picked[0], inline=True)}",
+                 query_params={**f.to_params(), "pair": picked[0]},
                  icon=":material/open_in_new:")
 st.markdown("**Tag** " + (f"the {plural(len(picked), 'selected pair')}" if picked else
                           "the pairs you select in the table (click the boxes on the left)"),

@@ -7,6 +7,7 @@ import streamlit as st
 from common import open_audit, sidebar_filters, write_filters
 
 from audit.appdata import word_diff_html
+from audit.markup import md_code, md_message, md_text
 from audit.tags import TAG_HELP, TAGS
 
 st.set_page_config(page_title="Pair — shortcut-audit", layout="wide")
@@ -21,7 +22,7 @@ if not pid:
     pid = first["pair_id"][0]
 row = audit.pair(pid)
 if row is None:
-    st.error(f"Pair `{pid}` is not in this audit.")
+    st.error(f"Pair {md_code(pid)} is not in this audit.")
     st.stop()
 prev_id, next_id, pos, total = audit.neighbours(f, pid)
 write_filters(f, pair=pid)
@@ -41,12 +42,12 @@ nav[1].button("next →", disabled=next_id is None, key="next", on_click=write_f
               kwargs={"pair": next_id}, shortcut="J", help="next pair in the current filter (key J)")
 where = f"{pos + 1:,} of {total:,} in the current filter" if pos is not None else \
     f"not in the current filter ({total:,} pairs)"
-nav[2].write(f"pair `{pid}` — {where}" + (" (filters: " + ", ".join(f"`{a}`" for a in f.active()) + ")"
-                                          if f.active() else ""))
+nav[2].markdown(f"pair {md_code(pid)} — {where}" + (" (filters: " + ", ".join(md_code(a) for a in f.active()) + ")"
+                                                   if f.active() else ""))
 
 current = audit.tags().get(pid)
 tag_cols = st.columns([1.3] + [1] * (len(TAGS) + 1))
-tag_cols[0].markdown(f"**Tag:** `{current}`" if current else "**Tag:** none", help="; ".join(
+tag_cols[0].markdown(f"**Tag:** {md_code(current)}" if current else "**Tag:** none", help="; ".join(
     f"`{t}` (key {KEYS[t]}): {h}" for t, h in TAG_HELP.items()))
 for col, value in zip(tag_cols[1:], (*TAGS, None)):
     col.button(value or "clear", key=f"tag_{value}", on_click=tag, args=(value,), shortcut=KEYS[value],
@@ -58,9 +59,9 @@ data = audit.image_bytes(row.get("image_path"))
 if data:
     img_col.image(data, width="stretch")
 else:
-    img_col.warning(f"No image to show (status `{row.get('status')}`).")
+    img_col.warning(f"No image to show (status {md_code(row.get('status'))}).")
 text_col.markdown("**Prompt**")
-text_col.write(row.get("prompt") or "")
+text_col.markdown(md_text(row.get("prompt")))     # the data as text: no link, image or heading of its own
 shown = [f.phrase] if f.phrase else [p["phrase"] for p in audit.summary.get("phrases") or [] if p.get("significant")]
 rej_html, cho_html = word_diff_html(row.get("rejected") or "", row.get("chosen") or "", highlight=shown)
 c1, c2 = st.columns(2)
@@ -89,7 +90,7 @@ def sfc_words(v: float) -> str:
 
 
 if row.get("status") != "ok":
-    st.warning(f"Status `{row.get('status')}`: {row.get('status_detail') or 'not scored'}.")
+    st.warning(f"Status {md_code(row.get('status'))}: {md_message(row.get('status_detail') or 'not scored')}.")
 st.markdown("**In words:** " + "; ".join([said(row.get("text_prob"), "text-only"), said(row.get("mm_prob"), "multimodal")])
             + (f"; SFC {row['sfc']:.2f} ({sfc_words(row['sfc'])}), weight {row['weight']:.2f}."
                if row.get("sfc") is not None and row.get("weight") is not None else "."))
@@ -104,7 +105,7 @@ s2.markdown("**Cue values** (chosen - rejected; hover for what each counts)")
 helps = {c["name"]: c.get("help", "") for c in audit.summary.get("cues", [])}
 for name in audit.cues:
     v = row.get(f"cue_{name}")
-    s2.markdown(f"`{name}` {'n/a' if v is None else f'{v:+.3g}'}", help=helps.get(name) or None)
+    s2.markdown(f"{md_code(name)} {'n/a' if v is None else f'{v:+.3g}'}", help=helps.get(name) or None)
 s3.markdown("**Your columns**")
 own = {c: row.get(c) for c in audit.meta_columns if row.get(c) is not None}
 if own:

@@ -7,6 +7,7 @@ import streamlit as st
 from common import ENV_COMPARE, open_audit, plural, sidebar_filters
 
 from audit.appdata import RISE_IS_GOOD, compare, config_diff
+from audit.markup import md_code
 
 st.set_page_config(page_title="Compare — shortcut-audit", layout="wide")
 a = open_audit()
@@ -17,7 +18,7 @@ if b is None:
     st.info("Start the app with `shortcut-audit app AUDIT_DIR --compare OTHER_AUDIT_DIR` to compare two audits.")
     st.stop()
 deltas, changed, shared = compare(a, b)
-st.write(f"A = `{a.dir}` (this app's audit), B = `{b.dir}`.")
+st.markdown(f"A = {md_code(a.dir)} (this app's audit), B = {md_code(b.dir)}.")
 cols = st.columns(len(deltas))
 for col, (k, d) in zip(cols, deltas.items()):
     pct_like = k != "sfd"

@@ -12,6 +12,7 @@ from common import count_of, open_audit, plural, sidebar_filters
 from audit.config import EXPORT_FORMATS, EXPORT_MODES, ExportConfig
 from audit.errors import AuditError
 from audit.export import export
+from audit.markup import md_code
 from audit.schemes import schemes_for, sfc_kind_of
 from audit.sources.writers import safe_file_name
 from audit.tags import tag_counts
@@ -71,7 +72,7 @@ if st.button("Export", key="x_go", disabled=n == 0, type="primary"):
 last = st.session_state.get("x_last")
 if last:
     rep = last["rep"]
-    st.success(f"Wrote {plural(rep['rows_out'], 'row')} to `{rep['path']}`")
+    st.success(f"Wrote {plural(rep['rows_out'], 'row')} to {md_code(rep['path'])}")
     if rep["weights"]["renormalised_from_mean"] is not None:
         st.info(f"The `weight` column is rescaled to mean 1 over these pairs (their audit weights averaged "
                 f"{rep['weights']['renormalised_from_mean']:.3f}), so a weighted trainer keeps its learning "
@@ -83,7 +84,7 @@ if last:
 
     data = zipped(Path(last["out"]))
     if data is None:
-        st.caption(f"Larger than {MAX_DOWNLOAD // 2**20} MiB: copy it from `{last['out']}` on the server.")
+        st.caption(f"Larger than {MAX_DOWNLOAD // 2**20} MiB: copy it from {md_code(last['out'])} on the server.")
     else:
         st.download_button(f"Download ({len(data) / 2**20:.1f} MiB zip)", data, file_name=f"{Path(last['out']).name}.zip",
                            mime="application/zip", key="x_download")

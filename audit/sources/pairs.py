@@ -12,8 +12,8 @@ from audit.sources.writers import ImageFiles, write_hf_folder, write_json_array,
 
 IMAGE_KEYS = ("image", "image_path", "img_path", "images")
 # Columns our own ingest computes; re-ingesting a pairs folder computes them again.
-DERIVED = ("pair_id", "status", "status_detail", "image_id", "image_phash", "prompt_id", "extra_json", "source_record",
-           "source_item")
+DERIVED = ("pair_id", "status", "status_detail", "image_id", "image_phash", "image_thumb", "prompt_id", "extra_json",
+           "source_record", "source_item")
 
 
 def _margin(v: Any) -> float | None:
