@@ -717,11 +717,11 @@ def test_scores_named_on_text_columns_are_one_error_line(tmp_path, capsys):
     assert main(["synth", "--env", "leadin", "--n", "24", "--image-size", "32", "-o", str(data)]) == 0
     capsys.readouterr()
     err = _cli_error(capsys, ["eval", "--scores", "prompt,chosen", str(data)])
-    assert err == ("Error: `--scores prompt,chosen`: column `prompt` does not hold numbers; name the column(s) that "
-                   "hold your reward model's scores")
+    assert err == ("Error: `--scores` column `prompt` holds values that are not numbers (e.g. "
+                   "'Where is the purple triangle?'): name the columns of the reward model's scores")
     err = _cli_error(capsys, ["score", str(data), "-o", str(tmp_path / "a"), "--folds", "2", "--text-probe", "lexical",
                               "--mm-scores", "chosen"])
-    assert err.startswith("Error: `--mm-scores chosen`: column `chosen` does not hold numbers")
+    assert err.startswith("Error: `--mm-scores` column `chosen` holds values that are not numbers")
 
 
 def test_eval_writes_only_a_json_results_file(tmp_path, capsys):
