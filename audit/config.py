@@ -368,8 +368,10 @@ class ScoreConfig:
     clip: float | None = opt(None, gt=1, help="cap on the normalised weight (re-normalised after capping)")
     ipw_floor: float = opt(0.05, gt=0, lt=0.5, help="`ipw`: text_prob is floored here before 1/text_prob")
     jtt_factor: float = opt(5.0, gt=0, help="`jtt`: weight of pairs the text model gets wrong")
-    fit_pairs: int = opt(100_000, ge=100, help="each probe head is fitted on at most this many pairs (a seeded sample of "
-                         "its training folds) and scores the rest in chunks: bounds the fitting memory")
+    fit_pairs: int = opt(100_000, ge=100, help="each iteratively fitted head (cue model, multimodal probe, fine-tuned text "
+                         "component) is fitted on at most this many pairs (a seeded sample of its training folds) and "
+                         "scores the rest in chunks: bounds the fitting memory (the text probe's ridge and naive-Bayes "
+                         "components use every pair)")
     mm_dims: int = opt(32, ge=2, le=128, help="PCA components of the text difference and of the image features whose outer "
                        "product feeds the bilinear multimodal head")
     cache_dir: Path | None = opt(None, help="embedding cache (default: AUDIT_DIR/cache); share it across "

@@ -29,7 +29,9 @@ def cache_root(audit_dir: Path, summary: dict) -> Path:
 
 def _fingerprint(summary: dict, kind: str) -> str | None:
     enc = summary.get("encoders") or {}
-    fp = (enc.get("text") or {}).get("fingerprint") if kind == "text" else enc.get("fingerprint")
+    text = enc.get("text") or {}
+    # the text encoder's embeddings, else the static token embeddings (a large CPU audit runs no encoder)
+    fp = (text.get("fingerprint") or text.get("tokens_fingerprint")) if kind == "text" else enc.get("fingerprint")
     return fp if isinstance(fp, str) and fp.replace("-", "").replace("_", "").isalnum() else None
 
 

@@ -186,6 +186,8 @@ class ComponentProbe(Probe):
         info = {"probe": self.name, "components": list(self.parts)}
         if {"tokens", "embedding"} & set(self.parts):
             info["name"] = self.cfg.text_encoder
+        if "tokens" in self.parts:
+            info["tokens_fingerprint"] = ctx.inputs["tokens"][0].fingerprint
         if "embedding" in self.parts:
             enc = ctx.inputs["text"][0]
             info.update(pooling=enc.pooling, fingerprint=enc.fingerprint)
