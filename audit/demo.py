@@ -109,7 +109,10 @@ def _train_step(cfg: DemoConfig) -> Iterator[str]:
     shortcut, clean = out / "audit" / DEMO_ENVS[0], out / "audit" / DEMO_ENVS[1]
     for method in ("standard", "weighted", "shortcut-aware"):
         run = out / "runs" / method
-        s = train(TrainConfig(data=shortcut, out=run, method=method, seed=cfg.seed, cache_dir=out / "cache"))
+        # One torch thread, as `bench`: the trained weights depend on the thread count, and the demo must
+        # print the same numbers on every machine (the README shows its output).
+        s = train(TrainConfig(data=shortcut, out=run, method=method, seed=cfg.seed, cache_dir=out / "cache",
+                              threads=1))
         model = load_model(checkpoint(run))
         own, ood = evaluate(run, shortcut, model), evaluate(run, clean, model)
         yield (f"[train] {method} on {DEMO_ENVS[0]} -> {run}: {DEMO_ENVS[0]} acc {100 * own['accuracy']:.1f}% "
