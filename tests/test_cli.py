@@ -1,4 +1,4 @@
-"""The command line: exit codes, fast `--help`, and every command and option documented in the README."""
+"""The command line: exit codes, fast `--help`, and every command and option documented in docs/COMMANDS.md."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from audit.cli import build_parser, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+COMMANDS_DOC = README.parent / "docs" / "COMMANDS.md"      # the option reference (the README links to it)
 
 
 def _subparsers():
@@ -28,17 +29,22 @@ def test_help_does_not_import_heavy_libraries():
 
 
 @pytest.mark.parametrize("command", sorted(_subparsers()))
-def test_every_option_has_help_and_a_readme_entry(command):
-    readme = README.read_text(encoding="utf-8")
-    assert re.search(rf"^#+ .*`shortcut-audit {command}", readme, re.M), f"README has no section for `{command}`"
+def test_every_option_has_help_and_an_entry_in_the_commands_doc(command):
+    text = COMMANDS_DOC.read_text(encoding="utf-8")
+    heading = re.search(rf"^(#+) .*`shortcut-audit {command}`.*$", text, re.M)
+    assert heading, f"docs/COMMANDS.md has no section for `{command}`"
+    rest = text[heading.end():]
+    end = re.search(rf"^#{{1,{len(heading.group(1))}}} ", rest, re.M)
+    # this command's section up to the next one, and the options every command shares (above the first)
+    doc = text[:re.search(r"^#+ .*`shortcut-audit ", text, re.M).start()] + rest[:end.start() if end else None]
     for action in _subparsers()[command]._actions:
         if action.dest == "help":
             continue
         assert action.help and action.help.strip(), f"{command} {action.option_strings or action.dest} has no help"
         for flag in action.option_strings:
             if flag.startswith("--"):
-                documented = re.search(rf"`(-\w/)?{re.escape(flag)}(?![\w-])", readme)
-                assert documented, f"README does not document `{command} {flag}`"
+                documented = re.search(rf"`(-\w/)?{re.escape(flag)}(?![\w-])", doc)
+                assert documented, f"the `{command}` section of docs/COMMANDS.md does not document `{flag}`"
 
 
 def test_synth_list_and_run(tmp_path, capsys):
