@@ -384,19 +384,42 @@ def config_diff(a: Audit, b: Audit) -> list[dict]:
             if k not in skip and ca.get(k) != cb.get(k)]
 
 
+def compare_row(key: str, a: float | None, b: float | None) -> dict:
+    """One headline number of two audits: both values and the change (b - a) as shown (percentages and
+    their change in points; SFD and mean SFC as numbers), and whether the change is good news for the
+    data (`RISE_IS_GOOD`): None when it rounds to zero as shown or a side lacks the number."""
+    pct = key not in ("sfd", "sfc_mean")
+    scale, digits, unit = (100, 1, " pts") if pct else (1, 3 if key == "sfc_mean" else 1, "")
+
+    def shown(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%" if pct else f"{v:.{digits}f}"
+
+    row = {"a": a, "b": b, "delta": None, "a_text": shown(a), "b_text": shown(b), "delta_text": None, "better": None}
+    if a is None or b is None:
+        return row
+    row["delta"] = b - a
+    change = round(scale * (b - a), digits)
+    row["delta_text"] = f"{change:+.{digits}f}{unit}" if change else f"{0:.{digits}f}{unit}"
+    row["better"] = None if not change else (change > 0) == RISE_IS_GOOD[key]
+    return row
+
+
 def compare(a: Audit, b: Audit):
-    """Headline deltas (b - a) and the pairs whose verdict (`is_shortcut`, or the text model's pick) changed."""
+    """Headline numbers of both audits (`compare_row`), and the pairs whose verdict (`is_shortcut`, or
+    the text model's pick) changed, largest change of `text_prob` first, then by `pair_id`: the same
+    order on every call, so a row picked on screen is the row read back."""
     import polars as pl
 
-    keys = COMPARE_KEYS
-    deltas = {k: {"a": a.summary.get(k), "b": b.summary.get(k),
-                  "delta": (None if a.summary.get(k) is None or b.summary.get(k) is None
-                            else b.summary[k] - a.summary[k])} for k in keys}
+    deltas = {k: compare_row(k, a.summary.get(k), b.summary.get(k)) for k in COMPARE_KEYS}
     cols = ["pair_id", "prompt", "text_prob", "is_shortcut", "sfc", "weight"]
     ja = a.scan.filter(pl.col("status") == schema.OK).select(cols)
     jb = b.scan.filter(pl.col("status") == schema.OK).select(cols[:1] + cols[2:])
     joined = ja.join(jb, on="pair_id", suffix="_b")
-    changed = joined.filter((pl.col("is_shortcut") != pl.col("is_shortcut_b"))
-                            | ((pl.col("text_prob") > 0.5) != (pl.col("text_prob_b") > 0.5))).collect()
+    change = (pl.col("text_prob_b") - pl.col("text_prob")).alias("text_prob_change")
+    changed = (joined.filter((pl.col("is_shortcut") != pl.col("is_shortcut_b"))
+                             | ((pl.col("text_prob") > 0.5) != (pl.col("text_prob_b") > 0.5)))
+               .with_columns(change).sort([change.abs(), "pair_id"], descending=[True, False])
+               .select("pair_id", "prompt", "text_prob", "text_prob_b", "text_prob_change", "is_shortcut",
+                       "is_shortcut_b", "sfc", "sfc_b", "weight", "weight_b").collect())
     shared = int(joined.select(pl.len()).collect().item())
     return deltas, changed, shared
