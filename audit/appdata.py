@@ -369,6 +369,63 @@ def word_diff_html(rejected: str, chosen: str, highlight: list[str] | None = Non
     return "".join(left), "".join(right)
 
 
+def _prefers(p: float) -> str:
+    """The answer a probability of `chosen` prefers, as the page shows it (two decimals)."""
+    r = round(p, 2)
+    return "chosen" if r > 0.5 else "rejected" if r < 0.5 else "neither"
+
+
+def _said(p: float | None, who: str, name: str) -> str:
+    if p is None:
+        return f"no {who} score"
+    side = _prefers(p)
+    verb = "cannot tell the answers apart" if side == "neither" else f"prefers the {side} answer"
+    return f"a {who} model {verb} ({name} = {p:.2f})"
+
+
+# What the two sides' preferences make of a pair: (text side, multimodal side; None: no multimodal score).
+_VERDICT = {
+    ("chosen", "chosen"): "both sides get this pair right",
+    ("rejected", "chosen"): "the text alone gets this pair wrong where the image gets it right: a pair that "
+                            "teaches looking",
+    ("chosen", "rejected"): "the text alone gets this pair right and the multimodal side gets it wrong",
+    ("rejected", "rejected"): "both sides prefer the rejected answer: worth checking the label",
+    ("chosen", None): "the text alone gets this pair right",
+    ("rejected", None): "the text alone gets this pair wrong",
+    ("neither", "chosen"): "the image gets it right where the text alone cannot tell",
+    ("neither", "rejected"): "the multimodal side gets it wrong and the text alone cannot tell",
+    ("chosen", "neither"): "the text alone gets this pair right and the multimodal side cannot tell",
+    ("rejected", "neither"): "the text alone gets this pair wrong and the multimodal side cannot tell",
+    ("neither", "neither"): "neither side can tell the answers apart",
+}
+
+
+def _sfc_words(sfc: float) -> str:
+    # SFC = L_t / (L_mm + L_t) is above 1/2 exactly when mm_prob > text_prob: it compares the two sides.
+    if sfc > 0.6:
+        return "high: the multimodal side does better on this pair than the text alone"
+    if sfc < 0.4:
+        return "low: the text alone does better on this pair than the multimodal side"
+    return "middling: both sides do about as well on this pair"
+
+
+def in_words(text_prob: float | None, mm_prob: float | None, sfc: float | None = None,
+             weight: float | None = None, threshold: float = 0.8) -> str:
+    """The Pair view's reading of one pair's scores, worded from the probabilities themselves so that it
+    never says what they deny: which answer each side prefers (as shown, two decimals), what that makes
+    of the pair (a shortcut pair only when `text_prob >= threshold`), and SFC as the comparison of the
+    two sides' losses that it is. A missing or NaN value (a text-only audit, an unscored row) is absent."""
+    t, m, sfc, weight = (None if v is None or v != v else float(v) for v in (text_prob, mm_prob, sfc, weight))
+    sides = f"{_said(t, 'text-only', 'text_prob')}; {_said(m, 'multimodal', 'mm_prob')}"
+    verdict = _VERDICT.get((_prefers(t), None if m is None else _prefers(m))) if t is not None else None
+    if verdict and t >= threshold:
+        verdict = f"a shortcut pair (text_prob >= {threshold:.2f}): {verdict}"
+    words = sides + "." + (f" {verdict[0].upper()}{verdict[1:]}." if verdict else "")
+    if sfc is not None:
+        words += f" SFC {sfc:.2f} ({_sfc_words(sfc)})" + (f", weight {weight:.2f}." if weight is not None else ".")
+    return words
+
+
 # Headline keys compared, and whether a rise is good news for the data: a lower text-only accuracy or
 # shortcut rate means fewer text shortcuts; a higher multimodal accuracy, a model that looks.
 COMPARE_KEYS = ("text_acc", "mm_acc", "cue_acc", "shortcut_rate", "sfd", "sfc_mean")

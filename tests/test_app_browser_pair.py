@@ -76,3 +76,21 @@ def test_ticking_a_changed_pair_on_compare_opens_that_pair(audits):
             _no_exception(d)
             query = urllib.parse.parse_qs(urllib.parse.urlparse(d.current_url).query)
             assert query["pair"] == [shown] and f"pair {shown}" in _text(d)
+
+
+def test_in_words_agrees_with_the_probabilities_on_the_page(audits):
+    need_browser()
+    df = pl.read_parquet(audits[0] / "audited.parquet").sort("pair_id")
+    high = df.filter((pl.col("sfc") > 0.6) & pl.col("text_prob").is_between(0.55, 0.75)).row(0, named=True)
+    low = df.filter((pl.col("sfc") < 0.4) & (pl.col("text_prob") < 0.45)).row(0, named=True)
+    with App(audits[0]) as app:
+        d = app.open(f"/Pair?pair={high['pair_id']}")
+        words = next(line for line in _text(d).splitlines() if line.startswith("In words:")).lower()
+        # once: "SFC 0.9 (high: the text alone gets this pair wrong ...)" while text_prob was 0.65
+        assert "gets this pair wrong" not in words and "both sides get this pair right" in words
+        assert f"in words: a text-only model prefers the chosen answer (text_prob = {high['text_prob']:.2f})" in words
+        d = app.open(f"/Pair?pair={low['pair_id']}")
+        words = next(line for line in _text(d).splitlines() if line.startswith("In words:")).lower()
+        # once: "SFC 0.2 (low: ... a shortcut pair)" while the text model preferred the rejected answer
+        assert "shortcut pair" not in words and "both sides prefer the rejected answer" in words
+        _no_exception(d)

@@ -6,13 +6,14 @@ whether it is good news for the data."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from audit.appdata import Audit, compare
+from audit.appdata import Audit, compare, in_words
 from pair_audits import build
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
@@ -53,6 +54,85 @@ def _param(at, name: str):
 
 def _words(at) -> str:
     return next(m.value for m in at.markdown if m.value.startswith("**In words:**"))
+
+
+# ---- the scores in words --------------------------------------------------------------------------
+GRID = (None, float("nan"), 0.0, 0.01, 0.2, 0.49, 0.494, 0.5, 0.503, 0.51, 0.65, 0.79, 0.8, 0.95, 1.0)
+
+
+def _shown(p):
+    """The side a probability prefers as the page shows it (two decimals), None when undecided or absent."""
+    if p is None or p != p:
+        return None
+    r = round(p, 2)
+    return "chosen" if r > 0.5 else "rejected" if r < 0.5 else None
+
+
+def _sfc(t, m):
+    if t is None or m is None or t != t or m != m:
+        return None
+    lt, lm = -math.log(max(t, 1e-12)), -math.log(max(m, 1e-12))
+    return 0.5 if lt + lm == 0 else lt / (lt + lm)
+
+
+# A claim the words may make, and what the numbers must then say (t = text_prob, m = mm_prob).
+CLAIMS = {
+    "a shortcut pair": lambda t, m: t is not None and t >= 0.8,
+    "the text alone gets this pair right": lambda t, m: _shown(t) == "chosen",
+    "the text alone gets this pair wrong": lambda t, m: _shown(t) == "rejected",
+    "the image gets it right": lambda t, m: _shown(m) == "chosen",
+    "the multimodal side gets it wrong": lambda t, m: _shown(m) == "rejected",
+    "both sides get this pair right": lambda t, m: _shown(t) == _shown(m) == "chosen",
+    "both sides prefer the rejected answer": lambda t, m: _shown(t) == _shown(m) == "rejected",
+    "the multimodal side does better on this pair than the text alone": lambda t, m: m > t,
+    "the text alone does better on this pair than the multimodal side": lambda t, m: t > m,
+    "neither side can tell": lambda t, m: _shown(t) is None and _shown(m) is None,
+}
+
+
+@pytest.mark.parametrize("t", GRID)
+@pytest.mark.parametrize("m", GRID)
+def test_in_words_never_contradicts_the_scores(t, m):
+    words = in_words(t, m, _sfc(t, m), 1.0 if _sfc(t, m) is not None else None)
+    for side, name, p in (("text-only", "text_prob", t), ("multimodal", "mm_prob", m)):
+        if p is None or p != p:
+            want = f"no {side} score"
+        else:
+            verb = {"chosen": "prefers the chosen answer", "rejected": "prefers the rejected answer"}.get(
+                _shown(p), "cannot tell the answers apart")
+            want = f"a {side} model {verb} ({name} = {p:.2f})"
+        assert want in words, (t, m, words)
+    for claim, holds in CLAIMS.items():
+        if claim in words.lower():
+            assert holds(t, m), (claim, t, m, words)
+    if _sfc(t, m) is not None:
+        assert f"SFC {_sfc(t, m):.2f}" in words and "weight 1.00" in words
+
+
+def test_in_words_of_the_two_contradictions_seen():
+    # SFC high while the text model prefers the chosen answer: once read "the text alone gets this pair wrong"
+    words = in_words(0.65, 0.98, _sfc(0.65, 0.98), 1.7).lower()
+    assert "text alone gets this pair wrong" not in words and "both sides get this pair right" in words
+    # SFC low while the text model prefers the rejected answer: once read "a shortcut pair"
+    words = in_words(0.3, 0.02, _sfc(0.3, 0.02), 0.4).lower()
+    assert "shortcut pair" not in words and "both sides prefer the rejected answer" in words
+    assert "text alone does better on this pair" in words and "sfc 0.24 (low" in words
+    # a text-only audit: no multimodal side, no SFC
+    words = in_words(0.9, None, None, 0.1, threshold=0.8)
+    assert words == ("a text-only model prefers the chosen answer (text_prob = 0.90); no multimodal score. A shortcut "
+                     "pair (text_prob >= 0.80): the text alone gets this pair right.")
+
+
+def test_pair_page_words_agree_with_the_scores(app, audits):
+    df = _df(audits[0])
+    df = df.sort("pair_id")
+    high = df.filter((pl.col("sfc") > 0.6) & pl.col("text_prob").is_between(0.55, 0.75)).row(0, named=True)
+    low = df.filter((pl.col("sfc") < 0.4) & (pl.col("text_prob") < 0.45)).row(0, named=True)
+    words = _words(app("pages/2_Pair.py", {"pair": high["pair_id"]})).lower()
+    assert "gets this pair wrong" not in words and "both sides get this pair right" in words
+    assert f"prefers the chosen answer (text_prob = {high['text_prob']:.2f})" in words
+    words = _words(app("pages/2_Pair.py", {"pair": low["pair_id"]})).lower()
+    assert "shortcut pair" not in words and "both sides prefer the rejected answer" in words
 
 
 # ---- Compare ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import streamlit as st
 
 from common import open_audit, sidebar_filters, write_filters
 
-from audit.appdata import word_diff_html
+from audit.appdata import in_words, word_diff_html
 from audit.markup import md_code, md_message, md_text
 from audit.tags import TAG_HELP, TAGS
 
@@ -72,28 +72,10 @@ c2.markdown(f'<div class="pair-rejected">{rej_html}</div>', unsafe_allow_html=Tr
 if shown:
     st.caption("Marked in yellow: " + ("the phrase of the current filter" if f.phrase else
                                        "the discovered phrases that predict the preferred response (Overview)"))
-
-
-def said(p, who: str) -> str:
-    if p is None or p != p:
-        return f"no {who} score for this pair"
-    side = "chosen" if p >= 0.5 else "rejected"
-    return f"a {who} model prefers the {side} answer with p = {max(p, 1 - p):.2f}"
-
-
-def sfc_words(v: float) -> str:
-    if v < 0.4:
-        return "low: the text alone explains this pair, a shortcut pair"
-    if v > 0.6:
-        return "high: the text alone gets this pair wrong where the image gets it right"
-    return "middling: both sides explain this pair about as well"
-
-
 if row.get("status") != "ok":
     st.warning(f"Status {md_code(row.get('status'))}: {md_message(row.get('status_detail') or 'not scored')}.")
-st.markdown("**In words:** " + "; ".join([said(row.get("text_prob"), "text-only"), said(row.get("mm_prob"), "multimodal")])
-            + (f"; SFC {row['sfc']:.2f} ({sfc_words(row['sfc'])}), weight {row['weight']:.2f}."
-               if row.get("sfc") is not None and row.get("weight") is not None else "."))
+st.markdown("**In words:** " + in_words(row.get("text_prob"), row.get("mm_prob"), row.get("sfc"), row.get("weight"),
+                                         threshold=audit.summary.get("threshold", 0.8)))
 scores = {k: (round(v, 4) if isinstance(v, float) else v) for k in (
     "status", "status_detail", "text_prob", "mm_prob", "sfc", "weight", "is_shortcut", "text_margin", "mm_margin",
     "cue_margin", "lexical_margin", "prompt_blind_margin", "fold", "source", "sample_id") if k in row
