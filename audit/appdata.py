@@ -7,10 +7,11 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import regex
 
 from audit import schema
 from audit.errors import SourceError
@@ -332,6 +333,17 @@ class Audit:
         return {"summary": self.summary, "hist": hist, "scatter": scatter, "status": status}
 
 
+# A token: one character of a script written without spaces (Chinese, Japanese, Thai, ...: compared
+# character by character rather than as one token per sentence), a run of other letters and digits
+# (combining marks included: `regex` reads Unicode words, `re` splits Devanagari), a run of spaces, one
+# punctuation mark, or any other single character (a symbol, an emoji), which is compared like a word.
+_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
+_TOKEN = regex.compile(rf"[{_UNSPACED}]|[^\W{_UNSPACED}]+|\s+|\p{{P}}|.", regex.DOTALL)
+_PUNCT = regex.compile(r"\p{P}")
+_DEL = ('<del style="background:#fdd;text-decoration:line-through">', "</del>")
+_INS = ('<ins style="background:#dfd;text-decoration:none">', "</ins>")
+
+
 def _marked(tokens: list[str], text: str, phrases: list[str]) -> list[bool]:
     """Which tokens of `text` fall inside an occurrence of one of `phrases`."""
     from audit.probes.phrases import phrase_regex
@@ -344,29 +356,92 @@ def _marked(tokens: list[str], text: str, phrases: list[str]) -> list[bool]:
     return out
 
 
-def word_diff_html(rejected: str, chosen: str, highlight: list[str] | None = None) -> tuple[str, str]:
-    """Word-level diff: (rejected with removed words struck in red, chosen with added words in green);
-    words inside an occurrence of a `highlight` phrase are marked (yellow)."""
-    a, b = re.findall(r"\S+|\s+", rejected or ""), re.findall(r"\S+|\s+", chosen or "")
-    ma, mb = _marked(a, rejected or "", highlight or []), _marked(b, chosen or "", highlight or [])
+@dataclass
+class _Unit:
+    """A word as the diff compares it (`key`: case-folded; "" for what precedes the first word) and as it
+    is shown: the word with the punctuation after it (`body`: tokens and whether a phrase marks them),
+    then its spaces (`tail`)."""
 
-    def esc(tokens, marks):
-        return "".join(f'<mark style="background:#ffe066">{html_text(t, breaks=True)}</mark>' if m else
-                       html_text(t, breaks=True) for t, m in zip(tokens, marks))
+    key: str
+    body: list = field(default_factory=list)
+    tail: str = ""
 
-    sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-    left, right = [], []
-    for op, i1, i2, j1, j2 in sm.get_opcodes():
-        ta, tb = esc(a[i1:i2], ma[i1:i2]), esc(b[j1:j2], mb[j1:j2])
-        if op == "equal":
-            left.append(ta)
-            right.append(tb)
+    def html(self, tail: bool = True) -> str:
+        body = "".join(f'<mark style="background:#ffe066">{html_text(t, breaks=True)}</mark>' if m else
+                       html_text(t, breaks=True) for t, m in self.body)
+        return body + (html_text(self.tail, breaks=True) if tail else "")
+
+    def __len__(self) -> int:
+        return sum(len(t) for t, _ in self.body) + len(self.tail)
+
+
+def _units(text: str, phrases: list[str]) -> list[_Unit]:
+    tokens = [m.group() for m in _TOKEN.finditer(text)]
+    units: list[_Unit] = []
+    for tok, mark in zip(tokens, _marked(tokens, text, phrases)):
+        space, punct = tok.isspace(), bool(_PUNCT.fullmatch(tok))
+        if not units or not (space or punct):
+            units.append(_Unit("" if space or punct else tok.casefold()))
+        u = units[-1]
+        if space:
+            u.tail += tok
         else:
-            if ta:
-                left.append(f'<del style="background:#fdd;text-decoration:line-through">{ta}</del>')
-            if tb:
-                right.append(f'<ins style="background:#dfd;text-decoration:none">{tb}</ins>')
-    return "".join(left), "".join(right)
+            if u.tail:                        # punctuation after a space stays with the word before it
+                u.body.append((u.tail, False))
+                u.tail = ""
+            u.body.append((tok, mark))
+    return units
+
+
+def _side_html(runs: list[tuple[bool, list[_Unit]]], tag: tuple[str, str], limit: int | None) -> str:
+    """One side of the diff: unchanged runs as written, changed runs inside `tag` (their last spaces
+    outside it); with `limit`, the words that start within the first `limit` characters, then `…`."""
+    out, used = [], 0
+    for changed, units in runs:
+        shown = []
+        for u in units:
+            if limit is not None and used >= limit:
+                break
+            shown.append(u)
+            used += len(u)
+        if shown and changed:
+            out.append(tag[0] + "".join(u.html() for u in shown[:-1]) + shown[-1].html(tail=False) + tag[1]
+                       + html_text(shown[-1].tail, breaks=True))
+        elif shown:
+            out.append("".join(u.html() for u in shown))
+        if len(shown) < len(units):
+            return "".join(out) + "…"
+    return "".join(out)
+
+
+@dataclass
+class WordDiff:
+    """The word diff of a pair's two answers, computed once and shown whole or as its first part."""
+
+    rejected: list[tuple[bool, list[_Unit]]]      # runs of words: (changed, words)
+    chosen: list[tuple[bool, list[_Unit]]]
+
+    def html(self, limit: int | None = None) -> tuple[str, str]:
+        """(rejected with removed words struck in red, chosen with added words in green); `limit`: only
+        the words that start within the first `limit` characters of each side, then `…`."""
+        return _side_html(self.rejected, _DEL, limit), _side_html(self.chosen, _INS, limit)
+
+
+def word_diff(rejected: str, chosen: str, highlight: list[str] | None = None) -> WordDiff:
+    """Words are compared case- and punctuation-insensitively and shown as written; text without spaces
+    (Chinese, Japanese, Thai) is compared character by character. Words inside an occurrence of a
+    `highlight` phrase are marked (yellow)."""
+    a, b = _units(rejected or "", highlight or []), _units(chosen or "", highlight or [])
+    sm = difflib.SequenceMatcher(a=[u.key for u in a], b=[u.key for u in b], autojunk=False)
+    ops = sm.get_opcodes()
+    return WordDiff([(op != "equal", a[i1:i2]) for op, i1, i2, _, _ in ops],
+                    [(op != "equal", b[j1:j2]) for op, _, _, j1, j2 in ops])
+
+
+def word_diff_html(rejected: str, chosen: str, highlight: list[str] | None = None,
+                   limit: int | None = None) -> tuple[str, str]:
+    """`word_diff(...).html(limit)`: the diff of two answers as HTML, their text escaped."""
+    return word_diff(rejected, chosen, highlight).html(limit)
 
 
 def _prefers(p: float) -> str:

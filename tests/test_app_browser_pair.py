@@ -94,3 +94,16 @@ def test_in_words_agrees_with_the_probabilities_on_the_page(audits):
         # once: "SFC 0.2 (low: ... a shortcut pair)" while the text model preferred the rejected answer
         assert "shortcut pair" not in words and "both sides prefer the rejected answer" in words
         _no_exception(d)
+
+
+def test_a_20000_character_answer_keeps_the_pair_page_short(audits):
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    pid = pl.read_parquet(audits[0] / "audited.parquet")["pair_id"][0]
+    with App(audits[0]) as app:
+        d = app.open(f"/Pair?pair={pid}")
+        _no_exception(d)
+        height = d.find_element(By.CSS_SELECTOR, '[data-testid="stMainBlockContainer"]').size["height"]
+        assert height < 3_000, height             # it was 10,724 px at 1,400 px wide
+        assert "20,000 characters" in _text(d)

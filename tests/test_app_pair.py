@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from audit.appdata import Audit, compare, in_words
-from pair_audits import build
+from audit.appdata import Audit, compare, in_words, word_diff_html
+from pair_audits import CJK_CHOSEN, LONG_CHARS, build
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 
@@ -133,6 +133,42 @@ def test_pair_page_words_agree_with_the_scores(app, audits):
     assert f"prefers the chosen answer (text_prob = {high['text_prob']:.2f})" in words
     words = _words(app("pages/2_Pair.py", {"pair": low["pair_id"]})).lower()
     assert "shortcut pair" not in words and "both sides prefer the rejected answer" in words
+
+
+# ---- the word diff ---------------------------------------------------------------------------------
+def test_word_diff_ignores_case_and_punctuation_and_shows_the_words_as_written():
+    rej, cho = word_diff_html("she slices Tomatoes, slowly.", "She slices tomatoes slowly!")
+    assert "<del" not in rej and "<ins" not in cho
+    assert rej == "she slices Tomatoes, slowly." and cho == "She slices tomatoes slowly!"
+    rej, cho = word_diff_html("The cat is RED.", "The cat is blue.")
+    assert rej.endswith('<del style="background:#fdd;text-decoration:line-through">RED.</del>')
+    assert cho.endswith('<ins style="background:#dfd;text-decoration:none">blue.</ins>')
+    assert word_diff_html("a <b>", "a <i>")[1] == 'a &lt;<ins style="background:#dfd;text-decoration:none">i</ins>&gt;'
+
+
+def test_word_diff_compares_text_without_spaces_by_character():
+    rej, cho = word_diff_html("图中有两个红色的圆。", CJK_CHOSEN)
+    assert cho == '图中有<ins style="background:#dfd;text-decoration:none">三</ins>个红色的圆。'
+    assert rej == '图中有<del style="background:#fdd;text-decoration:line-through">两</del>个红色的圆。'
+    _, cho = word_diff_html("猫がいます。", "犬がいます。")
+    assert cho.startswith('<ins style="background:#dfd;text-decoration:none">犬</ins>が')
+    _, cho = word_diff_html("हिन्दी भाषा", "हिन्दी बोली")      # a script with spaces: whole words
+    assert cho == 'हिन्दी <ins style="background:#dfd;text-decoration:none">बोली</ins>'
+
+
+def test_word_diff_limit_shows_the_first_part():
+    long = "word " * 2000
+    rej, cho = word_diff_html("short answer", long.strip(), limit=300)
+    assert 300 <= len(cho) < 700 and cho.endswith("…") and rej.startswith("<del")
+    assert word_diff_html("a b", "a c", limit=300) == word_diff_html("a b", "a c")
+
+
+def test_a_long_answer_is_collapsed_with_its_diff_kept(app, audits):
+    pid = _df(audits[0])["pair_id"][0]
+    at = app("pages/2_Pair.py", {"pair": pid})
+    shown = [m.value for m in at.markdown if 'class="pair-chosen"' in m.value]
+    assert len(shown) == 2 and len(shown[0]) < 4_000 and len(shown[1]) > LONG_CHARS     # the head, then all
+    assert any(f"{LONG_CHARS:,} characters" in e.label for e in at.expander)
 
 
 # ---- Compare ---------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Pair view: the image large, the prompt, chosen and rejected side by side with a word diff, the scores
-in words, every cue value with its meaning, the dataset's own columns, tags, and previous / next
-within the current filter (keys: J next, K previous; X exclude, A keep, V review, S swap, U clear)."""
+"""Pair view: the image large, the prompt, chosen and rejected side by side with a word diff (long answers
+collapsed to their first part), the scores in words, every cue value with its meaning, the dataset's
+own columns, tags, and previous / next within the current filter (keys: J next, K previous; X exclude,
+A keep, V review, S swap, U clear)."""
 
 import streamlit as st
 
 from common import open_audit, sidebar_filters, write_filters
 
-from audit.appdata import in_words, word_diff_html
+from audit.appdata import in_words, word_diff
 from audit.markup import md_code, md_message, md_text
 from audit.tags import TAG_HELP, TAGS
 
@@ -27,6 +28,7 @@ if row is None:
 prev_id, next_id, pos, total = audit.neighbours(f, pid)
 write_filters(f, pair=pid)
 KEYS = {"exclude": "X", "keep": "A", "review": "V", "swap": "S", None: "U"}
+SHOWN_CHARS = 1_500                  # of each answer before "show the whole answers"
 
 
 def tag(value: str | None) -> None:
@@ -63,12 +65,26 @@ else:
 text_col.markdown("**Prompt**")
 text_col.markdown(md_text(row.get("prompt")))     # the data as text: no link, image or heading of its own
 shown = [f.phrase] if f.phrase else [p["phrase"] for p in audit.summary.get("phrases") or [] if p.get("significant")]
-rej_html, cho_html = word_diff_html(row.get("rejected") or "", row.get("chosen") or "", highlight=shown)
-c1, c2 = st.columns(2)
-c1.markdown("**Chosen** (words not in rejected in green)")
-c1.markdown(f'<div class="pair-chosen">{cho_html}</div>', unsafe_allow_html=True)
-c2.markdown("**Rejected** (words not in chosen struck out)")
-c2.markdown(f'<div class="pair-rejected">{rej_html}</div>', unsafe_allow_html=True)
+rejected, chosen = row.get("rejected") or "", row.get("chosen") or ""
+diff = word_diff(rejected, chosen, highlight=shown)
+longest = max(len(rejected), len(chosen))
+
+
+def answers(where, limit: int | None) -> None:
+    rej_html, cho_html = diff.html(limit)
+    c1, c2 = where.columns(2)
+    c1.markdown("**Chosen** (words not in rejected in green)")
+    c1.markdown(f'<div class="pair-chosen">{cho_html}</div>', unsafe_allow_html=True)
+    c2.markdown("**Rejected** (words not in chosen struck out)")
+    c2.markdown(f'<div class="pair-rejected">{rej_html}</div>', unsafe_allow_html=True)
+
+
+answers(st, SHOWN_CHARS if longest > SHOWN_CHARS else None)
+if longest > SHOWN_CHARS:
+    with st.expander(f"Show the whole answers (chosen {len(chosen):,} characters, rejected {len(rejected):,})"):
+        answers(st, None)
+st.caption("Words are compared ignoring case and punctuation; text without spaces (Chinese, Japanese, Thai) "
+           "character by character.")
 if shown:
     st.caption("Marked in yellow: " + ("the phrase of the current filter" if f.phrase else
                                        "the discovered phrases that predict the preferred response (Overview)"))
