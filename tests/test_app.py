@@ -294,6 +294,8 @@ def test_pair_view_tags_with_buttons_and_shows_the_scores_in_words(app, audits):
     assert any(m.value.startswith("**In words:** a text-only model prefers the") for m in at.markdown)
     next(b for b in at.button if b.key == "tag_swap").click().run()
     assert not at.exception and read_tags(audits["leadin"]) == {pid: "swap"}
+    assert at.query_params["pair"] not in (pid, [pid]) and "tagged `swap`" in at.info[0].value   # moved on
+    next(b for b in at.button if b.key == "prev").click().run()
     assert any(m.value == "**Tag:** `swap`" for m in at.markdown)
     next(b for b in at.button if b.key == "tag_None").click().run()
     assert read_tags(audits["leadin"]) == {}

@@ -171,6 +171,27 @@ def test_a_long_answer_is_collapsed_with_its_diff_kept(app, audits):
     assert any(f"{LONG_CHARS:,} characters" in e.label for e in at.expander)
 
 
+# ---- tagging moves on --------------------------------------------------------------------------------
+def test_tagging_moves_on_to_the_next_pair_and_stays_at_the_last(app, audits):
+    from audit.tags import read_tags, set_tags
+
+    df = _df(audits[0]).filter(pl.col("is_shortcut")).sort(["text_prob", "pair_id"], descending=[True, False])
+    first, second = df["pair_id"][0], df["pair_id"][1]
+    at = app("pages/2_Pair.py", {"pair": first, "shortcut": "yes"})
+    button = next(b for b in at.button if b.key == "tag_review")
+    button.click().run()
+    assert not at.exception and read_tags(audits[0]) == {first: "review"}
+    assert _param(at, "pair") == second and _param(at, "shortcut") == "yes"
+    assert "moves on to the next pair" in button.help
+    assert any("tagged `review`" in m.value and first in m.value for m in [*at.markdown, *at.info])
+    last = df["pair_id"][-1]
+    at = app("pages/2_Pair.py", {"pair": last, "shortcut": "yes"})
+    next(b for b in at.button if b.key == "tag_exclude").click().run()
+    assert _param(at, "pair") == last and read_tags(audits[0])[last] == "exclude"
+    assert any("last pair of the current filter" in m.value for m in [*at.markdown, *at.info])
+    set_tags(audits[0], [first, last], None)
+
+
 # ---- Compare ---------------------------------------------------------------------------------------------
 def test_compare_lists_the_changed_pairs_in_a_fixed_order(audits):
     a, b = Audit(audits[0]), Audit(audits[1])

@@ -1,7 +1,7 @@
 """Pair view: the image large, the prompt, chosen and rejected side by side with a word diff (long answers
 collapsed to their first part), the scores in words, every cue value with its meaning, the dataset's
-own columns, tags, and previous / next within the current filter (keys: J next, K previous; X exclude,
-A keep, V review, S swap, U clear)."""
+own columns, tags (a tag moves on to the next pair of the filter), and previous / next within the
+current filter (keys: J next, K previous; X exclude, A keep, V review, S swap, U clear)."""
 
 import streamlit as st
 
@@ -30,11 +30,6 @@ write_filters(f, pair=pid)
 KEYS = {"exclude": "X", "keep": "A", "review": "V", "swap": "S", None: "U"}
 SHOWN_CHARS = 1_500                  # of each answer before "show the whole answers"
 
-
-def tag(value: str | None) -> None:
-    audit.set_tags([pid], value)
-
-
 st.title("Pair view")
 nav = st.columns([1, 1, 4])
 # Callbacks run before the next script run, so the page re-renders on the new pair in one step.
@@ -48,13 +43,34 @@ nav[2].markdown(f"pair {md_code(pid)} — {where}" + (" (filters: " + ", ".join(
                                                    if f.active() else ""))
 
 current = audit.tags().get(pid)
+_TAGGED = "pair_tagged"              # what the last tag did, said once on the page it led to
+
+
+def tag(value: str | None) -> None:
+    """Tag this pair; a tag (not a clear) moves on to the next pair of the filter, as in a labelling queue."""
+    audit.set_tags([pid], value)
+    moved = value is not None and next_id is not None
+    st.session_state[_TAGGED] = (pid, value, "moved" if moved else "stay" if value is None
+                                 else "outside" if pos is None else "last")
+    if moved:
+        write_filters(f, pair=next_id)
+
+
+done = st.session_state.pop(_TAGGED, None)
+if done:
+    was, value, what = done
+    st.info((f"Pair {md_code(was)} tagged {md_code(value)}" if value else f"Tag of pair {md_code(was)} cleared") + {
+        "moved": "; on to the next pair of the filter (K goes back to it).",
+        "last": ": the last pair of the current filter, so the view stays on it.",
+        "outside": ": it is not in the current filter, so the view stays on it.", "stay": "."}[what])
 tag_cols = st.columns([1.3] + [1] * (len(TAGS) + 1))
 tag_cols[0].markdown(f"**Tag:** {md_code(current)}" if current else "**Tag:** none", help="; ".join(
-    f"`{t}` (key {KEYS[t]}): {h}" for t, h in TAG_HELP.items()))
+    f"`{t}` (key {KEYS[t]}): {h}" for t, h in TAG_HELP.items()) + "; a tag moves on to the next pair of the filter")
 for col, value in zip(tag_cols[1:], (*TAGS, None)):
     col.button(value or "clear", key=f"tag_{value}", on_click=tag, args=(value,), shortcut=KEYS[value],
                type="primary" if value is not None and value == current else "secondary",
-               help=f"{TAG_HELP.get(value, 'remove the tag')} (key {KEYS[value]})")
+               help=f"{TAG_HELP[value]}; then moves on to the next pair of the filter (key {KEYS[value]})"
+               if value else f"remove the tag and stay on this pair (key {KEYS[value]})")
 
 img_col, text_col = st.columns([2, 3])
 data = audit.image_bytes(row.get("image_path"))
