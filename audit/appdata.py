@@ -7,10 +7,11 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import regex
 
 from audit import schema
 from audit.errors import SourceError
@@ -332,6 +333,17 @@ class Audit:
         return {"summary": self.summary, "hist": hist, "scatter": scatter, "status": status}
 
 
+# A token: one character of a script written without spaces (Chinese, Japanese, Thai, ...: compared
+# character by character rather than as one token per sentence), a run of other letters and digits
+# (combining marks included: `regex` reads Unicode words, `re` splits Devanagari), a run of spaces, one
+# punctuation mark, or any other single character (a symbol, an emoji), which is compared like a word.
+_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
+_TOKEN = regex.compile(rf"[{_UNSPACED}]|[^\W{_UNSPACED}]+|\s+|\p{{P}}|.", regex.DOTALL)
+_PUNCT = regex.compile(r"\p{P}")
+_DEL = ('<del style="background:#fdd;text-decoration:line-through">', "</del>")
+_INS = ('<ins style="background:#dfd;text-decoration:none">', "</ins>")
+
+
 def _marked(tokens: list[str], text: str, phrases: list[str]) -> list[bool]:
     """Which tokens of `text` fall inside an occurrence of one of `phrases`."""
     from audit.probes.phrases import phrase_regex
@@ -344,29 +356,149 @@ def _marked(tokens: list[str], text: str, phrases: list[str]) -> list[bool]:
     return out
 
 
-def word_diff_html(rejected: str, chosen: str, highlight: list[str] | None = None) -> tuple[str, str]:
-    """Word-level diff: (rejected with removed words struck in red, chosen with added words in green);
-    words inside an occurrence of a `highlight` phrase are marked (yellow)."""
-    a, b = re.findall(r"\S+|\s+", rejected or ""), re.findall(r"\S+|\s+", chosen or "")
-    ma, mb = _marked(a, rejected or "", highlight or []), _marked(b, chosen or "", highlight or [])
+@dataclass
+class _Unit:
+    """A word as the diff compares it (`key`: case-folded; "" for what precedes the first word) and as it
+    is shown: the word with the punctuation after it (`body`: tokens and whether a phrase marks them),
+    then its spaces (`tail`)."""
 
-    def esc(tokens, marks):
-        return "".join(f'<mark style="background:#ffe066">{html_text(t, breaks=True)}</mark>' if m else
-                       html_text(t, breaks=True) for t, m in zip(tokens, marks))
+    key: str
+    body: list = field(default_factory=list)
+    tail: str = ""
 
-    sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-    left, right = [], []
-    for op, i1, i2, j1, j2 in sm.get_opcodes():
-        ta, tb = esc(a[i1:i2], ma[i1:i2]), esc(b[j1:j2], mb[j1:j2])
-        if op == "equal":
-            left.append(ta)
-            right.append(tb)
+    def html(self, tail: bool = True) -> str:
+        body = "".join(f'<mark style="background:#ffe066">{html_text(t, breaks=True)}</mark>' if m else
+                       html_text(t, breaks=True) for t, m in self.body)
+        return body + (html_text(self.tail, breaks=True) if tail else "")
+
+    def __len__(self) -> int:
+        return sum(len(t) for t, _ in self.body) + len(self.tail)
+
+
+def _units(text: str, phrases: list[str]) -> list[_Unit]:
+    tokens = [m.group() for m in _TOKEN.finditer(text)]
+    units: list[_Unit] = []
+    for tok, mark in zip(tokens, _marked(tokens, text, phrases)):
+        space, punct = tok.isspace(), bool(_PUNCT.fullmatch(tok))
+        if not units or not (space or punct):
+            units.append(_Unit("" if space or punct else tok.casefold()))
+        u = units[-1]
+        if space:
+            u.tail += tok
         else:
-            if ta:
-                left.append(f'<del style="background:#fdd;text-decoration:line-through">{ta}</del>')
-            if tb:
-                right.append(f'<ins style="background:#dfd;text-decoration:none">{tb}</ins>')
-    return "".join(left), "".join(right)
+            if u.tail:                        # punctuation after a space stays with the word before it
+                u.body.append((u.tail, False))
+                u.tail = ""
+            u.body.append((tok, mark))
+    return units
+
+
+def _side_html(runs: list[tuple[bool, list[_Unit]]], tag: tuple[str, str], limit: int | None) -> str:
+    """One side of the diff: unchanged runs as written, changed runs inside `tag` (their last spaces
+    outside it); with `limit`, the words that start within the first `limit` characters, then `…`."""
+    out, used = [], 0
+    for changed, units in runs:
+        shown = []
+        for u in units:
+            if limit is not None and used >= limit:
+                break
+            shown.append(u)
+            used += len(u)
+        if shown and changed:
+            out.append(tag[0] + "".join(u.html() for u in shown[:-1]) + shown[-1].html(tail=False) + tag[1]
+                       + html_text(shown[-1].tail, breaks=True))
+        elif shown:
+            out.append("".join(u.html() for u in shown))
+        if len(shown) < len(units):
+            return "".join(out) + "…"
+    return "".join(out)
+
+
+@dataclass
+class WordDiff:
+    """The word diff of a pair's two answers, computed once and shown whole or as its first part."""
+
+    rejected: list[tuple[bool, list[_Unit]]]      # runs of words: (changed, words)
+    chosen: list[tuple[bool, list[_Unit]]]
+
+    def html(self, limit: int | None = None) -> tuple[str, str]:
+        """(rejected with removed words struck in red, chosen with added words in green); `limit`: only
+        the words that start within the first `limit` characters of each side, then `…`."""
+        return _side_html(self.rejected, _DEL, limit), _side_html(self.chosen, _INS, limit)
+
+
+def word_diff(rejected: str, chosen: str, highlight: list[str] | None = None) -> WordDiff:
+    """Words are compared case- and punctuation-insensitively and shown as written; text without spaces
+    (Chinese, Japanese, Thai) is compared character by character. Words inside an occurrence of a
+    `highlight` phrase are marked (yellow)."""
+    a, b = _units(rejected or "", highlight or []), _units(chosen or "", highlight or [])
+    sm = difflib.SequenceMatcher(a=[u.key for u in a], b=[u.key for u in b], autojunk=False)
+    ops = sm.get_opcodes()
+    return WordDiff([(op != "equal", a[i1:i2]) for op, i1, i2, _, _ in ops],
+                    [(op != "equal", b[j1:j2]) for op, _, _, j1, j2 in ops])
+
+
+def word_diff_html(rejected: str, chosen: str, highlight: list[str] | None = None,
+                   limit: int | None = None) -> tuple[str, str]:
+    """`word_diff(...).html(limit)`: the diff of two answers as HTML, their text escaped."""
+    return word_diff(rejected, chosen, highlight).html(limit)
+
+
+def _prefers(p: float) -> str:
+    """The answer a probability of `chosen` prefers, as the page shows it (two decimals)."""
+    r = round(p, 2)
+    return "chosen" if r > 0.5 else "rejected" if r < 0.5 else "neither"
+
+
+def _said(p: float | None, who: str, name: str) -> str:
+    if p is None:
+        return f"no {who} score"
+    side = _prefers(p)
+    verb = "cannot tell the answers apart" if side == "neither" else f"prefers the {side} answer"
+    return f"a {who} model {verb} ({name} = {p:.2f})"
+
+
+# What the two sides' preferences make of a pair: (text side, multimodal side; None: no multimodal score).
+_VERDICT = {
+    ("chosen", "chosen"): "both sides get this pair right",
+    ("rejected", "chosen"): "the text alone gets this pair wrong where the image gets it right: a pair that "
+                            "teaches looking",
+    ("chosen", "rejected"): "the text alone gets this pair right and the multimodal side gets it wrong",
+    ("rejected", "rejected"): "both sides prefer the rejected answer: worth checking the label",
+    ("chosen", None): "the text alone gets this pair right",
+    ("rejected", None): "the text alone gets this pair wrong",
+    ("neither", "chosen"): "the image gets it right where the text alone cannot tell",
+    ("neither", "rejected"): "the multimodal side gets it wrong and the text alone cannot tell",
+    ("chosen", "neither"): "the text alone gets this pair right and the multimodal side cannot tell",
+    ("rejected", "neither"): "the text alone gets this pair wrong and the multimodal side cannot tell",
+    ("neither", "neither"): "neither side can tell the answers apart",
+}
+
+
+def _sfc_words(sfc: float) -> str:
+    # SFC = L_t / (L_mm + L_t) is above 1/2 exactly when mm_prob > text_prob: it compares the two sides.
+    if sfc > 0.6:
+        return "high: the multimodal side does better on this pair than the text alone"
+    if sfc < 0.4:
+        return "low: the text alone does better on this pair than the multimodal side"
+    return "middling: both sides do about as well on this pair"
+
+
+def in_words(text_prob: float | None, mm_prob: float | None, sfc: float | None = None,
+             weight: float | None = None, threshold: float = 0.8) -> str:
+    """The Pair view's reading of one pair's scores, worded from the probabilities themselves so that it
+    never says what they deny: which answer each side prefers (as shown, two decimals), what that makes
+    of the pair (a shortcut pair only when `text_prob >= threshold`), and SFC as the comparison of the
+    two sides' losses that it is. A missing or NaN value (a text-only audit, an unscored row) is absent."""
+    t, m, sfc, weight = (None if v is None or v != v else float(v) for v in (text_prob, mm_prob, sfc, weight))
+    sides = f"{_said(t, 'text-only', 'text_prob')}; {_said(m, 'multimodal', 'mm_prob')}"
+    verdict = _VERDICT.get((_prefers(t), None if m is None else _prefers(m))) if t is not None else None
+    if verdict and t >= threshold:
+        verdict = f"a shortcut pair (text_prob >= {threshold:.2f}): {verdict}"
+    words = sides + "." + (f" {verdict[0].upper()}{verdict[1:]}." if verdict else "")
+    if sfc is not None:
+        words += f" SFC {sfc:.2f} ({_sfc_words(sfc)})" + (f", weight {weight:.2f}." if weight is not None else ".")
+    return words
 
 
 # Headline keys compared, and whether a rise is good news for the data: a lower text-only accuracy or
@@ -384,19 +516,42 @@ def config_diff(a: Audit, b: Audit) -> list[dict]:
             if k not in skip and ca.get(k) != cb.get(k)]
 
 
+def compare_row(key: str, a: float | None, b: float | None) -> dict:
+    """One headline number of two audits: both values and the change (b - a) as shown (percentages and
+    their change in points; SFD and mean SFC as numbers), and whether the change is good news for the
+    data (`RISE_IS_GOOD`): None when it rounds to zero as shown or a side lacks the number."""
+    pct = key not in ("sfd", "sfc_mean")
+    scale, digits, unit = (100, 1, " pts") if pct else (1, 3 if key == "sfc_mean" else 1, "")
+
+    def shown(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%" if pct else f"{v:.{digits}f}"
+
+    row = {"a": a, "b": b, "delta": None, "a_text": shown(a), "b_text": shown(b), "delta_text": None, "better": None}
+    if a is None or b is None:
+        return row
+    row["delta"] = b - a
+    change = round(scale * (b - a), digits)
+    row["delta_text"] = f"{change:+.{digits}f}{unit}" if change else f"{0:.{digits}f}{unit}"
+    row["better"] = None if not change else (change > 0) == RISE_IS_GOOD[key]
+    return row
+
+
 def compare(a: Audit, b: Audit):
-    """Headline deltas (b - a) and the pairs whose verdict (`is_shortcut`, or the text model's pick) changed."""
+    """Headline numbers of both audits (`compare_row`), and the pairs whose verdict (`is_shortcut`, or
+    the text model's pick) changed, largest change of `text_prob` first, then by `pair_id`: the same
+    order on every call, so a row picked on screen is the row read back."""
     import polars as pl
 
-    keys = COMPARE_KEYS
-    deltas = {k: {"a": a.summary.get(k), "b": b.summary.get(k),
-                  "delta": (None if a.summary.get(k) is None or b.summary.get(k) is None
-                            else b.summary[k] - a.summary[k])} for k in keys}
+    deltas = {k: compare_row(k, a.summary.get(k), b.summary.get(k)) for k in COMPARE_KEYS}
     cols = ["pair_id", "prompt", "text_prob", "is_shortcut", "sfc", "weight"]
     ja = a.scan.filter(pl.col("status") == schema.OK).select(cols)
     jb = b.scan.filter(pl.col("status") == schema.OK).select(cols[:1] + cols[2:])
     joined = ja.join(jb, on="pair_id", suffix="_b")
-    changed = joined.filter((pl.col("is_shortcut") != pl.col("is_shortcut_b"))
-                            | ((pl.col("text_prob") > 0.5) != (pl.col("text_prob_b") > 0.5))).collect()
+    change = (pl.col("text_prob_b") - pl.col("text_prob")).alias("text_prob_change")
+    changed = (joined.filter((pl.col("is_shortcut") != pl.col("is_shortcut_b"))
+                             | ((pl.col("text_prob") > 0.5) != (pl.col("text_prob_b") > 0.5)))
+               .with_columns(change).sort([change.abs(), "pair_id"], descending=[True, False])
+               .select("pair_id", "prompt", "text_prob", "text_prob_b", "text_prob_change", "is_shortcut",
+                       "is_shortcut_b", "sfc", "sfc_b", "weight", "weight_b").collect())
     shared = int(joined.select(pl.len()).collect().item())
     return deltas, changed, shared

@@ -1,8 +1,8 @@
 """The app in a real browser (headless Chromium): it serves when started in the background on a machine
 where Streamlit never ran; filters follow the user through the sidebar to every page; a box drawn on
-the shortcut map becomes a Browse filter; a tag set with a key press survives a reload and `export
---tags` honours it; J / K walk the pairs of the filter. Skipped locally only without Chromium; in CI
-(CI=true) a missing browser fails the test."""
+the shortcut map becomes a Browse filter; a tag set with a key press moves on to the next pair,
+survives a reload and `export --tags` honours it; J / K walk the pairs of the filter. Skipped locally
+only without Chromium; in CI (CI=true) a missing browser fails the test."""
 
 from __future__ import annotations
 
@@ -153,13 +153,15 @@ def test_a_tag_set_with_a_key_survives_a_reload_and_export_honours_it(audit_dir,
     from selenium.webdriver.common.action_chains import ActionChains
 
     df = _df(audit_dir).sort(["text_prob", "pair_id"], descending=[True, False])
-    pid = df["pair_id"][3]
+    pid, after = df["pair_id"][3], df["pair_id"][4]
     with App(audit_dir) as app:
         d = app.open(f"/Pair?pair={pid}")
         assert "Tag: none" in _text(d)
-        ActionChains(d).send_keys("x").perform()
-        _until(d, lambda: "Tag: exclude" in _text(d))
+        ActionChains(d).send_keys("x").perform()          # tags the pair and moves on to the next one
+        _until(d, lambda: _params(d).get("pair") == after and f"Pair {pid} tagged exclude" in _text(d))
         d.refresh()
+        _until(d, lambda: "Tag: none" in _text(d) and _params(d)["pair"] == after)
+        ActionChains(d).send_keys("k").perform()
         _until(d, lambda: "Tag: exclude" in _text(d))
         assert _params(d)["pair"] == pid
     assert read_tags(audit_dir) == {pid: "exclude"}

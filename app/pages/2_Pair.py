@@ -1,12 +1,13 @@
-"""Pair view: the image large, the prompt, chosen and rejected side by side with a word diff, the scores
-in words, every cue value with its meaning, the dataset's own columns, tags, and previous / next
-within the current filter (keys: J next, K previous; X exclude, A keep, V review, S swap, U clear)."""
+"""Pair view: the image large, the prompt, chosen and rejected side by side with a word diff (long answers
+collapsed to their first part), the scores in words, every cue value with its meaning, the dataset's
+own columns, tags (a tag moves on to the next pair of the filter), and previous / next within the
+current filter (keys: J next, K previous; X exclude, A keep, V review, S swap, U clear)."""
 
 import streamlit as st
 
 from common import open_audit, sidebar_filters, write_filters
 
-from audit.appdata import word_diff_html
+from audit.appdata import in_words, word_diff
 from audit.markup import md_code, md_message, md_text
 from audit.tags import TAG_HELP, TAGS
 
@@ -27,11 +28,7 @@ if row is None:
 prev_id, next_id, pos, total = audit.neighbours(f, pid)
 write_filters(f, pair=pid)
 KEYS = {"exclude": "X", "keep": "A", "review": "V", "swap": "S", None: "U"}
-
-
-def tag(value: str | None) -> None:
-    audit.set_tags([pid], value)
-
+SHOWN_CHARS = 1_500                  # of each answer before "show the whole answers"
 
 st.title("Pair view")
 nav = st.columns([1, 1, 4])
@@ -46,13 +43,34 @@ nav[2].markdown(f"pair {md_code(pid)} — {where}" + (" (filters: " + ", ".join(
                                                    if f.active() else ""))
 
 current = audit.tags().get(pid)
+_TAGGED = "pair_tagged"              # what the last tag did, said once on the page it led to
+
+
+def tag(value: str | None) -> None:
+    """Tag this pair; a tag (not a clear) moves on to the next pair of the filter, as in a labelling queue."""
+    audit.set_tags([pid], value)
+    moved = value is not None and next_id is not None
+    st.session_state[_TAGGED] = (pid, value, "moved" if moved else "stay" if value is None
+                                 else "outside" if pos is None else "last")
+    if moved:
+        write_filters(f, pair=next_id)
+
+
+done = st.session_state.pop(_TAGGED, None)
+if done:
+    was, value, what = done
+    st.info((f"Pair {md_code(was)} tagged {md_code(value)}" if value else f"Tag of pair {md_code(was)} cleared") + {
+        "moved": "; on to the next pair of the filter (K goes back to it).",
+        "last": ": the last pair of the current filter, so the view stays on it.",
+        "outside": ": it is not in the current filter, so the view stays on it.", "stay": "."}[what])
 tag_cols = st.columns([1.3] + [1] * (len(TAGS) + 1))
 tag_cols[0].markdown(f"**Tag:** {md_code(current)}" if current else "**Tag:** none", help="; ".join(
-    f"`{t}` (key {KEYS[t]}): {h}" for t, h in TAG_HELP.items()))
+    f"`{t}` (key {KEYS[t]}): {h}" for t, h in TAG_HELP.items()) + "; a tag moves on to the next pair of the filter")
 for col, value in zip(tag_cols[1:], (*TAGS, None)):
     col.button(value or "clear", key=f"tag_{value}", on_click=tag, args=(value,), shortcut=KEYS[value],
                type="primary" if value is not None and value == current else "secondary",
-               help=f"{TAG_HELP.get(value, 'remove the tag')} (key {KEYS[value]})")
+               help=f"{TAG_HELP[value]}; then moves on to the next pair of the filter (key {KEYS[value]})"
+               if value else f"remove the tag and stay on this pair (key {KEYS[value]})")
 
 img_col, text_col = st.columns([2, 3])
 data = audit.image_bytes(row.get("image_path"))
@@ -63,37 +81,33 @@ else:
 text_col.markdown("**Prompt**")
 text_col.markdown(md_text(row.get("prompt")))     # the data as text: no link, image or heading of its own
 shown = [f.phrase] if f.phrase else [p["phrase"] for p in audit.summary.get("phrases") or [] if p.get("significant")]
-rej_html, cho_html = word_diff_html(row.get("rejected") or "", row.get("chosen") or "", highlight=shown)
-c1, c2 = st.columns(2)
-c1.markdown("**Chosen** (words not in rejected in green)")
-c1.markdown(f'<div class="pair-chosen">{cho_html}</div>', unsafe_allow_html=True)
-c2.markdown("**Rejected** (words not in chosen struck out)")
-c2.markdown(f'<div class="pair-rejected">{rej_html}</div>', unsafe_allow_html=True)
+rejected, chosen = row.get("rejected") or "", row.get("chosen") or ""
+diff = word_diff(rejected, chosen, highlight=shown)
+longest = max(len(rejected), len(chosen))
+
+
+def answers(where, limit: int | None) -> None:
+    rej_html, cho_html = diff.html(limit)
+    c1, c2 = where.columns(2)
+    c1.markdown("**Chosen** (words not in rejected in green)")
+    c1.markdown(f'<div class="pair-chosen">{cho_html}</div>', unsafe_allow_html=True)
+    c2.markdown("**Rejected** (words not in chosen struck out)")
+    c2.markdown(f'<div class="pair-rejected">{rej_html}</div>', unsafe_allow_html=True)
+
+
+answers(st, SHOWN_CHARS if longest > SHOWN_CHARS else None)
+if longest > SHOWN_CHARS:
+    with st.expander(f"Show the whole answers (chosen {len(chosen):,} characters, rejected {len(rejected):,})"):
+        answers(st, None)
+st.caption("Words are compared ignoring case and punctuation; text without spaces (Chinese, Japanese, Thai) "
+           "character by character.")
 if shown:
     st.caption("Marked in yellow: " + ("the phrase of the current filter" if f.phrase else
                                        "the discovered phrases that predict the preferred response (Overview)"))
-
-
-def said(p, who: str) -> str:
-    if p is None or p != p:
-        return f"no {who} score for this pair"
-    side = "chosen" if p >= 0.5 else "rejected"
-    return f"a {who} model prefers the {side} answer with p = {max(p, 1 - p):.2f}"
-
-
-def sfc_words(v: float) -> str:
-    if v < 0.4:
-        return "low: the text alone explains this pair, a shortcut pair"
-    if v > 0.6:
-        return "high: the text alone gets this pair wrong where the image gets it right"
-    return "middling: both sides explain this pair about as well"
-
-
 if row.get("status") != "ok":
     st.warning(f"Status {md_code(row.get('status'))}: {md_message(row.get('status_detail') or 'not scored')}.")
-st.markdown("**In words:** " + "; ".join([said(row.get("text_prob"), "text-only"), said(row.get("mm_prob"), "multimodal")])
-            + (f"; SFC {row['sfc']:.2f} ({sfc_words(row['sfc'])}), weight {row['weight']:.2f}."
-               if row.get("sfc") is not None and row.get("weight") is not None else "."))
+st.markdown("**In words:** " + in_words(row.get("text_prob"), row.get("mm_prob"), row.get("sfc"), row.get("weight"),
+                                         threshold=audit.summary.get("threshold", 0.8)))
 scores = {k: (round(v, 4) if isinstance(v, float) else v) for k in (
     "status", "status_detail", "text_prob", "mm_prob", "sfc", "weight", "is_shortcut", "text_margin", "mm_margin",
     "cue_margin", "lexical_margin", "prompt_blind_margin", "fold", "source", "sample_id") if k in row

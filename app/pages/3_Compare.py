@@ -6,7 +6,7 @@ import streamlit as st
 
 from common import ENV_COMPARE, open_audit, plural, sidebar_filters
 
-from audit.appdata import RISE_IS_GOOD, compare, config_diff
+from audit.appdata import compare, config_diff
 from audit.markup import md_code
 
 st.set_page_config(page_title="Compare — shortcut-audit", layout="wide")
@@ -21,12 +21,12 @@ deltas, changed, shared = compare(a, b)
 st.markdown(f"A = {md_code(a.dir)} (this app's audit), B = {md_code(b.dir)}.")
 cols = st.columns(len(deltas))
 for col, (k, d) in zip(cols, deltas.items()):
-    pct_like = k != "sfd"
-    fmt = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%") if pct_like else (lambda v: "n/a" if v is None else f"{v:.1f}")
-    delta = None if d["delta"] is None else (f"{100 * d['delta']:+.1f} pts" if pct_like else f"{d['delta']:+.1f}")
-    col.metric(f"{k} (B)", fmt(d["b"]), delta, delta_color="normal" if RISE_IS_GOOD[k] else "inverse",
-               help=f"A: {fmt(d['a'])}, B: {fmt(d['b'])}; green when the change is good news for the data "
-                    "(fewer text shortcuts, a multimodal side that looks)")
+    # the colour says whether the change is good news for the data; a change that rounds to zero has none
+    col.metric(f"{k} (B)", d["b_text"], d["delta_text"], delta_description=f"A: {d['a_text']}",
+               delta_color={True: "green", False: "red"}.get(d["better"], "gray"),
+               delta_arrow="auto" if d["better"] is not None else "off",
+               help=f"A: {d['a_text']}, B: {d['b_text']}; green when the change is good news for the data (fewer text "
+                    "shortcuts, a multimodal side that looks), red when it is bad news, grey when it rounds to zero")
 diff = config_diff(a, b)
 st.subheader("Settings that differ")
 if diff:
@@ -40,11 +40,12 @@ if shared == 0:
     st.stop()
 st.subheader(f"{plural(changed.height, 'pair')} of {shared:,} shared whose verdict changed")
 st.caption("A verdict: whether the text-only model picks the chosen answer (text_prob > 0.5) and whether the pair "
-           "is a shortcut pair (text_prob >= threshold). `_b` columns are B's.")
-event = st.dataframe(changed.head(500), hide_index=True, key="changed", on_select="rerun", selection_mode="single-row")
+           "is a shortcut pair (text_prob >= threshold). `_b` columns are B's; the largest change of text_prob first.")
+table = changed.head(500)
+event = st.dataframe(table, hide_index=True, key="changed", on_select="rerun", selection_mode="single-row")
 rows = event.selection.rows if event and getattr(event, "selection", None) else []
 if rows:
-    pid = changed["pair_id"][rows[0]]
+    pid = table["pair_id"][rows[0]]
     st.page_link("pages/2_Pair.py", label=f"Open pair {pid} (in A)", query_params={"pair": pid},
                  icon=":material/open_in_new:")
 elif changed.height:
