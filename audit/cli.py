@@ -61,8 +61,8 @@ def _num(x: float | None) -> str:
 
 
 def _print_summary(s: dict, out: Path) -> None:
-    from audit.reading import (components_line, grouping_line, headline, interval, pct, phrase_story, phrase_text,
-                               shortcut_rate_line, slice_label, verdict, where_line)
+    from audit.reading import (components_line, grouping_line, headline, interval, mm_versus_text, pct, phrase_story,
+                               shortcut_rate_line, verdict, where_line)
 
     print(f"scored {s['n_scored']} of {s['n_rows']} pairs   status: "
           + ", ".join(f"{k}={v}" for k, v in s["status_counts"].items()))
@@ -74,7 +74,9 @@ def _print_summary(s: dict, out: Path) -> None:
         print(where_line(s))
     print(verdict(s))
     ci = interval(s.get("text_acc_ci"))
-    print(f"text-only acc {pct(s['text_acc'])}{f' ({ci})' if ci else ''}   multimodal acc {pct(s['mm_acc'])}   "
+    vs, vs_ci = mm_versus_text(s), s.get("mm_minus_text_ci")
+    vs = f" ({vs}, 95% CI {100 * vs_ci[0]:+.1f} to {100 * vs_ci[1]:+.1f})" if vs and vs_ci else ""
+    print(f"text-only acc {pct(s['text_acc'])}{f' ({ci})' if ci else ''}   multimodal acc {pct(s['mm_acc'])}{vs}   "
           f"cue-model acc {pct(s['cue_acc'])}   SFD {_num(s['sfd'])} (see README, \"Reading the results\")")
     if components_line(s):
         print(f"text-only model: {components_line(s)}")

@@ -265,7 +265,6 @@ def _per_source(cfg: ScoreConfig, ctx: ScoreContext, audit: Audited) -> list[dic
     return out
 
 
-WEAK_MM_ACC = 0.6     # below this (or below the text-only accuracy) the multimodal side explains little
 LARGE_GROUP_SHARE = 0.05   # one group above this share of the scored pairs unbalances the folds
 
 
@@ -294,16 +293,15 @@ def _group_warnings(summary: dict) -> list[str]:
 
 
 def _mm_warnings(summary: dict) -> list[str]:
-    mm, text = summary["mm_acc"], summary["text_acc"]
-    if mm is None or not (mm < WEAK_MM_ACC or mm < text):
+    from audit.reading import mm_weakness
+
+    why = mm_weakness(summary)
+    if why is None:
         return []
-    where = (f"the multimodal side is weak (accuracy {100 * mm:.1f}%, text-only {100 * text:.1f}%): its loss is "
-             "close to log 2 on most pairs, so SFC is close to L_text / (L_text + 0.69) and mostly follows the "
-             "text probe")
     if summary["sfc_kind"] == "residual":
-        return [f"{where}. For image-grounded SFC, audit with your own multimodal reward model (`--rm`), its "
+        return [f"{why}. For image-grounded SFC, audit with your own multimodal reward model (`--rm`), its "
                 "scores (`--mm-scores`), or a real image encoder (`--image-encoder`, e.g. a CLIP or SigLIP folder)"]
-    return [f"{where}. The multimodal model given (`--rm` / `--mm-scores`) barely uses the image on this data; "
+    return [f"{why}. The multimodal model given (`--rm` / `--mm-scores`) barely uses the image on this data; "
             "check it on pairs whose answer needs the picture"]
 
 
@@ -311,6 +309,17 @@ def _acc_ci(cfg: ScoreConfig, ctx: ScoreContext, margin: np.ndarray) -> list[flo
     """95% interval of an out-of-fold accuracy, bootstrapping the cross-fitting groups."""
     ci = metrics.grouped_accuracy_ci(margin, ctx.groups, seed=cfg.seed)
     return None if ci is None else [round(ci[0], 5), round(ci[1], 5)]
+
+
+def _mm_minus_text(cfg: ScoreConfig, ctx: ScoreContext, audit: "Audited") -> dict:
+    """Multimodal minus text-only accuracy on the same pairs, with its paired 95% interval (the same
+    groups, rounds and seed as `_acc_ci`): is the image side better than the text side beyond noise?"""
+    if audit.sfc_kind == TEXT_ONLY:
+        return {"mm_minus_text": None, "mm_minus_text_ci": None}
+    mm, text = audit.margins["mm"], audit.margins["text"]
+    ci = metrics.grouped_accuracy_diff_ci(mm, text, ctx.groups, seed=cfg.seed)
+    return {"mm_minus_text": metrics.accuracy(mm) - metrics.accuracy(text),
+            "mm_minus_text_ci": None if ci is None else [round(ci[0], 5), round(ci[1], 5)]}
 
 
 def encoders(fitted: dict[str, ProbeResult]) -> dict:
@@ -348,7 +357,7 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
         "scored_without_image": int(ctx.m - ctx.status_counts.get("ok", 0)) if text_only else 0,
         "text_acc": metrics.accuracy(mg["text"]), "text_acc_ci": _acc_ci(cfg, ctx, mg["text"]),
         "text_signal_share": metrics.text_signal_share(metrics.accuracy(mg["text"])),
-        "mm_acc": None if text_only else metrics.accuracy(mg["mm"]),
+        "mm_acc": None if text_only else metrics.accuracy(mg["mm"]), **_mm_minus_text(cfg, ctx, audit),
         "cue_acc": metrics.accuracy(mg["cue"]), "shortcut_rate": float((audit.text_prob >= cfg.threshold).mean()),
         "sfd": None if text_only else metrics.sfd(mg["text"], mg["mm"]),
         "sfc_mean": None if text_only else float(audit.sfc.mean()), "sfc_kind": audit.sfc_kind,
