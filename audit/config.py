@@ -262,21 +262,24 @@ class IngestConfig:
 
     def column_map(self) -> dict[str, str]:
         """Parse `--columns` into {source_name: canonical_name}."""
-        if not self.columns:
-            return {}
-        mapping: dict[str, str] = {}
-        for part in self.columns.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "=" not in part:
-                raise ConfigError(f"`--columns` entry {part!r} is not CANON=SRC; "
-                                  "write e.g. `--columns prompt=question,chosen=good`")
-            canon, src = (s.strip() for s in part.split("=", 1))
-            if not canon or not src:
-                raise ConfigError(f"`--columns` entry {part!r} has an empty name")
-            mapping[src] = canon
-        return mapping
+        return column_map(self.columns)
+
+
+def column_map(columns: str | None) -> dict[str, str]:
+    """`--columns CANON=SRC,...` (of `ingest`, and of `score` on a raw source) as {source_name: canonical_name}."""
+    mapping: dict[str, str] = {}
+    for part in (columns or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ConfigError(f"`--columns` entry {part!r} is not CANON=SRC; "
+                              "write e.g. `--columns prompt=question,chosen=good`")
+        canon, src = (s.strip() for s in part.split("=", 1))
+        if not canon or not src:
+            raise ConfigError(f"`--columns` entry {part!r} has an empty name")
+        mapping[src] = canon
+    return mapping
 
 
 @dataclass
@@ -383,10 +386,16 @@ class ScoreConfig:
     trust_remote_code: bool = opt(False, help="allow custom model code from the model folder (off by default)")
     format: str | None = opt(None, help="source format when SOURCE is not a pairs folder (see `ingest`)")
     image_root: Path | None = opt(None, help="image root when SOURCE is not a pairs folder (see `ingest`)")
+    columns: str | None = opt(None, metavar="CANON=SRC,...",
+                              help="when SOURCE is not a pairs folder: map its column names onto the canonical ones "
+                              "on the way in, as `ingest --columns` does, e.g. `prompt=question,chosen=good,"
+                              "rejected=bad,image=img`")
 
     def __post_init__(self) -> None:
         check_bounds(self)
         from audit.schemes import check_scheme
+
+        column_map(self.columns)          # a malformed mapping is refused before anything runs
 
         self.source, self.out = Path(self.source), Path(self.out)
         if self.text_only and (self.rm or self.mm_scores):

@@ -146,13 +146,19 @@ def score(cfg: ScoreConfig) -> dict:
     if launched_world() > 1 and int(os.environ.get("RANK", "0")) != 0:
         check_output(cfg.out, [cfg.source], "score", holds=False)   # AUDIT/pairs as the source of AUDIT is fine
         return _score(cfg)          # waits in the process group's start until rank 0 holds the folder
-    from audit.ingest import source_reads
+    from audit.context import ingest_config, is_pairs_folder
+    from audit.ingest import check_source, source_reads
+    from audit.io import missing_folders, removed_on_failure
     from audit.schema import APP_EXPORTS, APP_SELECTIONS
     from audit.tags import TAGS_FILE
 
+    raw = ingest_config(cfg)
+    if not is_pairs_folder(cfg.source):
+        check_source(raw)            # columns to map, a format to name: said before AUDIT_DIR is made
+    created = missing_folders(cfg.out)
     with claim_output(cfg.out, "score", [cfg.source], overwrite=cfg.overwrite, resumable=True, holds=False,
-                      keep=(TAGS_FILE, APP_EXPORTS, APP_SELECTIONS),
-                      reads=source_reads(cfg.source, cfg.image_root)):
+                      keep=(TAGS_FILE, APP_EXPORTS, APP_SELECTIONS), reads=source_reads(cfg.source, cfg.image_root)), \
+            removed_on_failure(created):         # a new AUDIT_DIR that bad input stops is removed again
         return _score(cfg)
 
 
@@ -329,7 +335,7 @@ def encoders(fitted: dict[str, ProbeResult]) -> dict:
 
 
 # Settings that name where the data came from rather than how its numbers were made.
-_WHERE = ("source", "format", "image_root")
+_WHERE = ("source", "format", "image_root", "columns")
 
 
 def table_metadata(cfg: ScoreConfig, probes: dict, fitted: dict[str, ProbeResult], audit: "Audited") -> dict:
