@@ -290,11 +290,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def installed_version() -> str:
+    """The version of the installed package (its metadata), or the source tree's when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("shortcut-audit")
+    except metadata.PackageNotFoundError:
+        from audit import __version__
+
+        return f"{__version__} (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shortcut-audit",
         description="Audit multimodal preference data for text-only shortcuts (Shortcut-Failure Coefficient).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     commands = [

@@ -540,7 +540,12 @@ class AppConfig:
             self.compare = Path(self.compare)
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"`--port` must be in 1..65535, got {self.port}")
-        for p in filter(None, (self.audit, self.compare)):
+        for p, what in ((self.audit, "AUDIT_DIR"), (self.compare, "`--compare`")):
+            if p is None:
+                continue
+            if not p.exists():
+                raise ConfigError(f"{what} `{p}` does not exist (looked for `{p.absolute()}`); pass the folder that "
+                                  "`shortcut-audit score -o` wrote")
             if not (p / "audited.parquet").is_file():
                 raise ConfigError(f"`{p}` is not an audit folder (no audited.parquet); run `shortcut-audit score` first")
 
