@@ -152,6 +152,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         t = rep["tags"]
         print(f"tags ({t['in_file']} in the audit's tags.parquet): {t['excluded']} excluded, {t['swapped']} written "
               f"with chosen and rejected swapped, {t['kept']} kept from pruning, {t['review']} marked for review")
+    if rep.get("likely_swaps"):
+        sw = rep["likely_swaps"]
+        print(f"likely label swaps ({sw['rule']}): {sw['rows_flagged']} of the {rep['rows_out']} rows written are "
+              f"flagged in `{sw['column']}`")
     if rep["weights"]["renormalised_from_mean"] is not None:
         print(f"weights rescaled to mean 1 over the exported pairs (their audit weights averaged "
               f"{rep['weights']['renormalised_from_mean']:.3f}); the audit's own are in `audit_weight`")

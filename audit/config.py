@@ -441,6 +441,9 @@ class ScoreConfig:
 
 
 EXPORT_MODES = ("weight", "prune", "resample")
+# A likely label swap: the multimodal side prefers the rejected answer with p(rejected) = 1 - mm_prob at
+# least this (`audit.swaps`; the app's "Likely label swaps" page, `export --flag-swaps`).
+SWAP_THRESHOLD = 0.8
 EXPORT_FORMATS = ("parquet", "hf", "alignrm", "trl", "source")
 
 
@@ -476,10 +479,20 @@ class ExportConfig:
                      "swapped and every column that depends on the side flipped (margins, probabilities, losses, SFC, "
                      "cues, `is_shortcut`, the sides' models and ratings; the source's rating `margin` dropped), with "
                      "the mean weight of the others (their scores were for the other label); a `tag` column is added")
+    flag_swaps: bool = opt(False, help="add a boolean `likely_swap` column: the pairs whose multimodal side "
+                           "confidently prefers the rejected answer (1 - mm_prob >= `--swap-threshold`), the app's "
+                           "\"Likely label swaps\"; computed on the rows as written (after `--tags` swaps). Needs an "
+                           "audit with a multimodal side")
+    swap_threshold: float | None = opt(None, ge=0.5, lt=1, what="a probability",
+                                       help=f"`--flag-swaps`: flag a pair when its multimodal p(rejected) = 1 - mm_prob is "
+                                       f"at least this (default {SWAP_THRESHOLD})")
 
     def __post_init__(self) -> None:
         check_bounds(self)
         from audit.schemes import SCHEMES
+
+        if self.swap_threshold is not None and not self.flag_swaps:
+            raise ConfigError("`--swap-threshold` only applies with `--flag-swaps`; add `--flag-swaps`, or drop it")
 
         self.audit, self.out = Path(self.audit), Path(self.out)
         if self.scheme is not None:
