@@ -1,25 +1,35 @@
-"""The Overview's headline numbers in a real browser (headless Chromium) at a 1,024 x 900 window: every
-label, value and delta is shown whole (six metrics in one row were cut to "Text-on..." / "90...."). Skipped
-locally only without Chromium; in CI (CI=true) a missing browser fails the test."""
+"""In a real browser (headless Chromium): the Overview's headline numbers at a 1,024 x 900 window, every
+label, value and delta shown whole (six metrics in one row were cut to "Text-on..." / "90...."); the
+"Likely label swaps" page lists the pairs whose multimodal side prefers the rejected answer and tags
+one with a click. Skipped locally only without Chromium; in CI (CI=true) a missing browser fails the test."""
 
 from __future__ import annotations
 
 import json
+import time
 
+import polars as pl
 import pytest
 
 from audit.config import ScoreConfig, SynthConfig
 from audit.reading import mm_versus_text, pct, threshold_label
 from audit.score import score
 from audit.synth import synth
-from browser import App, need_browser
+from browser import App, need_browser, rendered
+
+N = 120
 
 
 @pytest.fixture(scope="module")
 def audit_dir(tmp_path_factory):
+    """A shortcut environment whose multimodal side is a reward column: every tenth pair's prefers the
+    rejected answer (margin -3, p = 0.95)."""
     root = tmp_path_factory.mktemp("home")
-    src = synth(SynthConfig(env="leadin", out=root / "src", n=120, format="rlaif-v"))
-    score(ScoreConfig(source=src.parent, out=root / "audit", cache_dir=root / "cache"))
+    src = synth(SynthConfig(env="leadin", out=root / "src", n=N, format="pairs"))
+    df = pl.read_parquet(src)
+    df.with_columns(pl.Series("rm_margin", [-3.0 if i % 10 == 0 else 2.0 for i in range(df.height)])).write_parquet(src)
+    score(ScoreConfig(source=src.parent, out=root / "audit", cache_dir=root / "cache", mm_scores="rm_margin",
+                      scheme="sfc"))
     return root / "audit"
 
 
@@ -58,3 +68,26 @@ def test_the_headline_numbers_are_whole_at_1024_px(audit_dir):
                 assert dw <= dc, f"delta {delta!r} of {label!r} cut off ({dw} > {dc} px)"
             seen[label] = (value, delta)
         assert seen == expected
+
+
+def test_the_swaps_page_lists_them_and_tags_one_with_a_click(audit_dir):
+    need_browser()
+    from selenium.webdriver.common.by import By
+
+    from audit.swaps import ranked
+    from audit.tags import read_tags
+
+    first = ranked(pl.read_parquet(audit_dir / "audited.parquet"))["pair_id"][0]
+    with App(audit_dir) as app:
+        d = app.open("/")
+        next(a for a in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"] a')
+             if a.text.strip() == "Likely label swaps").click()
+        rendered(d)
+        text = d.find_element(By.CSS_SELECTOR, '[data-testid="stApp"]').text
+        assert "Likely label swaps" in text and f"{N // 10} likely swaps in the current filter" in text
+        assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+        d.find_element(By.CSS_SELECTOR, f'.st-key-swap_swap_{first} button').click()
+        end = time.time() + 30
+        while read_tags(audit_dir).get(first) != "swap" and time.time() < end:
+            time.sleep(0.5)
+        assert read_tags(audit_dir) == {first: "swap"}
