@@ -410,10 +410,10 @@ def ingest(cfg: IngestConfig) -> dict:
     from audit.io import claim_output
 
     src = locate(cfg.source)      # a missing source is reported before anything is created
-    _open_source(cfg, src)        # and so is one whose columns need mapping, or an image root that is no folder
+    opened = _open_source(cfg, src)   # and so is one whose columns need mapping, or an image root that is no folder
     with claim_output(cfg.out, "ingest", [cfg.source, *src.files], overwrite=cfg.overwrite,
                       reads=source_reads(cfg.source, cfg.image_root, src)):
-        return _ingest(cfg, src)
+        return _ingest(cfg, src, opened)
 
 
 def check_source(cfg: IngestConfig) -> None:
@@ -439,10 +439,10 @@ def _open_source(cfg: IngestConfig, src: SourceFiles) -> tuple[SourceFormat, lis
     return _choose_format(cfg, src, [rec for _, _, rec in head]), head, rest
 
 
-def _ingest(cfg: IngestConfig, src: SourceFiles) -> dict:
+def _ingest(cfg: IngestConfig, src: SourceFiles, opened: tuple) -> dict:
     t0 = time.perf_counter()
     root = Path(cfg.image_root) if cfg.image_root else src.root
-    fmt, head, rest = _open_source(cfg, src)
+    fmt, head, rest = opened
     log.info("ingesting %s as `%s`", src.describe(), fmt.name)
 
     out = Path(cfg.out)
