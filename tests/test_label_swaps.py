@@ -113,6 +113,18 @@ def test_the_threshold_is_the_users_and_is_recorded(audit_dir, tmp_path):
     assert plain["likely_swaps"] is None and "likely_swap" not in pl.read_parquet(plain["path"]).columns
 
 
+def test_the_card_of_a_flagged_export_says_what_was_flagged(audit_dir, tmp_path):
+    from audit.card import card
+    from audit.config import CardConfig
+
+    rep = export(ExportConfig(audit=audit_dir, out=tmp_path / "x", flag_swaps=True))
+    text = card(CardConfig(audit=audit_dir, out=tmp_path / "cards", name="c", export=tmp_path / "x",
+                           figures="html")).read_text()
+    assert (f"Likely label swaps flagged in `likely_swap`: {rep['likely_swaps']['rows_flagged']} of the exported "
+            "rows, where the multimodal side prefers the rejected answer (1 - mm_prob >= 0.8)") in text
+    assert "| `likely_swap` | bool | a likely label swap" in text
+
+
 def test_a_pair_tagged_swap_is_flagged_as_it_is_written(audit_dir, tmp_path):
     """Written reversed, its multimodal side now prefers the answer written as chosen: no longer flagged."""
     from audit.tags import set_tags
