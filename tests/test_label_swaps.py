@@ -205,6 +205,13 @@ def test_the_page_lists_the_swaps_ranked_and_tags_them(audit_dir, tmp_path, monk
     # the threshold: 0.7 takes the doubtful ones in too
     next(s for s in at.slider if s.key == "swap_threshold").set_value(0.7).run()
     assert any(m.value.startswith(f"**{2 * N // 10} likely swaps**") for m in at.markdown)
+    # the second page, then a threshold that leaves one page: back on the first, no error
+    next(w for w in at.number_input if w.key == "swap_page").set_value(2).run()
+    assert not at.exception
+    assert not any(f"`{expected[0]}`" in m.value for m in at.markdown)      # 21st to 24th only
+    next(s for s in at.slider if s.key == "swap_threshold").set_value(0.8).run()
+    assert not at.exception and any(f"`{expected[0]}`" in m.value for m in at.markdown)
+    next(s for s in at.slider if s.key == "swap_threshold").set_value(0.7).run()
     # a link opens each pair in the Pair view
     pair_page = next(p.proto.page_script_hash for p in at.sidebar.get("page_link") if p.proto.label == "Pair view")
     opens = [p.proto for p in at.main.get("page_link") if p.proto.label == "Open in Pair view"]

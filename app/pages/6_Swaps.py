@@ -44,6 +44,8 @@ st.markdown(f"**{plural(swaps.height, 'likely swap')}** in the current filter"
 if swaps.height == 0:
     st.stop()
 pages = (swaps.height + PAGE - 1) // PAGE
+if st.session_state.get("swap_page", 1) > pages:      # a higher threshold left fewer pages
+    st.session_state["swap_page"] = 1
 page = st.number_input(f"Page (of {pages:,})", 1, pages, 1, key="swap_page") if pages > 1 else 1
 tags = audit.tags()
 
