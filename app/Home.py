@@ -11,7 +11,7 @@ from common import PAGES, open_audit, overview_of, plural, selected_pairs, sideb
 from audit.appdata import Filters
 from audit.markup import md_code, md_message, md_text
 from audit.reading import (SFC_HELP, SFD_HELP, SIGNAL_HELP, components_line, grouping_line, headline, interval,
-                           level, pct, phrase_story, slice_label, threshold_label, verdict, where_line)
+                           level, mm_versus_text, pct, phrase_story, slice_label, threshold_label, verdict, where_line)
 
 st.set_page_config(page_title="shortcut-audit", layout="wide")
 audit = open_audit()
@@ -30,19 +30,7 @@ def header() -> None:
     box = {"none": st.success, "weak": st.info, "moderate": st.warning, "strong": st.error}[level(s)]
     box(f"**{headline(s)}** " + (f"{md_text(where_line(s))} " if where_line(s) else "") + md_message(verdict(s)))
 
-    m = st.columns(6)
-    m[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table (every status)")
-    ci = interval(s.get("text_acc_ci"))
-    m[1].metric("Text-only acc.", pct(s["text_acc"]),
-                None if s["text_acc"] is None else f"{100 * (s['text_acc'] - 0.5):+.1f} pts vs chance",
-                delta_color="off",
-                help="out-of-fold accuracy of a model that never sees the image" + (f"; {ci}" if ci else ""))
-    m[2].metric("Text signal", pct(s.get("text_signal_share"), 0), help="pairs with a text signal. " + SIGNAL_HELP)
-    m[3].metric("Multimodal acc.", pct(s["mm_acc"]), help="out-of-fold accuracy of the probe that sees the image")
-    m[4].metric(threshold_label(s), pct(s["shortcut_rate"]),
-                help="share of the pairs a text-only model is confident about (`--threshold`); the 'shortcut pairs' "
-                     "filter and `export --mode prune` use this cut")
-    m[5].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}", help=SFD_HELP)
+    headline_metrics()
     if components_line(s):
         st.caption("Text-only model: " + components_line(s) + " (each component's own out-of-fold accuracy; which model "
                    "family reads the shortcut is information too)")
@@ -56,6 +44,29 @@ def header() -> None:
     grouping = grouping_line(s)
     if grouping:
         st.caption(grouping[0].upper() + grouping[1:] + ".")
+
+
+def headline_metrics() -> None:
+    """The key numbers, three to a row: six in one row are cut to "Text-on..." / "90...." in a 1,024-px
+    window; labels stay short and the help says what each is."""
+    ci = interval(s.get("text_acc_ci"))
+    row = st.columns(3)
+    row[0].metric("Pairs", f"{s['n_rows']:,}", help="rows of the audited table (every status)")
+    row[1].metric("Text-only acc.", pct(s["text_acc"]),
+                  None if s["text_acc"] is None else f"{100 * (s['text_acc'] - 0.5):+.1f} pts vs chance",
+                  delta_color="off",
+                  help="out-of-fold accuracy of a model that never sees the image" + (f"; {ci}" if ci else ""))
+    row[2].metric("Text signal", pct(s.get("text_signal_share"), 0), help="pairs with a text signal. " + SIGNAL_HELP)
+    row = st.columns(3)
+    diff_ci = s.get("mm_minus_text_ci")
+    row[0].metric("Multimodal acc.", pct(s["mm_acc"]), mm_versus_text(s), delta_color="off",
+                  help="out-of-fold accuracy of the probe that sees the image; the delta: multimodal minus text-only "
+                       "accuracy on the same pairs" + (f", 95% interval {100 * diff_ci[0]:+.1f} to {100 * diff_ci[1]:+.1f} "
+                                                       "points (paired, over the cross-fitting groups)" if diff_ci else ""))
+    row[1].metric(threshold_label(s), pct(s["shortcut_rate"]),
+                  help="share of the pairs a text-only model is confident about (`--threshold`); the 'shortcut pairs' "
+                       "filter and `export --mode prune` use this cut")
+    row[2].metric("SFD", "n/a" if s.get("sfd") is None else f"{s['sfd']:.1f}", help=SFD_HELP)
 
 
 RANGE_PARAMS = {"sfc": ("sfc_min", "sfc_max"), "weight": ("w_min", "w_max")}

@@ -59,7 +59,8 @@ def count_of(audit: Audit, f: Filters) -> int:
 
 
 PAGES = (("Home.py", "Overview"), ("pages/1_Browse.py", "Browse"), ("pages/2_Pair.py", "Pair view"),
-         ("pages/5_Map.py", "Map"), ("pages/3_Compare.py", "Compare"), ("pages/4_Export.py", "Export"))
+         ("pages/5_Map.py", "Map"), ("pages/3_Compare.py", "Compare"), ("pages/6_Swaps.py", "Likely label swaps"),
+         ("pages/4_Export.py", "Export"))
 _LAST = "last_filters"          # session copy of the filters: a page reached without them in its URL gets them
 
 

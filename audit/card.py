@@ -364,9 +364,15 @@ def _exported(cfg: CardConfig) -> list[str]:
                                                                 for k, v in rep["excluded_unscored"].items())
                        if rep["excluded_unscored"] else "")
                     + (f" Tags honoured: {rep['tags']['excluded']} excluded, {rep['tags']['swapped']} swapped, "
-                       f"{rep['tags']['kept']} kept from pruning." if rep.get("tags") else ""), ""]
+                       f"{rep['tags']['kept']} kept from pruning." if rep.get("tags") else "")
+                    + (_swaps_line(rep["likely_swaps"]) if rep.get("likely_swaps") else ""), ""]
     return L + ["Nothing yet: `shortcut-audit export AUDIT_DIR -o OUT` writes a reweighted, pruned or resampled "
                 "dataset; pass `--export OUT` to this command to describe it here.", ""]
+
+
+def _swaps_line(sw: dict) -> str:
+    return (f" Likely label swaps flagged in `{sw['column']}`: {sw['rows_flagged']} of the exported rows, where the "
+            f"multimodal side prefers the rejected answer ({sw['rule']}); read them before training.")
 
 
 COLUMN_HELP = {
@@ -378,6 +384,8 @@ COLUMN_HELP = {
     "review / swap)", "pair_id": "stable id of the pair (content hash)", "sample_id": "the source row's id",
     "prompt": "the question", "chosen": "the preferred response", "rejected": "the other response",
     "image": "the picture", "images": "the picture(s)", "source": "the source format", "status": "`ok` for scored pairs",
+    "likely_swap": "a likely label swap: the multimodal side prefers the rejected answer (`export --flag-swaps`, "
+    "threshold in export_report.json `likely_swaps`)",
 }
 
 

@@ -61,8 +61,8 @@ def _num(x: float | None) -> str:
 
 
 def _print_summary(s: dict, out: Path) -> None:
-    from audit.reading import (components_line, grouping_line, headline, interval, pct, phrase_story, phrase_text,
-                               shortcut_rate_line, slice_label, verdict, where_line)
+    from audit.reading import (components_line, grouping_line, headline, interval, mm_versus_text, pct, phrase_story,
+                               shortcut_rate_line, verdict, where_line)
 
     print(f"scored {s['n_scored']} of {s['n_rows']} pairs   status: "
           + ", ".join(f"{k}={v}" for k, v in s["status_counts"].items()))
@@ -74,7 +74,9 @@ def _print_summary(s: dict, out: Path) -> None:
         print(where_line(s))
     print(verdict(s))
     ci = interval(s.get("text_acc_ci"))
-    print(f"text-only acc {pct(s['text_acc'])}{f' ({ci})' if ci else ''}   multimodal acc {pct(s['mm_acc'])}   "
+    vs, vs_ci = mm_versus_text(s), s.get("mm_minus_text_ci")
+    vs = f" ({vs}, 95% CI {100 * vs_ci[0]:+.1f} to {100 * vs_ci[1]:+.1f})" if vs and vs_ci else ""
+    print(f"text-only acc {pct(s['text_acc'])}{f' ({ci})' if ci else ''}   multimodal acc {pct(s['mm_acc'])}{vs}   "
           f"cue-model acc {pct(s['cue_acc'])}   SFD {_num(s['sfd'])} (see README, \"Reading the results\")")
     if components_line(s):
         print(f"text-only model: {components_line(s)}")
@@ -150,6 +152,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         t = rep["tags"]
         print(f"tags ({t['in_file']} in the audit's tags.parquet): {t['excluded']} excluded, {t['swapped']} written "
               f"with chosen and rejected swapped, {t['kept']} kept from pruning, {t['review']} marked for review")
+    if rep.get("likely_swaps"):
+        sw = rep["likely_swaps"]
+        print(f"likely label swaps ({sw['rule']}): {sw['rows_flagged']} of the {rep['rows_out']} rows written are "
+              f"flagged in `{sw['column']}`")
     if rep["weights"]["renormalised_from_mean"] is not None:
         print(f"weights rescaled to mean 1 over the exported pairs (their audit weights averaged "
               f"{rep['weights']['renormalised_from_mean']:.3f}); the audit's own are in `audit_weight`")
@@ -288,11 +294,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def installed_version() -> str:
+    """The version of the installed package (its metadata), or the source tree's when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("shortcut-audit")
+    except metadata.PackageNotFoundError:
+        from audit import __version__
+
+        return f"{__version__} (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shortcut-audit",
         description="Audit multimodal preference data for text-only shortcuts (Shortcut-Failure Coefficient).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and details to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     commands = [

@@ -262,21 +262,24 @@ class IngestConfig:
 
     def column_map(self) -> dict[str, str]:
         """Parse `--columns` into {source_name: canonical_name}."""
-        if not self.columns:
-            return {}
-        mapping: dict[str, str] = {}
-        for part in self.columns.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "=" not in part:
-                raise ConfigError(f"`--columns` entry {part!r} is not CANON=SRC; "
-                                  "write e.g. `--columns prompt=question,chosen=good`")
-            canon, src = (s.strip() for s in part.split("=", 1))
-            if not canon or not src:
-                raise ConfigError(f"`--columns` entry {part!r} has an empty name")
-            mapping[src] = canon
-        return mapping
+        return column_map(self.columns)
+
+
+def column_map(columns: str | None) -> dict[str, str]:
+    """`--columns CANON=SRC,...` (of `ingest`, and of `score` on a raw source) as {source_name: canonical_name}."""
+    mapping: dict[str, str] = {}
+    for part in (columns or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ConfigError(f"`--columns` entry {part!r} is not CANON=SRC; "
+                              "write e.g. `--columns prompt=question,chosen=good`")
+        canon, src = (s.strip() for s in part.split("=", 1))
+        if not canon or not src:
+            raise ConfigError(f"`--columns` entry {part!r} has an empty name")
+        mapping[src] = canon
+    return mapping
 
 
 @dataclass
@@ -383,10 +386,16 @@ class ScoreConfig:
     trust_remote_code: bool = opt(False, help="allow custom model code from the model folder (off by default)")
     format: str | None = opt(None, help="source format when SOURCE is not a pairs folder (see `ingest`)")
     image_root: Path | None = opt(None, help="image root when SOURCE is not a pairs folder (see `ingest`)")
+    columns: str | None = opt(None, metavar="CANON=SRC,...",
+                              help="when SOURCE is not a pairs folder: map its column names onto the canonical ones "
+                              "on the way in, as `ingest --columns` does, e.g. `prompt=question,chosen=good,"
+                              "rejected=bad,image=img`")
 
     def __post_init__(self) -> None:
         check_bounds(self)
         from audit.schemes import check_scheme
+
+        column_map(self.columns)          # a malformed mapping is refused before anything runs
 
         self.source, self.out = Path(self.source), Path(self.out)
         if self.text_only and (self.rm or self.mm_scores):
@@ -432,6 +441,9 @@ class ScoreConfig:
 
 
 EXPORT_MODES = ("weight", "prune", "resample")
+# A likely label swap: the multimodal side prefers the rejected answer with p(rejected) = 1 - mm_prob at
+# least this (`audit.swaps`; the app's "Likely label swaps" page, `export --flag-swaps`).
+SWAP_THRESHOLD = 0.8
 EXPORT_FORMATS = ("parquet", "hf", "alignrm", "trl", "source")
 
 
@@ -467,10 +479,20 @@ class ExportConfig:
                      "swapped and every column that depends on the side flipped (margins, probabilities, losses, SFC, "
                      "cues, `is_shortcut`, the sides' models and ratings; the source's rating `margin` dropped), with "
                      "the mean weight of the others (their scores were for the other label); a `tag` column is added")
+    flag_swaps: bool = opt(False, help="add a boolean `likely_swap` column: the pairs whose multimodal side "
+                           "confidently prefers the rejected answer (1 - mm_prob >= `--swap-threshold`), the app's "
+                           "\"Likely label swaps\"; computed on the rows as written (after `--tags` swaps). Needs an "
+                           "audit with a multimodal side")
+    swap_threshold: float | None = opt(None, ge=0.5, lt=1, what="a probability",
+                                       help=f"`--flag-swaps`: flag a pair when its multimodal p(rejected) = 1 - mm_prob is "
+                                       f"at least this (default {SWAP_THRESHOLD})")
 
     def __post_init__(self) -> None:
         check_bounds(self)
         from audit.schemes import SCHEMES
+
+        if self.swap_threshold is not None and not self.flag_swaps:
+            raise ConfigError("`--swap-threshold` only applies with `--flag-swaps`; add `--flag-swaps`, or drop it")
 
         self.audit, self.out = Path(self.audit), Path(self.out)
         if self.scheme is not None:
@@ -531,7 +553,12 @@ class AppConfig:
             self.compare = Path(self.compare)
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"`--port` must be in 1..65535, got {self.port}")
-        for p in filter(None, (self.audit, self.compare)):
+        for p, what in ((self.audit, "AUDIT_DIR"), (self.compare, "`--compare`")):
+            if p is None:
+                continue
+            if not p.exists():
+                raise ConfigError(f"{what} `{p}` does not exist (looked for `{p.absolute()}`); pass the folder that "
+                                  "`shortcut-audit score -o` wrote")
             if not (p / "audited.parquet").is_file():
                 raise ConfigError(f"`{p}` is not an audit folder (no audited.parquet); run `shortcut-audit score` first")
 
@@ -684,7 +711,7 @@ class OverlapConfig:
     out: Path | None = opt(None, short="-o", help="output folder: overlap.json, overlap.parquet (and with "
                            "`--exclude`, B without its contaminated rows)")
     near_distance: int = opt(32, ge=0, le=128, help="two pictures are near-identical when their 256-bit perceptual "
-                             "hashes differ in at most this many bits (see README, `overlap`)")
+                             "hashes differ in at most this many bits (see docs/COMMANDS.md, `overlap`)")
     min_chars: int = opt(20, ge=1, help="answers and prompts shorter than this many characters (normalised) are not "
                          "compared on their own (\"Yes.\" is in every dataset)")
     kinds: str = opt("image,near_image,pair,swapped_pair,response", metavar="KIND,...",

@@ -102,16 +102,30 @@ def pairs_dir_for(cfg: ScoreConfig, rank: int = 0) -> Path:
     the other ranks of a data-parallel run wait for it)."""
     from audit.dist import barrier
 
-    src = cfg.source
-    if (src / schema.PAIRS_FILE).is_file() and (src / schema.REPORT_FILE).is_file():
-        return src
-    out = cfg.out / "pairs"
+    if is_pairs_folder(cfg.source):
+        return cfg.source
     if rank == 0:
         from audit.ingest import ingest
 
-        ingest(IngestConfig(source=src, out=out, format=cfg.format, image_root=cfg.image_root, overwrite=True))
+        ingest(ingest_config(cfg))
     barrier()
-    return out
+    return cfg.out / "pairs"
+
+
+def is_pairs_folder(path: Path) -> bool:
+    return (path / schema.PAIRS_FILE).is_file() and (path / schema.REPORT_FILE).is_file()
+
+
+def ingest_config(cfg: ScoreConfig) -> IngestConfig:
+    """How `score` ingests a raw SOURCE on the way (into AUDIT_DIR/pairs); a pairs folder takes no
+    `--columns` (its columns were mapped when it was ingested)."""
+    from audit.errors import ConfigError
+
+    if is_pairs_folder(cfg.source) and cfg.columns:
+        raise ConfigError(f"`--columns` maps the columns of a raw source, and `{cfg.source}` is a pairs folder, "
+                          "ingested already: drop `--columns`, or score the raw source with it")
+    return IngestConfig(source=cfg.source, out=cfg.out / "pairs", format=cfg.format, image_root=cfg.image_root,
+                        columns=cfg.columns, overwrite=True)
 
 
 def _columns(path: Path) -> list[str]:

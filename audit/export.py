@@ -85,7 +85,7 @@ def write_rows(frame, idx: np.ndarray, pairs_dir: Path, writer_name: str, out: P
                seed: int = 0, extra: dict[str, np.ndarray] | None = None) -> Path:
     """Write rows `idx` of a pairs (or audited) frame with the writer of a source format, streaming:
     each image is read from the pairs folder when its row is written. The frame's own scalar columns
-    travel as extra columns (`_NOT_EXTRA` aside); `extra`: float columns to add (say, the weights)."""
+    travel as extra columns (`_NOT_EXTRA` aside); `extra`: columns to add (float weights, a boolean flag)."""
     from audit.sources import get_format
 
     fmt = get_format(writer_name)
@@ -96,7 +96,7 @@ def write_rows(frame, idx: np.ndarray, pairs_dir: Path, writer_name: str, out: P
     spec = {c: _ARROW_KIND[str(frame.schema[c]).split("(")[0]] for c in extra_cols}
     if "src_image_path" in spec and writer_name in ("rlaif-v", "rlhf-v"):
         spec.pop("src_image_path")   # the writer restores the source's own `image_path`
-    spec.update({c: "float64" for c in extra})
+    spec.update({c: "bool" if v.dtype == bool else "float64" for c, v in extra.items()})
     cols = {c: frame[c].to_list() for c in set(extra_cols) | {"prompt", "chosen", "rejected", "image_path", "image_id", "sample_id"}}
 
     def pairs() -> Iterator[ExportPair]:
@@ -105,7 +105,7 @@ def write_rows(frame, idx: np.ndarray, pairs_dir: Path, writer_name: str, out: P
             path = cols["image_path"][i]
             data = resolve_image(pairs_dir, path, allowed_roots=roots).read_bytes()
             truth = {c: cols[c][i] for c in extra_cols if c in spec}
-            truth.update({c: float(v[i]) for c, v in extra.items()})
+            truth.update({c: bool(v[i]) if v.dtype == bool else float(v[i]) for c, v in extra.items()})
             if "src_image_path" in cols and writer_name in ("rlaif-v", "rlhf-v"):
                 truth["image_path"] = cols["src_image_path"][i]
             yield ExportPair(sample_id=str(cols["sample_id"][i]), image_id=cols["image_id"][i],
@@ -162,8 +162,21 @@ def _check_outside_audit(out: Path, audit: Path) -> None:
                           f"`{Path(audit) / schema.APP_EXPORTS}` (kept through a rescore)")
 
 
+def _swap_flags(cfg: ExportConfig, ok, idx: np.ndarray) -> tuple[dict[str, np.ndarray], dict | None]:
+    """With `--flag-swaps`: the `likely_swap` column over `ok` (the rows as written: after `--tags` swaps)
+    and what the report records of it (the rule and threshold, and how many exported rows it flags)."""
+    if not cfg.flag_swaps:
+        return {}, None
+    from audit.swaps import LIKELY_SWAP, SWAP_THRESHOLD, likely_swap
+
+    threshold = SWAP_THRESHOLD if cfg.swap_threshold is None else cfg.swap_threshold
+    flag = ok.select(likely_swap(threshold)).to_series().to_numpy().astype(bool)
+    return {LIKELY_SWAP: flag}, {"column": LIKELY_SWAP, "threshold": threshold, "rule": f"1 - mm_prob >= {threshold:g}",
+                                 "rows_flagged": int(flag[idx].sum()), "pairs_flagged": int(flag[np.unique(idx)].sum())}
+
+
 def _write(cfg: ExportConfig, whole, ok, idx: np.ndarray, pairs_dir: Path, fields: dict) -> tuple[str, Path, int]:
-    """Write rows `idx` of `ok` (with float `fields` over `ok`); (format written, path, records written).
+    """Write rows `idx` of `ok` (with `fields` over `ok`: weights, flags); (format written, path, records written).
     `--format source` writes the source's own records back (`audit.sources.writeback`): the scored
     pairs of the whole audit that are not written are kept out of them."""
     if cfg.format == "source":
@@ -186,6 +199,10 @@ def export(cfg: ExportConfig, only: set[str] | None = None) -> dict:
     # `-o AUDIT/../pairs` would replace the pairs table; an earlier export's files would linger beside these
     check_output(cfg.out, [cfg.audit, pairs_dir], "export")
     _check_outside_audit(cfg.out, cfg.audit)
+    if cfg.flag_swaps:
+        from audit.swaps import require_mm_side
+
+        require_mm_side(summary, cfg.audit)
     with claim_output(cfg.out, "export", [cfg.audit, pairs_dir], overwrite=cfg.overwrite):
         return _export(cfg, only, df, summary, pairs_dir)
 
@@ -224,7 +241,9 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
     renormalised = cfg.mode == "weight" and exported_mean > 0 and abs(exported_mean - 1.0) > 1e-9
     if renormalised:
         out_weight = out_weight / exported_mean
-    writer_name, path, records_out = _write(cfg, whole, ok, idx, pairs_dir, {"weight": out_weight, "audit_weight": weight})
+    fields, swaps = _swap_flags(cfg, ok, idx)
+    writer_name, path, records_out = _write(cfg, whole, ok, idx, pairs_dir,
+                                            {"weight": out_weight, "audit_weight": weight, **fields})
     rows_out = int(len(idx))
     report = {
         "audit": str(cfg.audit), "mode": cfg.mode, "format": cfg.format, "written_as": writer_name, "path": str(path),
@@ -236,7 +255,7 @@ def _export(cfg: ExportConfig, only: set[str] | None, df, summary: dict, pairs_d
                     "max": float(out_weight[idx].max()),
                     "renormalised_from_mean": exported_mean if renormalised else None},
         "audit_weights": {"mean": float(weight.mean()), "min": float(weight.min()), "max": float(weight.max())},
-        "tags": tagged,
+        "tags": tagged, "likely_swaps": swaps,
         "config": to_dict(cfg), "versions": versions(),
     }
     write_json_atomic(cfg.out / EXPORT_REPORT, report)

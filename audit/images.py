@@ -144,7 +144,7 @@ class ImageStore:
     def _resolve_and_check(self, path: str, root: Path, fallbacks: tuple[str, ...]) -> ImageResult:
         if "\x00" in path:
             return ImageResult(None, None, schema.IMAGE_MISSING, "the image path contains a NUL byte")
-        outside = None
+        outside, looked = None, []
         bases = [Path(root)] + ([Path(self.source_root)] if self.source_root and Path(self.source_root) != Path(root) else [])
         for cand in (path, *fallbacks):
             p = Path(os.path.expanduser(cand)) if cand.startswith("~") else Path(cand)
@@ -158,9 +158,13 @@ class ImageStore:
                     continue
                 if os.path.isfile(real):
                     return self._check_file(real)
+                looked += [real] if real not in looked else []
         if outside is not None:
             return outside
-        return ImageResult(None, None, schema.IMAGE_MISSING, f"`{path}` not found under the image root `{root}`")
+        return ImageResult(None, None, schema.IMAGE_MISSING,
+                           f"`{path}` not found: no file {' nor '.join(f'`{r}`' for r in looked)} (image root "
+                           f"`{os.path.abspath(root)}`); put the image there, or pass the folder that holds the images "
+                           "as `--image-root`")
 
     def _check_file(self, real: str) -> ImageResult:
         try:

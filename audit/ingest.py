@@ -25,7 +25,7 @@ from audit.errors import AuditError, FormatError, SourceError
 from audit.images import ImageStore
 from audit.io import atomic_path, versions, write_json_atomic
 from audit.links import Pictures, text_key
-from audit.sources import detect_format, get_format
+from audit.sources import columns_hint, detect_format, get_format
 from audit.sources.base import BadRecord, NotPaired, RawPair, SourceFormat, strip_image_token
 from audit.sources.readers import SourceFiles, iter_file_records, iter_records, locate
 from audit.sources.records import RECORDS_FILE, RecordsWriter, describe
@@ -383,8 +383,7 @@ def _choose_format(cfg: IngestConfig, src: SourceFiles, head: list[dict | BadRec
             if lacking:
                 cols = ", ".join(f"`{k}`" for k in list(good[0])[:20])
                 raise FormatError(f"{where}: format `{fmt.name}` needs column {', '.join(f'`{c}`' for c in lacking)}, "
-                                  f"not found (columns: {cols}); map it with `--columns {lacking[0]}=YOUR_COLUMN` "
-                                  "or pick another `--format`")
+                                  f"not found (columns: {cols}); {columns_hint(lacking)} or pick another `--format`")
         return fmt
     if not good:
         if head:
@@ -411,14 +410,22 @@ def ingest(cfg: IngestConfig) -> dict:
     from audit.io import claim_output
 
     src = locate(cfg.source)      # a missing source is reported before anything is created
+    opened = _open_source(cfg, src)   # and so is one whose columns need mapping, or an image root that is no folder
     with claim_output(cfg.out, "ingest", [cfg.source, *src.files], overwrite=cfg.overwrite,
                       reads=source_reads(cfg.source, cfg.image_root, src)):
-        return _ingest(cfg, src)
+        return _ingest(cfg, src, opened)
 
 
-def _ingest(cfg: IngestConfig, src: SourceFiles) -> dict:
-    t0 = time.perf_counter()
-    root = Path(cfg.image_root) if cfg.image_root else src.root
+def check_source(cfg: IngestConfig) -> None:
+    """Refuse, before any output folder is made, a source that `ingest` would refuse at its start: not
+    found, an image root that is no folder, a `--columns` name the source lacks, a format that is not
+    given and cannot be told from its first records (or that lacks a column it needs). `score` on a raw
+    source calls it before it claims its folder."""
+    _open_source(cfg, locate(cfg.source))
+
+
+def _open_source(cfg: IngestConfig, src: SourceFiles) -> tuple[SourceFormat, list[tuple], Iterator[tuple]]:
+    """The checks of `check_source`; returns the format, the first records read and the rest of them."""
     if cfg.image_root is not None and not Path(cfg.image_root).is_dir():
         raise SourceError(f"`--image-root {cfg.image_root}` is not a folder; pass the folder that holds the "
                           "dataset's images")
@@ -429,7 +436,13 @@ def _ingest(cfg: IngestConfig, src: SourceFiles) -> dict:
         head.append(rec)
         if len(head) >= _DETECT_SAMPLE:
             break
-    fmt = _choose_format(cfg, src, [rec for _, _, rec in head])
+    return _choose_format(cfg, src, [rec for _, _, rec in head]), head, rest
+
+
+def _ingest(cfg: IngestConfig, src: SourceFiles, opened: tuple) -> dict:
+    t0 = time.perf_counter()
+    root = Path(cfg.image_root) if cfg.image_root else src.root
+    fmt, head, rest = opened
     log.info("ingesting %s as `%s`", src.describe(), fmt.name)
 
     out = Path(cfg.out)

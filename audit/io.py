@@ -136,6 +136,35 @@ def read_marker(out: Path) -> dict | None:
     return m if isinstance(m, dict) and isinstance(m.get("command"), str) else None
 
 
+def missing_folders(out: Path) -> list[Path]:
+    """`out` and the folders above it that do not exist yet (`out` first): what a run into `out` creates."""
+    out = Path(out).absolute()
+    return [d for d in (out, *out.parents) if not os.path.lexists(d)]
+
+
+@contextlib.contextmanager
+def removed_on_failure(created: list[Path]) -> Iterator[None]:
+    """A run that created its output folder (`created`: `missing_folders(out)` taken before it began) and
+    then stops on bad input (a domain error) leaves no half-made folder: the folder is removed again, and
+    so is each folder above it that the run created and left empty. A folder that existed before the run
+    is left as the run left it (`claim_output` resumes or rolls it back). Only domain errors: an
+    interrupted or crashed run keeps what it wrote, to resume. Enter it inside `claim_output`, so that a
+    run refused the folder (another run holds it) removes nothing."""
+    from audit.errors import AuditError
+
+    try:
+        yield
+    except AuditError:
+        if created and os.path.isdir(created[0]) and not os.path.islink(created[0]):
+            shutil.rmtree(created[0], ignore_errors=True)
+            for d in created[1:]:
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    break
+        raise
+
+
 def _inside_any(p: Path, inputs: list[Path]) -> bool:
     """`p` is one of `inputs` or holds one: replacing the folder must leave it alone."""
     rp = p.resolve()

@@ -10,6 +10,8 @@ from __future__ import annotations
 NEGLIGIBLE = 0.02
 MODERATE = 0.60
 STRONG = 0.75
+# Below this multimodal accuracy the image side explains little, whatever the text side does.
+WEAK_MM_ACC = 0.6
 
 SFD_HELP = ("SFD (shortcut-failure degradation) = 100 x (multimodal accuracy on the pairs the text-only model gets "
             "right - multimodal accuracy on the pairs it gets wrong). Near 0: the multimodal side is as good where the "
@@ -77,6 +79,34 @@ def verdict(summary: dict) -> str:
             "surest about (`shortcut-audit app`, Browse sorted by text_prob), then export with the weights "
             "(`export --mode weight`) or train with `train --method shortcut-aware`, and evaluate on held-out pairs "
             "whose text points the other way (`eval RUN HELDOUT_AUDIT`: `acc_text_wrong`).")
+
+
+def mm_weakness(summary: dict) -> str | None:
+    """Why the multimodal side cannot be trusted to say where the image matters, in words, or None: its
+    accuracy is below WEAK_MM_ACC, or it is no better than the text-only side within the paired 95%
+    interval of their difference (`mm_minus_text_ci`; an audit written before it existed: below the
+    text-only accuracy). None too without a multimodal side."""
+    mm, text = summary.get("mm_acc"), summary.get("text_acc")
+    if mm is None or mm != mm or text is None or text != text:
+        return None
+    diff, ci = summary.get("mm_minus_text"), summary.get("mm_minus_text_ci")
+    numbers = f"multimodal accuracy {pct(mm)}, text-only {pct(text)}"
+    if ci and diff is not None:
+        numbers += f"; the difference {100 * diff:+.1f} points, 95% interval {100 * ci[0]:+.1f} to {100 * ci[1]:+.1f}"
+    if mm < WEAK_MM_ACC:
+        return (f"the multimodal side is weak ({numbers}): its loss is close to log 2 on most pairs, so SFC is close "
+                "to L_text / (L_text + 0.69) and mostly follows the text probe")
+    if (ci[0] <= 0) if ci else (mm <= text):
+        return (f"the multimodal side is weak: no better than the text side{' within its interval' if ci else ''} "
+                f"({numbers}); what it gets right beyond the text is within noise, so the pairs SFC ranks as "
+                "'the image gets it right where the text fails' are mostly chance")
+    return None
+
+
+def mm_versus_text(summary: dict) -> str | None:
+    """The multimodal side against the text-only side, short (a metric's delta): `+0.7 pts vs text`."""
+    diff = summary.get("mm_minus_text")
+    return None if diff is None or diff != diff else f"{100 * diff:+.1f} pts vs text"
 
 
 def shortcut_rate_line(summary: dict) -> str:

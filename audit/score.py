@@ -146,13 +146,19 @@ def score(cfg: ScoreConfig) -> dict:
     if launched_world() > 1 and int(os.environ.get("RANK", "0")) != 0:
         check_output(cfg.out, [cfg.source], "score", holds=False)   # AUDIT/pairs as the source of AUDIT is fine
         return _score(cfg)          # waits in the process group's start until rank 0 holds the folder
-    from audit.ingest import source_reads
+    from audit.context import ingest_config, is_pairs_folder
+    from audit.ingest import check_source, source_reads
+    from audit.io import missing_folders, removed_on_failure
     from audit.schema import APP_EXPORTS, APP_SELECTIONS
     from audit.tags import TAGS_FILE
 
+    raw = ingest_config(cfg)
+    if not is_pairs_folder(cfg.source):
+        check_source(raw)            # columns to map, a format to name: said before AUDIT_DIR is made
+    created = missing_folders(cfg.out)
     with claim_output(cfg.out, "score", [cfg.source], overwrite=cfg.overwrite, resumable=True, holds=False,
-                      keep=(TAGS_FILE, APP_EXPORTS, APP_SELECTIONS),
-                      reads=source_reads(cfg.source, cfg.image_root)):
+                      keep=(TAGS_FILE, APP_EXPORTS, APP_SELECTIONS), reads=source_reads(cfg.source, cfg.image_root)), \
+            removed_on_failure(created):         # a new AUDIT_DIR that bad input stops is removed again
         return _score(cfg)
 
 
@@ -265,7 +271,6 @@ def _per_source(cfg: ScoreConfig, ctx: ScoreContext, audit: Audited) -> list[dic
     return out
 
 
-WEAK_MM_ACC = 0.6     # below this (or below the text-only accuracy) the multimodal side explains little
 LARGE_GROUP_SHARE = 0.05   # one group above this share of the scored pairs unbalances the folds
 
 
@@ -294,16 +299,15 @@ def _group_warnings(summary: dict) -> list[str]:
 
 
 def _mm_warnings(summary: dict) -> list[str]:
-    mm, text = summary["mm_acc"], summary["text_acc"]
-    if mm is None or not (mm < WEAK_MM_ACC or mm < text):
+    from audit.reading import mm_weakness
+
+    why = mm_weakness(summary)
+    if why is None:
         return []
-    where = (f"the multimodal side is weak (accuracy {100 * mm:.1f}%, text-only {100 * text:.1f}%): its loss is "
-             "close to log 2 on most pairs, so SFC is close to L_text / (L_text + 0.69) and mostly follows the "
-             "text probe")
     if summary["sfc_kind"] == "residual":
-        return [f"{where}. For image-grounded SFC, audit with your own multimodal reward model (`--rm`), its "
+        return [f"{why}. For image-grounded SFC, audit with your own multimodal reward model (`--rm`), its "
                 "scores (`--mm-scores`), or a real image encoder (`--image-encoder`, e.g. a CLIP or SigLIP folder)"]
-    return [f"{where}. The multimodal model given (`--rm` / `--mm-scores`) barely uses the image on this data; "
+    return [f"{why}. The multimodal model given (`--rm` / `--mm-scores`) barely uses the image on this data; "
             "check it on pairs whose answer needs the picture"]
 
 
@@ -313,6 +317,17 @@ def _acc_ci(cfg: ScoreConfig, ctx: ScoreContext, margin: np.ndarray) -> list[flo
     return None if ci is None else [round(ci[0], 5), round(ci[1], 5)]
 
 
+def _mm_minus_text(cfg: ScoreConfig, ctx: ScoreContext, audit: "Audited") -> dict:
+    """Multimodal minus text-only accuracy on the same pairs, with its paired 95% interval (the same
+    groups, rounds and seed as `_acc_ci`): is the image side better than the text side beyond noise?"""
+    if audit.sfc_kind == TEXT_ONLY:
+        return {"mm_minus_text": None, "mm_minus_text_ci": None}
+    mm, text = audit.margins["mm"], audit.margins["text"]
+    ci = metrics.grouped_accuracy_diff_ci(mm, text, ctx.groups, seed=cfg.seed)
+    return {"mm_minus_text": metrics.accuracy(mm) - metrics.accuracy(text),
+            "mm_minus_text_ci": None if ci is None else [round(ci[0], 5), round(ci[1], 5)]}
+
+
 def encoders(fitted: dict[str, ProbeResult]) -> dict:
     """What each probe ran on (text encoder, image side, auxiliary probes): `summary.json` `encoders`."""
     return {"text": fitted["text"].encoder, **fitted["mm"].encoder,
@@ -320,7 +335,7 @@ def encoders(fitted: dict[str, ProbeResult]) -> dict:
 
 
 # Settings that name where the data came from rather than how its numbers were made.
-_WHERE = ("source", "format", "image_root")
+_WHERE = ("source", "format", "image_root", "columns")
 
 
 def table_metadata(cfg: ScoreConfig, probes: dict, fitted: dict[str, ProbeResult], audit: "Audited") -> dict:
@@ -348,7 +363,7 @@ def summarise(cfg: ScoreConfig, ctx: ScoreContext, probes: dict, fitted: dict[st
         "scored_without_image": int(ctx.m - ctx.status_counts.get("ok", 0)) if text_only else 0,
         "text_acc": metrics.accuracy(mg["text"]), "text_acc_ci": _acc_ci(cfg, ctx, mg["text"]),
         "text_signal_share": metrics.text_signal_share(metrics.accuracy(mg["text"])),
-        "mm_acc": None if text_only else metrics.accuracy(mg["mm"]),
+        "mm_acc": None if text_only else metrics.accuracy(mg["mm"]), **_mm_minus_text(cfg, ctx, audit),
         "cue_acc": metrics.accuracy(mg["cue"]), "shortcut_rate": float((audit.text_prob >= cfg.threshold).mean()),
         "sfd": None if text_only else metrics.sfd(mg["text"], mg["mm"]),
         "sfc_mean": None if text_only else float(audit.sfc.mean()), "sfc_kind": audit.sfc_kind,

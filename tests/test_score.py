@@ -201,7 +201,7 @@ def test_a_weak_multimodal_side_is_flagged_with_what_to_do(audits):
     s = audits["leadin"][0]
     assert s["mm_acc"] < s["text_acc"] and len(s["warnings"]) == 1
     assert "the multimodal side is weak" in s["warnings"][0] and "`--rm`" in s["warnings"][0]
-    strong = {**s, "mm_acc": 0.8, "text_acc": 0.7}
+    strong = {**s, "mm_acc": 0.8, "text_acc": 0.7, "mm_minus_text": 0.1, "mm_minus_text_ci": [0.05, 0.15]}
     assert audit_warnings(strong) == []
     assert "barely uses the image" in audit_warnings({**s, "mm_acc": 0.52, "sfc_kind": "paper"})[0]
 

@@ -32,6 +32,12 @@ def all_formats() -> list[SourceFormat]:
     return [cls() for cls in _REGISTRY.values()]
 
 
+def columns_hint(lacking: list[str]) -> str:
+    """How to map the columns a format lacks (`ingest` and `score` take `--columns`)."""
+    pairs = ",".join(f"{c}=YOUR_COLUMN" for c in lacking)
+    return f"map {'it' if len(lacking) == 1 else 'them'} with `--columns {pairs}`"
+
+
 def detect_format(rec: dict, where: str) -> SourceFormat:
     """The single most specific format that `rec` matches, or a FormatError that says what to do."""
     scores = [(f.detect(rec), f) for f in all_formats()]
@@ -44,7 +50,7 @@ def detect_format(rec: dict, where: str) -> SourceFormat:
         if lacking and len(lacking) < len(near.signature):
             raise FormatError(f"{where}: looks like format `{near.name}` but column "
                               f"{', '.join(f'`{c}`' for c in lacking)} is missing (columns: {keys}); "
-                              f"map it with `--columns {lacking[0]}=YOUR_COLUMN` or pass `--format`")
+                              f"{columns_hint(lacking)} or pass `--format`")
         raise FormatError(f"{where}: unknown format (columns: {keys}); pass `--format` with one of "
                           f"{', '.join(FORMAT_NAMES)}, and `--columns` to map column names")
     top = [f.name for s, f in scores if s == best]

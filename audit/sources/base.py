@@ -150,11 +150,10 @@ class SourceFormat:
         """Make `rec` name its picture `rel` (a path inside the copy's folder) where it named one before."""
         set_at(rec, key, rel)
 
-    def added_fields(self, fields: list[str]) -> dict:
-        """Arrow types of the fields a write-back may add to a record (`fields`: the float columns given)."""
-        import pyarrow as pa
-
-        return {f: pa.float64() for f in fields}
+    def added_fields(self, fields: dict) -> dict:
+        """Arrow types of the fields a write-back may add to a record (`fields`: the columns given, name ->
+        Arrow type: float weights, a boolean flag)."""
+        return dict(fields)
 
     # helpers shared by the formats
     # Id columns a user's own data often has: any of them becomes `sample_id` when the format's own id

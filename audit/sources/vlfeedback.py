@@ -178,10 +178,10 @@ class VLFeedback(SourceFormat):
         else:
             super().point_image(rec, key, rel)
 
-    def added_fields(self, fields: list[str]) -> dict:
+    def added_fields(self, fields: dict) -> dict:
         import pyarrow as pa
 
-        entry = pa.struct([("chosen", pa.int64()), ("rejected", pa.int64()), *((f, pa.float64()) for f in fields)])
+        entry = pa.struct([("chosen", pa.int64()), ("rejected", pa.int64()), *fields.items()])
         return {"img_path": pa.string(), **({"pair_weights": pa.list_(entry)} if fields else {})}
 
     def write(self, pairs: Iterable, out: Path, seed: int = 0, **_: Any) -> Path:

@@ -52,7 +52,8 @@ def write_back(frame, selected: np.ndarray, eligible: np.ndarray, pairs_dir: Pat
     """Write rows `selected` of `frame` (a pairs or audited table of `pairs_dir`; repeats allowed, each
     one draw) back in the source's format into the new folder `out`. `eligible`: rows that could have
     been selected; those left unselected are kept out of multi-pair records. `swap`, `fields`: per
-    selected row, reverse its preference, and float fields to add (weights). Returns what was written."""
+    selected row, reverse its preference, and fields to add (float weights, a boolean flag). Returns what
+    was written."""
     from audit.images import image_roots
     from audit.sources import get_format
 
@@ -64,7 +65,7 @@ def write_back(frame, selected: np.ndarray, eligible: np.ndarray, pairs_dir: Pat
     where = (Path(pairs_dir), image_roots(pairs_dir))      # the pairs folder and its image roots
     n = 0
     with contextlib.ExitStack() as stack:
-        sinks = _Sinks(stack, meta, targets, out, fmt.added_fields(sorted(fields or {})))
+        sinks = _Sinks(stack, meta, targets, out, fmt.added_fields(_arrow_types(fields or {})))
         for row, group in draws.grouped(pairs_dir):
             for rec in _records_of(fmt, meta, row, group, draws.avoided(row["record"]), pictures, where):
                 sinks.add(row["file"], rec)
@@ -72,6 +73,17 @@ def write_back(frame, selected: np.ndarray, eligible: np.ndarray, pairs_dir: Pat
         paths = sinks.close()
     return {"path": str(paths[0] if len(paths) == 1 else out), "files": [str(p) for p in paths],
             "records_out": n, "pairs_out": len(draws.record), "format": fmt.name}
+
+
+def _arrow_types(fields: dict[str, np.ndarray]) -> dict:
+    """The Arrow type of each added field, by name: boolean for a boolean array, else float."""
+    import pyarrow as pa
+
+    return {name: pa.bool_() if fields[name].dtype == bool else pa.float64() for name in sorted(fields)}
+
+
+def _value(values: np.ndarray, i: int) -> bool | float:
+    return bool(values[i]) if values.dtype == bool else float(values[i])
 
 
 class _Draws:
@@ -106,7 +118,7 @@ class _Draws:
     def _draw(self, i: int) -> Draw:
         row = self.cols.row(int(self.sel[i]), named=True)
         return Draw(int(self.record[i]), int(self.item[i]), bool(self.swap[i]),
-                    {f: float(v[i]) for f, v in self.fields.items()}, row["image_path"], row["image_id"],
+                    {f: _value(v, i) for f, v in self.fields.items()}, row["image_path"], row["image_id"],
                     str(row["sample_id"]))
 
     def grouped(self, pairs_dir: Path) -> Iterator[tuple[dict, list[Draw]]]:
@@ -232,8 +244,8 @@ def _targets(meta: dict) -> dict[int, str]:
 
 
 def _schema(encoded: str, added: dict):
-    """The source file's Arrow schema plus the fields a write-back adds (weights replace a column of the
-    same name); HF features in its metadata list them too, so `datasets` reads the copy as the source."""
+    """The source file's Arrow schema plus the fields a write-back adds (weights and flags replace a column
+    of the same name); HF features in its metadata list them too, so `datasets` reads the copy as the source."""
     import pyarrow as pa
 
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded)))
@@ -241,7 +253,7 @@ def _schema(encoded: str, added: dict):
     for name, kind in added.items():
         if name not in schema.names:
             new.append(pa.field(name, kind))
-        elif kind == pa.float64() and schema.field(name).type != kind:
+        elif kind in (pa.float64(), pa.bool_()) and schema.field(name).type != kind:
             schema = schema.set(schema.get_field_index(name), pa.field(name, kind))
             new.append(schema.field(name))
     schema = pa.schema([*schema, *(f for f in new if f.name not in schema.names)], metadata=schema.metadata)
