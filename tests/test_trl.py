@@ -218,3 +218,72 @@ def test_weighted_dpo_trains_and_logs_the_mean_weight(tmp_path):
     assert np.mean([h["weight/mean"] for h in logs]) == pytest.approx(1.0, abs=1e-5)   # every pair seen once
     metrics = trainer.evaluate(Dataset.from_list(_rows("dpo", w / w.mean())))         # evaluation: unweighted
     assert np.isfinite(metrics["eval_loss"])
+
+
+def _export_folder(out, n: int = 16):
+    """An `export --format trl` folder written by the writer `export` uses, with a `weight` column of mean 1."""
+    import io
+
+    from PIL import Image
+
+    from audit.export import ExportPair
+    from audit.sources.trl import TRL
+
+    w = np.random.default_rng(2).uniform(0.0, 2.0, n)
+    pairs = []
+    for i, (r, v) in enumerate(zip(F.vision_rows(n), w / w.mean())):
+        buf = io.BytesIO()
+        r["images"][0].save(buf, format="PNG")
+        pairs.append(ExportPair(sample_id=str(i), image_id=f"im{i}", ext="png", image_png=buf.getvalue(),
+                                prompt=r["prompt"][0]["content"][1]["text"], chosen=r["chosen"][0]["content"][0]["text"],
+                                rejected=r["rejected"][0]["content"][0]["text"], truth={"weight": float(v), "margin": None}))
+    out.mkdir(parents=True)
+    TRL().write(pairs, out, extra_spec={"weight": "float64", "margin": "float64"})
+    return out
+
+
+def test_train_trainer_trl_end_to_end_and_resume(tmp_path, capsys):
+    from transformers import LlavaForConditionalGeneration
+
+    from audit.cli import main
+
+    data = _export_folder(tmp_path / "export")
+    F.llava(tmp_path / "llava")
+    args = ["train", str(data), "-o", str(tmp_path / "run"), "--trainer", "trl", "--model", str(tmp_path / "llava"),
+            "--method", "weighted", "--batch-size", "8", "--micro-batch", "4", "--lr", "1e-3", "--warmup", "0"]
+    assert main(args + ["--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("trained WeightedDPOTrainer (`weighted`) on 16 pairs, 2 steps in ") and "{" not in out
+    assert main(args + ["--epochs", "2"]) == 0                             # the same run, one epoch more: resumes
+    assert capsys.readouterr().out.startswith("resumed WeightedDPOTrainer (`weighted`) on 16 pairs, 4 steps in ")
+    run = tmp_path / "run"
+    logs = [__import__("json").loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in logs] == [1, 2, 3, 4] and all("weight/mean" in h for h in logs)
+    summary = __import__("json").loads((run / "train_summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["versions"]["trl"]
+    assert not (run / "model" / "training_args.bin").exists() and not (run / "cache").exists()
+    model = LlavaForConditionalGeneration.from_pretrained(run / "model")
+    start = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava").state_dict()
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], start[k])}
+    assert changed and not any("vision_tower" in k for k in changed)       # the vision tower stays frozen
+
+
+def test_train_trainer_trl_errors(tmp_path, capsys):
+    from audit.cli import main
+
+    data = _export_folder(tmp_path / "export", n=4)
+    base = ["train", str(data), "-o", str(tmp_path / "run"), "--trainer", "trl"]
+    assert main(base) == 1
+    assert capsys.readouterr().err.startswith("Error: `--trainer trl` trains a Hugging Face model: pass `--model FOLDER`")
+    (tmp_path / "m").mkdir()
+    F.qwen2(TOK).save_pretrained(tmp_path / "m")
+    TOK.save_pretrained(tmp_path / "m")
+    assert main(base + ["--model", str(tmp_path / "m"), "--method", "shortcut-aware"]) == 1
+    assert "runs `--method standard` or `weighted`" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "m"), "-o", str(tmp_path / "run2"), "--trainer", "trl", "--model",
+                 str(tmp_path / "m")]) == 1
+    assert capsys.readouterr().err.startswith(f"Error: `{tmp_path / 'm'}` holds no `export --format trl` dataset")
+    assert main(base + ["--model", str(tmp_path / "m"), "--batch-size", "6", "--micro-batch", "4"]) == 1
+    assert capsys.readouterr().err.strip() == ("Error: `--batch-size 6` must be a multiple of `--micro-batch` x "
+                                               "processes (4 x 1) with `--trainer trl`")
