@@ -16,7 +16,7 @@ from datasets import Dataset  # noqa: E402
 from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer  # noqa: E402
 
 from audit.errors import ConfigError, FormatError  # noqa: E402
-from audit.train.trl_weights import (TESTED_TRL, TRLChangedError, WeightedDPOTrainer,  # noqa: E402
+from audit.train.trl_weights import (SKIPPED_TRL, TESTED_TRL, TRLChangedError, WeightedDPOTrainer,  # noqa: E402
                                      WeightedRewardTrainer, check_trl_version, check_weights)
 
 N = 16
@@ -160,6 +160,10 @@ def test_only_the_tested_trl_versions_run():
     for v in ("1.13.0", "1.16.1", "2.0.0"):
         with pytest.raises(ConfigError, match=rf"^trl {v} is installed; the weighted trainers were tested with trl "
                                               rf"{lo} to {hi} only"):
+            check_trl_version(v)
+    for v in SKIPPED_TRL:
+        with pytest.raises(ConfigError, match=rf"^trl {v} is installed and was not tested: .* `pip install 'trl>={lo},"
+                                              rf"<={hi},!={v}'`"):
             check_trl_version(v)
 
 
