@@ -291,3 +291,16 @@ def test_train_trainer_trl_errors(tmp_path, capsys):
     assert main(base + ["--model", str(tmp_path / "m"), "--batch-size", "6", "--micro-batch", "4"]) == 1
     assert capsys.readouterr().err.strip() == ("Error: `--batch-size 6` must be a multiple of `--micro-batch` x "
                                                "processes (4 x 1) with `--trainer trl`")
+
+
+def test_eval_refuses_a_trl_run(tmp_path, capsys):
+    """`eval` would load a DPO policy as a reward model with a fresh head and report chance as a result."""
+    from audit.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_summary.json").write_text('{"trainer": "trl"}')
+    (run / "model").mkdir()
+    (run / "model" / "config.json").write_text("{}")
+    assert main(["eval", str(run), str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(f"Error: `{run}` was trained with `--trainer trl`: its `model/` is a TRL")
