@@ -98,9 +98,10 @@ def _text(messages) -> str:
                        if c.get("type") == "text" and c.get("text"))
 
 
-def text_rows(ds, chat: bool):
+def text_rows(ds, chat: bool, cache: Path):
     """The export's rows without pictures: conversational without the image blocks when the tokenizer has a
-    chat template, else plain strings (completions after a space: TRL joins prompt and completion)."""
+    chat template, else plain strings (completions after a space: TRL joins prompt and completion). Written
+    under `cache` (the run folder's), so TRL's own maps of it write there too, never beside the export."""
     def convert(row):
         if chat:
             return {k: [{"role": m["role"], "content": [c for c in m["content"] if c.get("type") == "text"]}
@@ -109,8 +110,9 @@ def text_rows(ds, chat: bool):
                 "rejected": " " + _text(row["rejected"])}
 
     drop = [c for c in ("images", "image") if c in ds.column_names]
+    cache.mkdir(parents=True, exist_ok=True)
     return ds.map(convert, remove_columns=drop + (["prompt", "chosen", "rejected"] if not chat else []),
-                  desc="text rows")
+                  desc="text rows", cache_file_name=str(cache / "text_rows.arrow"))
 
 
 def _batching(cfg: TrainConfig) -> tuple[int, int]:
@@ -174,7 +176,7 @@ def _trainer(cfg: TrainConfig, kind: str, ds):
 
     model, ref, proc = _load(cfg, kind)
     if kind != "vlm":
-        ds = text_rows(ds, chat=bool(getattr(proc, "chat_template", None)))
+        ds = text_rows(ds, chat=bool(getattr(proc, "chat_template", None)), cache=cfg.out / CACHE)
     elif not any(c in ds.column_names for c in ("images", "image")):
         raise FormatError(f"`{cfg.data}` has no `images` column for the vision-language model `{cfg.model}`")
     if "margin" in ds.column_names:   # the source's rating margin: TRL's RM would subtract it from the reward gap
