@@ -50,6 +50,9 @@ def _check_options(cfg: TrainConfig) -> None:
     if cfg.device.startswith("cuda:"):
         raise ConfigError("`--trainer trl` uses every visible GPU: pick one with CUDA_VISIBLE_DEVICES, not `--device cuda:N`")
     _batching(cfg)
+    if cfg.lr == TrainConfig.lr:
+        log.warning("`--lr %g` is the built-in small model's default; DPO or reward training of a pretrained model "
+                    "usually takes 1e-7 to 1e-5: pass `--lr`", cfg.lr)
 
 
 def _world() -> int:

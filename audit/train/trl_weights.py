@@ -230,6 +230,7 @@ class WeightedDPOTrainer(_Weighted, DPOTrainer):
         out.register_hook(hook)
 
     def training_step(self, *args, **kwargs):
+        self._weight_grads_pending = 0                         # count this step's micro-batch only
         loss = super().training_step(*args, **kwargs)
         if self._weight_grads_pending:
             pending, self._weight_grads_pending = self._weight_grads_pending, 0
