@@ -27,15 +27,21 @@ TRL_DATA = ("train-00000-of-00001.parquet", "trl_dataset")   # what `export --fo
 
 
 def train_trl(cfg: TrainConfig) -> dict:
-    """Claim the run folder (a rerun of the same run resumes), then train with TRL."""
+    """Claim the run folder (a rerun of the same run resumes), then train with TRL. Under `torchrun` rank 0
+    claims it before joining the process group, so the other ranks (blocked in the join) start after it."""
+    from audit.dist import setup
     from audit.io import claim_output
     from audit.train.loop import run_identity
     from audit.train.trl_weights import check_trl_version
 
     check_trl_version()
     _check_options(cfg)
+    if _rank() != 0:
+        setup()
+        return _train_trl(cfg)
     with claim_output(cfg.out, "train", [cfg.data, Path(cfg.model)], overwrite=cfg.overwrite, resumable=True,
                       identity=run_identity(cfg)):
+        setup()
         return _train_trl(cfg)
 
 
@@ -59,6 +65,12 @@ def _world() -> int:
     import os
 
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def read_export(path: Path, cache: Path):
@@ -179,7 +191,7 @@ def _trainer(cfg: TrainConfig, kind: str, ds):
 
     model, ref, proc = _load(cfg, kind)
     if kind != "vlm":
-        ds = text_rows(ds, chat=bool(getattr(proc, "chat_template", None)), cache=cfg.out / CACHE)
+        ds = text_rows(ds, chat=bool(getattr(proc, "chat_template", None)), cache=cfg.out / CACHE / f"rank{_rank()}")
     elif not any(c in ds.column_names for c in ("images", "image")):
         raise FormatError(f"`{cfg.data}` has no `images` column for the vision-language model `{cfg.model}`")
     if "margin" in ds.column_names:   # the source's rating margin: TRL's RM would subtract it from the reward gap
@@ -210,7 +222,7 @@ def _train_trl(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
     kind = model_kind(Path(cfg.model))
-    trainer = _trainer(cfg, kind, read_export(cfg.data, cfg.out / CACHE))
+    trainer = _trainer(cfg, kind, read_export(cfg.data, cfg.out / CACHE / f"rank{_rank()}"))
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)             # TRL's log goes to metrics.jsonl, not stdout
