@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("trl", minversion="1.14.2")
+pytest.importorskip("trl", minversion="1.9.0")
 
 WORKER = Path(__file__).with_name("trl_ddp_worker.py")
 
