@@ -218,6 +218,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from audit.train.loop import train
 
     cfg = from_args(TrainConfig, args)
+    if cfg.trainer == "trl":
+        return _train_trl(cfg)
     s = train(cfg)
     last = s["history"][-1]
     done = (f"trained `{cfg.method}` on {s['n_pairs']} pairs for {cfg.epochs} epochs in {s['seconds']}s"
@@ -231,6 +233,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from audit.train.loop import checkpoint
 
     print(f"checkpoint: {checkpoint(cfg.out)}   metrics: {cfg.out / 'metrics.jsonl'}")
+    return 0
+
+
+def _train_trl(cfg: TrainConfig) -> int:
+    from audit.train.trl_run import MODEL, train_trl
+
+    if not logging.getLogger().isEnabledFor(logging.INFO):   # no progress bars unless -v
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    s = train_trl(cfg)
+    last = s["history"][-1] if s["history"] else {}
+    what = f"{s['trl_trainer']} (`{cfg.method}`) on {s['n_pairs']} pairs, {s['steps']} steps in {s['seconds']}s"
+    print(("resumed " if s["resumed_from"] else "trained ") + what
+          + (f": last loss {last['loss']:.4f}" if "loss" in last else ""))
+    print(f"model: {cfg.out / MODEL}   metrics: {cfg.out / 'metrics.jsonl'}")
     return 0
 
 

@@ -564,6 +564,7 @@ class AppConfig:
 
 
 TRAIN_METHODS = ("standard", "weighted", "shortcut-aware")
+TRAINERS = ("builtin", "trl")
 
 
 @dataclass
@@ -577,6 +578,10 @@ class TrainConfig:
     method: str = opt("standard", choices=TRAIN_METHODS,
                       help="`standard` BT; `weighted` BT with the data's `weight` column (or `--scheme`); "
                       "`shortcut-aware` the paper's dynamic two-branch loss")
+    trainer: str = opt("builtin", choices=TRAINERS,
+                       help="`builtin`: this package's loop; `trl`: Hugging Face TRL on an `export --format trl` folder "
+                       "(needs the `[trl]` extra and `--model FOLDER`: DPO for a causal or vision-language model, "
+                       "reward training for a sequence-classification model; `weighted` uses the export's `weight`)")
     model: str = opt("small", help="`small`: the small multimodal RM (CPU, minutes); or a folder with a Qwen2-VL / "
                      "Qwen2.5-VL / Llava model: scalar head at the last non-pad token, vision tower frozen")
     vision: str = opt("pretrained", choices=("pretrained", "scratch"),
@@ -624,6 +629,8 @@ class TrainConfig:
             raise ConfigError("`--vision-scenes` must be at least 100 and `--warmup` not negative")
         if self.method not in TRAIN_METHODS:
             raise ConfigError(f"`--method` must be one of {', '.join(TRAIN_METHODS)}, got {self.method!r}")
+        if self.trainer not in TRAINERS:
+            raise ConfigError(f"`--trainer` must be one of {', '.join(TRAINERS)}, got {self.trainer!r}")
         if self.model != "small" and not Path(self.model).is_dir():
             raise ConfigError(f"`--model {self.model}`: pass `small` or a local folder holding a Qwen2-VL / Qwen2.5-VL "
                               "/ Llava model (saved with `save_pretrained`; nothing is downloaded)")

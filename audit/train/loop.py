@@ -59,6 +59,10 @@ def save_model(model, path: Path) -> None:
 def checkpoint(run: Path) -> Path:
     """The multimodal model of a run folder: `model.safetensors` (small) or `model/` (a VLM backbone)."""
     run = Path(run)
+    summary = run / "train_summary.json"
+    if summary.is_file() and '"trainer": "trl"' in summary.read_text(encoding="utf-8", errors="replace"):
+        raise FormatError(f"`{run}` was trained with `--trainer trl`: its `model/` is a TRL policy or reward model, "
+                          "not this package's reward model, so `eval` cannot score it; load it with transformers")
     return run / HF_CHECKPOINT if (run / HF_CHECKPOINT).is_dir() else run / CHECKPOINT
 
 
