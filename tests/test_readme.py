@@ -76,7 +76,7 @@ def test_the_readme_is_one_screenful_per_question():
 def test_the_readme_set_up_commands_are_what_ci_runs():
     readme, ci = README.read_text(encoding="utf-8"), (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     setup = re.search(r"## Set up and run the demo\n+```bash\n(.*?)```", readme, re.S).group(1)
-    assert "pip install -e '.[test]'" in setup and "pip install -q -e '.[test]'" in ci
+    assert "pip install -e '.[test,trl]'" in setup and "pip install -q -e '.[test,trl]'" in ci
     assert "HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m pytest -q" in setup
     assert "export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in ci and "\npython -m pytest -q" in ci
 
