@@ -191,7 +191,7 @@ def report(cfg: EvalConfig, cands: Candidates, scorers: list[Scorer]) -> dict:
             if key in p:
                 e[key] = _summary(p[key], clusters)
         if "selected" in p:
-            e["regret"] = _summary(p["oracle"] - p["selected"], clusters)
+            e["regret"] = _summary(np.maximum(p["oracle"] - p["selected"], 0.0), clusters)   # >= 0; no rounding noise
             e["gap_closed"] = gap_closed(*(np.nanmean(p[k], axis=0) for k in ("selected", "random", "oracle"))).tolist()
         out["scorers"][s.name] = e
     base = per[scorers[0].name]

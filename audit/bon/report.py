@@ -69,7 +69,9 @@ def answer(methods: dict) -> str:
         e = methods.get(m, {}).get("bon_adverse_gold64")
         if e and "diff" in e:
             v = verdict(e)
-            if "n.s." in v or e.get("diff_ci") is None:
+            if e.get("diff_ci") is None:
+                word = "one run: no interval, no verdict"
+            elif "n.s." in v:
                 word = "no difference"
             else:
                 word = "better" if e["diff"] > 0 else "worse"
