@@ -97,6 +97,20 @@ def _ranks_below(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lower, ties
 
 
+def _cells(s: np.ndarray, b: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """(4, M): per candidate y, how many others z have (s_z < s_y, b_z < b_y), (s_z = s_y, b_z < b_y),
+    (s_z < s_y, b_z = b_y), (s_z = s_y, b_z = b_y); computed in chunks of y (memory M x chunk)."""
+    m = s.size
+    out = np.zeros((4, m), dtype=np.int64)
+    for lo in range(0, m, chunk):
+        y = slice(lo, min(lo + chunk, m))
+        s_lt, s_eq = s[None, :] < s[y, None], s[None, :] == s[y, None]
+        b_lt, b_eq = b[None, :] < b[y, None], b[None, :] == b[y, None]
+        out[:, y] = [(s_lt & b_lt).sum(1), (s_eq & b_lt).sum(1), (s_lt & b_eq).sum(1), (s_eq & b_eq).sum(1)]
+    out[3] -= 1                                                     # y itself
+    return out
+
+
 def win_best(scores: np.ndarray, gold: np.ndarray, n: int) -> float:
     """P(the pick among a random n-subset is a gold-best candidate of that subset), ties in score
     broken uniformly, ties in gold counting as best: sum over y and over j tied rivals in the subset of
@@ -106,10 +120,9 @@ def win_best(scores: np.ndarray, gold: np.ndarray, n: int) -> float:
     g = np.asarray(gold, dtype=np.float64)
     m = s.size
     n = min(int(n), m)
-    le = g[None, :] <= g[:, None]                                   # [y, z]: z's gold at most y's
-    lower = ((s[None, :] < s[:, None]) & le).sum(axis=1)
-    tied = ((s[None, :] == s[:, None]) & le).sum(axis=1) - 1          # minus y itself
-    j = np.arange(n)[None, :]
+    a, c1, c2, d = _cells(s, g)
+    lower, tied = a + c2, c1 + d                                    # others with gold at most y's: below y, level with y
+    j = np.arange(min(n, int(tied.max()) + 1))[None, :]              # j tied rivals in the subset: at most `tied`
     log_terms = (_log_choose(tied[:, None], j) + _log_choose(lower[:, None], n - 1 - j) - _log_choose(m, n)
                  - np.log1p(j))
     return float(np.exp(log_terms).sum())
@@ -130,12 +143,7 @@ def agreement(scores: np.ndarray, other: np.ndarray, n: int) -> float:
     b = np.asarray(other, dtype=np.float64)
     m = s.size
     n = min(int(n), m)
-    rest = ~np.eye(m, dtype=bool)
-    s_lt, s_eq = s[None, :] < s[:, None], (s[None, :] == s[:, None]) & rest      # [y, z]
-    b_lt, b_eq = b[None, :] < b[:, None], (b[None, :] == b[:, None]) & rest
-    # the others of the subset must all sit below or level with y for both scorers: four cells
-    a, c1 = (s_lt & b_lt).sum(1), (s_eq & b_lt).sum(1)
-    c2, d = (s_lt & b_eq).sum(1), (s_eq & b_eq).sum(1)
+    a, c1, c2, d = _cells(s, b)       # the others of the subset must sit below or level with y for both scorers
     plain = (c1 + c2 + d) == 0                                      # no tie with y for either scorer
     total = float(np.exp(_log_choose(a[plain], n - 1) - _log_choose(m, n)).sum())
     for y in np.flatnonzero(~plain):                               # ties: each tie-break uniform, independent
