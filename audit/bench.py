@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from audit import metrics
-from audit.config import BenchConfig, ScoreConfig, SynthConfig, TrainConfig, to_dict
+from audit.config import BON_REGIMES, BenchConfig, ScoreConfig, SynthConfig, TrainConfig, to_dict
 from audit.io import versions, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -155,12 +155,36 @@ def _audit_training_set(out: Path, env: str, n: int, seed: int, cache_dir: Path,
     return audit
 
 
+def _bon_set(env: str, small: dict, bon_prompts: int):
+    """The held-out Best-of-N prompts of an environment's cue (None when Best-of-N is off)."""
+    if not bon_prompts:
+        return None
+    from audit.bon.synthetic import build_bon_set
+    from audit.synth import get_env
+
+    return build_bon_set(get_env(env).cue, bon_prompts, small["image_size"], small["vocab"])
+
+
+def _add_best_of_n(out: Path, tid: str, rows: list[dict], bon_set, device: str) -> list[dict]:
+    """A task finished before Best-of-N was asked for: add it to its rows from the saved checkpoints."""
+    from audit.bon.synthetic import bon_row
+    from audit.train.loop import CHECKPOINT, load_model
+
+    for r in rows:
+        if "bon" not in r:
+            r.update(bon_row(load_model(out / "runs" / tid / r["method"] / CHECKPOINT).to(device), bon_set))
+    write_json_atomic(out / "tasks" / f"{tid}.json", {"rows": rows})
+    return rows
+
+
 def run_task(out: str, env: str, n: int, seed: int, small: dict, methods: list[str], threads: int,
-             device: str, roles: dict[str, str], cache_dir: str, worker_audit: bool = False) -> list[dict]:
+             device: str, roles: dict[str, str], cache_dir: str, worker_audit: bool = False,
+             bon_prompts: int = 0) -> list[dict]:
     """Train every method on one audited training set and evaluate on the shift sets: the bench's unit
     of work (run in a worker process under `--jobs`; with `worker_audit` it also writes and audits its
-    training set, with an embedding cache of its own). Returns its rows; also writes them to
-    `OUT/tasks/<task>.json`, which marks the task done for a resumed bench."""
+    training set, with an embedding cache of its own). With `bon_prompts`, each model also picks among
+    the candidates of that many held-out prompts (`audit.bon.synthetic`). Returns its rows; also writes
+    them to `OUT/tasks/<task>.json`, which marks the task done for a resumed bench."""
     import polars as pl
 
     from audit.train.data import load_pairs
@@ -169,6 +193,11 @@ def run_task(out: str, env: str, n: int, seed: int, small: dict, methods: list[s
     _determinism(threads, device)
     out_p = Path(out)
     tid = task_id(env, n, seed)
+    bon_set = _bon_set(env, small, bon_prompts)
+    done = out_p / "tasks" / f"{tid}.json"
+    if done.is_file():            # trained before Best-of-N was asked for: only that is left to do
+        rows = json.loads(done.read_text())["rows"]
+        return rows if bon_set is None else _add_best_of_n(out_p, tid, rows, bon_set, device)
     if worker_audit:
         _audit_training_set(out_p, env, n, seed, Path(cache_dir) / f"task-{tid}", device)
     audit = out_p / "audit" / "train" / tid
@@ -200,6 +229,10 @@ def run_task(out: str, env: str, n: int, seed: int, small: dict, methods: list[s
         model = load_model(run / CHECKPOINT).to(device)
         acc = {name: margins(model, d) for name, d in tests.items()}
         rows.append(_row(env, n, seed, method, roles, acc, tests, iid_text_margin, ts, seconds, summary, threads, device))
+        if bon_set is not None:
+            from audit.bon.synthetic import bon_row
+
+            rows[-1].update(bon_row(model, bon_set))
         log.info("%s %s: iid %.3f reversed %s worst-group %s", tid, method, rows[-1]["iid"],
                  rows[-1]["reversed"], rows[-1]["worst_group"])
     write_json_atomic(out_p / "tasks" / f"{tid}.json", {"rows": rows})
@@ -280,13 +313,14 @@ def _bench(cfg: BenchConfig) -> dict:
     tasks: list[tuple] = []
     done: dict[str, list] = {}
 
-    def finished(t: tuple) -> list | None:       # resume: a finished task keeps its rows
+    def finished(t: tuple) -> list | None:       # resume: a finished task keeps its rows (Best-of-N added if asked)
         f = out / "tasks" / f"{task_id(*t[:3])}.json"
-        return json.loads(f.read_text())["rows"] if f.is_file() else None
+        rows = json.loads(f.read_text())["rows"] if f.is_file() else None
+        return None if rows is None or (cfg.best_of_n and any("bon" not in r for r in rows)) else rows
 
     def args(t: tuple) -> tuple:
         return (str(out), t[0], t[1], t[2], small, cfg.method_list(), cfg.threads, cfg.device, t[3], str(cfg.cache_dir),
-                cfg.worker_audits)
+                cfg.worker_audits, cfg.bon_prompts if cfg.best_of_n else 0)
 
     def save() -> None:
         rows = [r for t in tasks for r in done.get(task_id(*t[:3]), [])]
@@ -324,11 +358,32 @@ def _bench(cfg: BenchConfig) -> dict:
     rows = [r for t in tasks for r in done.get(task_id(*t[:3]), [])]
     stats = statistics(rows)
     table_md = summarise(rows, stats, cfg)
+    extra = _best_of_n_report(out, rows, stats, cfg, small) if cfg.best_of_n else {}
+    table_md += extra.get("table", "")
     (out / "results.md").write_text(table_md, encoding="utf-8")
     result = {"rows": rows, "stats": stats, "config": to_dict(cfg), "versions": versions(), "table": table_md,
-              "wall_seconds": round(time.perf_counter() - t_start, 1)}
+              **{k: v for k, v in extra.items() if k != "table"}, "wall_seconds": round(time.perf_counter() - t_start, 1)}
     write_json_atomic(out / "results.json", result)
     return result
+
+
+def _best_of_n_report(out: Path, rows: list[dict], stats: dict, cfg: BenchConfig, small: dict) -> dict:
+    """The Best-of-N table (appended to results.md), its figure (OUT/best_of_n.png, or .html without a
+    browser engine) and the reference pickers' curves."""
+    from audit.bon.report import bench_figure, bench_table
+    from audit.bon.synthetic import reference_curves
+
+    reference = reference_curves(_bon_set(cfg.env_list()[0], small, min(cfg.bon_prompts, 50)))
+    # the figure shows the cue environments at p = 0.9 pooled when the bench has several, else its first group
+    pooled = [r for r in rows if r["n_train"] == cfg.n_train and _strength_key(r) and "p=0.9" in _strength_key(r)]
+    if len({r["train_env"] for r in pooled}) > 1:
+        title, shown = _strength_key(pooled[0]), pooled
+    else:
+        title = _group_key(rows[0]) if rows else ""
+        shown = [r for r in rows if _group_key(r) == title]
+    figure = bench_figure(shown, title, reference, out / "best_of_n")
+    return {"table": bench_table(stats, reference, figure), "bon_reference": reference,
+            "bon_figure": None if figure is None else figure.name}
 
 
 # ---- statistics -------------------------------------------------------------------------------------
@@ -371,6 +426,7 @@ def statistics(rows: list[dict]) -> dict:
         if len({r["train_env"] for r in rs}) > 1:
             groups[g] = rs
     keys = [k for k, _ in METRICS] + ["mean_ood", "sfd", "cue_share", "ess", "train_seconds"]
+    keys += sorted({k for r in rows for k in r if k.startswith("bon_") and k.split("_")[1] in BON_REGIMES})  # Best-of-N
     out = {}
     for g, rs in groups.items():
         out[g] = {}

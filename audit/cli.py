@@ -30,6 +30,10 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         return 0
     cfg = from_args(SynthConfig, args)
     path = synth(cfg)
+    if cfg.candidates:
+        print(f"wrote {cfg.n} prompts with {cfg.candidates} candidate responses each (`{cfg.env}`, regime "
+              f"`{cfg.regime}`): {path}")
+        return 0
     print(f"wrote {cfg.n} pairs of `{cfg.env}` in format `{cfg.format}`: {path}")
     if cfg.holdout:
         print(f"wrote {cfg.holdout} held-out pairs of the same distribution: {cfg.out / 'heldout'}")
@@ -258,6 +262,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from audit.eval import eval_run
 
     cfg = from_args(EvalConfig, args)
+    if cfg.best_of_n is not None:
+        from audit.bon.evaluate import eval_best_of_n
+
+        res = eval_best_of_n(cfg)
+        print(res["table"], end="")
+        for name, path in (res.get("picks") or {}).items():
+            print(f"picks of {name}: {path}")
+        if cfg.out:
+            print(f"results: {cfg.out}   table: {cfg.out.with_suffix('.md')}")
+        return 0
     res = eval_run(cfg)
     for name, r in res["datasets"].items():
         extra = "".join(f"   {k} {100 * r[k]:.1f}%" for k in ("acc_cue_aligned", "acc_cue_against", "acc_text_right",
@@ -343,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("app", "open an audit in the Streamlit audit app", AppConfig, _cmd_app),
         ("card", "write a Hugging Face dataset card from an audit", CardConfig, _cmd_card),
         ("train", "train a reward model: standard, weighted or shortcut-aware", TrainConfig, _cmd_train),
-        ("eval", "pairwise accuracy of a trained reward model on datasets", EvalConfig, _cmd_eval),
+        ("eval", "pairwise accuracy of a trained reward model on datasets, or Best-of-N on candidate sets", EvalConfig,
+         _cmd_eval),
         ("overlap", "what two datasets share: pictures, prompts, answers, pairs (train vs eval)", OverlapConfig,
          _cmd_overlap),
         ("bench", "the cross-distribution experiment on the synthetic environments", BenchConfig, _cmd_bench),

@@ -166,6 +166,8 @@ def settings_used(config: dict) -> dict:
 
 
 CONTAINERS = ("parquet", "jsonl", "json", "hf")
+# Best-of-N: how the synthetic policy places the style cue (audit.synth.candidates.REGIMES)
+BON_REGIMES = ("clean", "aligned", "neutral", "adverse")
 
 
 @dataclass
@@ -192,9 +194,18 @@ class SynthConfig:
     plant: int = opt(0, ge=0, help="make the first N pairs copies of a training set's pairs (see `--plant-seed`), "
                      "their pictures re-encoded as JPEG and resized: a contaminated eval set to try `overlap` on")
     plant_seed: int = opt(0, ge=0, help="with `--plant`: the `--seed` of the training set the copies come from")
+    candidates: int = opt(0, ge=0, metavar="M", help="write a Best-of-N candidates file instead of pairs: `--n` "
+                          "prompts, each with M responses drawn from a known policy (right or wrong about the picture, "
+                          "the environment's cue placed by `--regime`), with `correct` and `cued` flags, for "
+                          "`eval --best-of-n`; `--container` picks the file type")
+    regime: str = opt("adverse", choices=BON_REGIMES, help="`--candidates`: how the cue goes with correctness: `clean` "
+                      "(no cue), `aligned` (mostly on right answers), `neutral`, `adverse` (mostly on wrong ones: the lure)")
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        if self.candidates and (self.format != "pairs" or self.holdout or self.plant or self.pairs_per_image != 1):
+            raise ConfigError("`--candidates` writes a candidates file (its file type from `--container`); drop "
+                              "`--format`, `--holdout`, `--plant` and `--pairs-per-image`, which shape pairs")
         if self.env is None:
             raise ConfigError("`--env` is required; `shortcut-audit synth --list` shows the environments")
         if self.out is None:
@@ -643,6 +654,7 @@ class TrainConfig:
 
 
 EVAL_TABLE_HEADER = "| dataset | split | n | accuracy | cue-aligned | cue-against | text-right | text-wrong | SFD |"
+BON_TABLE_HEADER = "# Best-of-N: the gold of each reward model's pick among n candidates (exact over random n-subsets)"
 
 
 def _check_results_file(out: Path) -> None:
@@ -657,7 +669,7 @@ def _check_results_file(out: Path) -> None:
         raise ConfigError(f"`-o {out}` is a folder; pass a results file path ending in `.json`")
     if out.exists() or out.is_symlink():
         prior = read_json_file(out, limit=64 << 20)
-        if not (isinstance(prior, dict) and "datasets" in prior):
+        if not (isinstance(prior, dict) and ("datasets" in prior or "best_of_n" in prior)):
             raise ConfigError(f"`-o {out}` exists and is not an earlier `eval` result; it would be replaced: "
                               "pass another path")
     table = out.with_suffix(".md")
@@ -665,8 +677,8 @@ def _check_results_file(out: Path) -> None:
         head = None
         if regular_file(table):
             with open(table, encoding="utf-8", errors="replace") as fh:
-                head = fh.readline(len(EVAL_TABLE_HEADER) + 2).rstrip("\n")
-        if head != EVAL_TABLE_HEADER:
+                head = fh.readline(max(len(EVAL_TABLE_HEADER), len(BON_TABLE_HEADER)) + 2).rstrip("\n")
+        if head not in (EVAL_TABLE_HEADER, BON_TABLE_HEADER):
             raise ConfigError(f"`{table}` exists and is not an earlier `eval` table; `eval -o {out}` writes its "
                               "table there and would replace it: pass another path")
 
@@ -676,10 +688,11 @@ class EvalConfig:
     """`shortcut-audit eval`: pairwise accuracy of a trained reward model (or of an external reward model's
     scores) on any number of datasets, split into i.i.d. and o.o.d."""
 
-    run: Path = opt(positional=True, metavar="RUN_DIR", help="run folder written by `train` (with `--scores`: "
-                    "the first dataset)")
-    data: list = opt(positional=True, metavar="DATA", nargs="*",
-                     help="datasets to evaluate on (audit / pairs folders, exports, sources)")
+    run: Path | None = opt(None, positional=True, metavar="RUN_DIR", help="run folder written by `train` (with "
+                           "`--scores`: the first dataset; with `--best-of-n`: the first reward model)")
+    data: list | None = opt(None, positional=True, metavar="DATA", nargs="*",
+                     help="datasets to evaluate on (audit / pairs folders, exports, sources); with `--best-of-n`: more "
+                     "reward models (`train` run folders or Hugging Face VLM reward-model folders)")
     out: Path | None = opt(None, short="-o", help="results JSON (a Markdown table is written beside it)")
     scores: str | None = opt(None, metavar="CHOSEN_COL,REJECTED_COL",
                              help="evaluate an external reward model's rewards found in each dataset's columns "
@@ -687,25 +700,86 @@ class EvalConfig:
     iid: str | None = opt(None, metavar="NAME", help="the dataset that is a held-out split of the training "
                           "distribution (its folder name; `synth --holdout` writes one); the others are o.o.d. The "
                           "run's own training data is never i.i.d.: it is reported as `train`")
+    best_of_n: Path | None = opt(None, metavar="CANDIDATES", help="Best-of-N on your own candidate sets: a file or "
+                                 "folder (JSONL, JSON, Parquet, HF) with one row per prompt (`prompt`, `image`, "
+                                 "`responses`) or one row per response (`response`); optional gold (`gold`, `correct` "
+                                 "or `gold_best`). Every positional is then a reward model; the first is the baseline")
+    candidate_scores: str | None = opt(None, metavar="COL[,COL...]", help="`--best-of-n`: also rank by these columns "
+                                       "of the candidates file: an external reward model's scores (a list per row, or "
+                                       "one score per response row)")
+    gold: str | None = opt(None, metavar="COL", help="`--best-of-n`: the column holding the gold (numbers, higher is "
+                           "better; booleans; or `...best` indices); default: `gold`, `gold_scores`, `correct` or "
+                           "`gold_best`, whichever the file has")
+    ns: str = opt("1,2,4,8,16,32,64", metavar="N,N,...", help="`--best-of-n`: the numbers of candidates n to report")
+    blank: bool = opt(False, help="`--best-of-n`: score every candidate again with a blank white picture and report how "
+                      "often the pick stays the same (and, with gold, the gold of the blind pick)")
+    export_picks: Path | None = opt(None, metavar="DIR", help="`--best-of-n`: write each scorer's pick among all of a "
+                                    "group's candidates to DIR/<scorer>.jsonl (with the picture) for an outside judge")
+    image_root: Path | None = opt(None, help="`--best-of-n`: folder that the candidates' image paths resolve inside "
+                                  "(default: the folder holding the file); paths that escape it are refused")
+    device: str = opt("auto", help="`--best-of-n`: device of the reward models: `auto`, `cpu`, `cuda`, `cuda:1`")
 
     def __post_init__(self) -> None:
         check_bounds(self)
         self.run = Path(self.run) if self.run is not None else None
-        self.data = [Path(d) for d in (self.data if isinstance(self.data, list) else [self.data])]
+        self.data = [Path(d) for d in (self.data if isinstance(self.data, list) else [self.data] if self.data else [])]
         if self.out is not None:
             self.out = Path(self.out)
             _check_results_file(self.out)
+        if self.best_of_n is not None:
+            self._check_best_of_n()
+            return
+        if self.candidate_scores or self.gold or self.blank or self.export_picks or self.image_root:
+            raise ConfigError("`--candidate-scores`, `--gold`, `--blank`, `--export-picks` and `--image-root` belong "
+                              "to `--best-of-n CANDIDATES`")
         if self.scores is not None:
             self.data = ([self.run] if self.run is not None else []) + self.data
             self.run = None
             if not self.data:
                 raise ConfigError("`eval --scores` needs at least one dataset")
             return
-        if not self.data:
-            raise ConfigError("`eval RUN_DIR DATA [DATA ...]`: name at least one dataset")
+        if self.run is None or not self.data:
+            raise ConfigError("`eval RUN_DIR DATA [DATA ...]`: name a run folder and at least one dataset")
         if not ((self.run / "model.safetensors").is_file() or (self.run / "model" / "config.json").is_file()):
             raise ConfigError(f"`{self.run}` holds no trained model (model.safetensors or model/); train one with "
                               "`shortcut-audit train`, or pass `--scores` to evaluate an external model's scores")
+
+    def _check_best_of_n(self) -> None:
+        """`--best-of-n`: every positional is a reward model (kept in `data`, the first is the baseline)."""
+        self.best_of_n = Path(self.best_of_n)
+        self.data = ([self.run] if self.run is not None else []) + self.data
+        self.run = None
+        if self.scores is not None or self.iid is not None:
+            raise ConfigError("`--scores` and `--iid` are pairwise options; with `--best-of-n` name the score columns "
+                              "with `--candidate-scores`")
+        if not self.data and not self.score_columns():
+            raise ConfigError("`eval --best-of-n CANDIDATES` needs a reward model to rank with: `eval RUN [RUN ...] "
+                              "--best-of-n CANDIDATES`, or `--candidate-scores COL` for scores in the file")
+        for r in self.data:
+            if not ((r / "model.safetensors").is_file() or (r / "model" / "config.json").is_file()
+                    or (r / "config.json").is_file()):
+                raise ConfigError(f"`{r}` is not a reward model folder (a `train` run, or a Hugging Face VLM reward "
+                                  "model saved with `save_pretrained`)")
+        if self.blank and not self.data:
+            raise ConfigError("`--blank` rescores with a blank picture, which needs a reward model, not score columns")
+        self.ns_list()
+        _check_device(self.device)
+        for name in ("export_picks", "image_root"):
+            if getattr(self, name) is not None:
+                setattr(self, name, Path(getattr(self, name)))
+
+    def score_columns(self) -> list[str]:
+        return [c.strip() for c in (self.candidate_scores or "").split(",") if c.strip()]
+
+    def ns_list(self) -> list[int]:
+        """`--ns` as sorted distinct integers of at least 1."""
+        try:
+            ns = sorted({int(x) for x in str(self.ns).split(",") if x.strip()})
+        except ValueError:
+            ns = []
+        if not ns or ns[0] < 1:
+            raise ConfigError(f"`--ns` must be whole numbers of at least 1 separated by commas, got {self.ns!r}")
+        return ns
 
 
 @dataclass
@@ -773,6 +847,11 @@ class BenchConfig:
                                  "share it across benches to pretrain and encode once")
     worker_audits: bool = opt(False, help="each training task audits its own training set in its worker, with its "
                               "own embedding cache (fast with a GPU; on CPU the main process's shared cache is faster)")
+    best_of_n: bool = opt(True, help="also measure Best-of-N: each trained model picks among the candidate responses "
+                          "of held-out prompts (right or wrong, the training cue placed by the clean / aligned / neutral "
+                          "/ adverse regimes); the gold accuracy of its pick is computed exactly for n = 1 ... 1024, "
+                          "with the KL per n; a finished bench gains it from its saved models")
+    bon_prompts: int | None = opt(None, ge=10, help="held-out prompts of the Best-of-N experiment (default 500; quick 300)")
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -785,6 +864,7 @@ class BenchConfig:
         self.n_train = self.n_train or (1500 if q else 4000)
         self.n_test = self.n_test or (300 if q else 1000)
         self.epochs = self.epochs or (8 if q else 12)
+        self.bon_prompts = self.bon_prompts or (300 if q else 500)
         if self.scale_n is None:
             self.scale_n = 0 if q else 16000
         if self.train_envs is None:

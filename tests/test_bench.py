@@ -14,7 +14,7 @@ from audit.bench import (bench, bootstrap_ci, ess, ess_matched_weights, oracle_w
 from audit.config import BenchConfig
 from audit.errors import ConfigError
 
-TINY = dict(n_train=120, n_test=60, epochs=1, scale_n=0, seeds=2)
+TINY = dict(n_train=120, n_test=60, epochs=1, scale_n=0, seeds=2, bon_prompts=30)
 
 
 def test_oracle_weights_make_the_cue_share_exactly_half():
@@ -99,6 +99,11 @@ def test_bench_rows_follow_the_contract_and_repeat_exactly(tmp_path):
         assert by[s, "ess-matched"]["ess"] == pytest.approx(by[s, "oracle"]["ess"], rel=1e-5)
         assert by[s, "subsample"]["ess"] == pytest.approx(by[s, "oracle"]["ess"], abs=0.02)
     assert "| standard |" in res["table"] and "Δ reversed cue" in res["table"]
+    # Best-of-N on every row: exact curves per regime, n = 1 is the policy's own rate, the table and the figure
+    for r in rows:
+        assert set(r["bon"]) == {"clean", "aligned", "neutral", "adverse"} and r["bon_prompts"] == 30
+        assert r["bon"]["adverse"]["gold"][0] == pytest.approx(0.5) and r["bon_adverse_gold64"] == r["bon"]["adverse"]["gold"][6]
+    assert "Δ adverse gold64" in res["table"] and (tmp_path / "a" / res["bon_figure"]).is_file()
     # same seeds, same thread count, other processes (--jobs 2, through the command line): the same numbers
     import subprocess
     import sys
@@ -109,11 +114,17 @@ def test_bench_rows_follow_the_contract_and_repeat_exactly(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     again = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
-    keys = ("iid", "reversed", "worst_group", "ood", "sfd", "cue_share", "ess")
+    keys = ("iid", "reversed", "worst_group", "ood", "sfd", "cue_share", "ess", "bon", "bon_adverse_gold64")
     assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in rows]
     # a resumed bench keeps finished tasks as they are
     (tmp_path / "b" / "results.json").unlink()
     assert bench(BenchConfig(out=tmp_path / "b", jobs=1, **cfg))["rows"] == again
+    # a task finished without Best-of-N gains it from its saved models, the same numbers, nothing retrained
+    task = tmp_path / "b" / "tasks" / "leadin-n120-s1.json"
+    kept = json.loads(task.read_text())["rows"]
+    task.write_text(json.dumps({"rows": [{k: v for k, v in r.items() if not k.startswith("bon")} for r in kept]}))
+    redone = bench(BenchConfig(out=tmp_path / "b", jobs=1, **cfg))["rows"]
+    assert [{k: r[k] for k in keys + ("seconds",)} for r in redone] == [{k: r[k] for k in keys + ("seconds",)} for r in again]
 
 
 def test_bench_config_is_validated():

@@ -113,6 +113,13 @@ def synth(cfg: SynthConfig) -> Path:
     env = get_env(cfg.env)
     fmt = get_format(cfg.format)
     with claim_output(cfg.out, "synth", overwrite=cfg.overwrite):
+        if cfg.candidates:
+            from audit.synth.candidates import write_candidates
+
+            path = write_candidates(cfg, env)
+            log.info("wrote %d prompts x %d candidates of `%s` (%s) to %s", cfg.n, cfg.candidates, env.name,
+                     cfg.regime, path)
+            return path
         return _synth(cfg, env, fmt)
 
 

@@ -105,6 +105,12 @@ class Question:
     rejected: str
     answer: str
     wrong: str
+    slots: tuple[tuple[str, str], ...] = ()   # the asked object's shape and colour, as the templates name them
+
+
+def answer_text(task: str, template: int, value: str, slots: dict) -> str:
+    """Response template `template` of the task, saying `value` about the object `slots` names."""
+    return _TEMPLATES[task][template].format(value=value, Value=value.capitalize(), **slots)
 
 
 def _answer_values(task: str) -> tuple[str, ...]:
@@ -126,7 +132,6 @@ def make_question(scene: Scene, rng: np.random.Generator) -> Question:
     templates = _TEMPLATES[task]
 
     def say(value: str) -> str:
-        t = templates[int(rng.integers(len(templates)))]
-        return t.format(value=value, Value=value.capitalize(), **slots)
+        return answer_text(task, int(rng.integers(len(templates))), value, slots)
 
-    return Question(task, prompt, say(truth), say(wrong), truth, wrong)
+    return Question(task, prompt, say(truth), say(wrong), truth, wrong, tuple(slots.items()))
