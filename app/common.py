@@ -89,16 +89,18 @@ def write_filters(f: Filters, **extra: str) -> None:
     st.query_params.from_dict({**f.to_params(), **keep})
 
 
-def navigation(f: Filters, pair: str | None = None) -> None:
-    """The app's own page links (Streamlit's list is hidden): each carries the current filters, so they
-    follow the user from page to page."""
+def navigation(f: Filters, pair: str | None = None, into=None) -> None:
+    """The app's own page links (Streamlit's list is hidden): each carries the filters `f`, so they follow
+    the user from page to page. `into`: a sidebar container reserved before the filter widgets, so the
+    links sit at the top yet are drawn with the filters those widgets produced in this run."""
+    into = into if into is not None else st.sidebar.container()
     params = f.to_params()
     for page, label in PAGES:
         q = {**params, "pair": pair} if page == "pages/2_Pair.py" and pair else params
-        st.sidebar.page_link(page, label=label, query_params=q)
+        into.page_link(page, label=label, query_params=q)
     if f.active():
-        st.sidebar.caption("Active filters: " + ", ".join(md_code(a) for a in f.active()))
-        st.sidebar.page_link(PAGES[1][0], label="Clear all filters", query_params={"clear": "1"})
+        into.caption("Active filters: " + ", ".join(md_code(a) for a in f.active()))
+        into.page_link(PAGES[1][0], label="Clear all filters", query_params={"clear": "1"})
 
 
 def _any(option: str) -> str:
@@ -140,7 +142,7 @@ def sidebar_filters(audit: Audit, pair: str | None = None) -> Filters:
         st.session_state[_LAST] = {}
         st.query_params.clear()
     f = current_filters()
-    navigation(f, pair)
+    nav = st.sidebar.container()      # filled last: the links carry the filters the widgets below produce
     sources = [""] + sorted(p["source"] for p in audit.summary.get("per_source", []))
     statuses = [""] + sorted(audit.summary.get("status_counts", {}))
     cues = [""] + audit.cues
@@ -204,6 +206,7 @@ def sidebar_filters(audit: Audit, pair: str | None = None) -> Filters:
         del st.query_params["page"]   # a new filter starts on its first page
     write_filters(new)
     mark_synced("filters")
+    navigation(new, pair, into=nav)
     return new
 
 
