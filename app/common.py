@@ -3,7 +3,6 @@ cached loaders keyed on the file's modification time, and the filter widgets syn
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 from pathlib import Path
@@ -90,16 +89,18 @@ def write_filters(f: Filters, **extra: str) -> None:
     st.query_params.from_dict({**f.to_params(), **keep})
 
 
-def navigation(f: Filters, pair: str | None = None) -> None:
-    """The app's own page links (Streamlit's list is hidden): each carries the current filters, so they
-    follow the user from page to page."""
+def navigation(f: Filters, pair: str | None = None, into=None) -> None:
+    """The app's own page links (Streamlit's list is hidden): each carries the filters `f`, so they follow
+    the user from page to page. `into`: a sidebar container reserved before the filter widgets, so the
+    links sit at the top yet are drawn with the filters those widgets produced in this run."""
+    into = into if into is not None else st.sidebar.container()
     params = f.to_params()
     for page, label in PAGES:
         q = {**params, "pair": pair} if page == "pages/2_Pair.py" and pair else params
-        st.sidebar.page_link(page, label=label, query_params=q)
+        into.page_link(page, label=label, query_params=q)
     if f.active():
-        st.sidebar.caption("Active filters: " + ", ".join(md_code(a) for a in f.active()))
-        st.sidebar.page_link(PAGES[1][0], label="Clear all filters", query_params={"clear": "1"})
+        into.caption("Active filters: " + ", ".join(md_code(a) for a in f.active()))
+        into.page_link(PAGES[1][0], label="Clear all filters", query_params={"clear": "1"})
 
 
 def _any(option: str) -> str:
@@ -141,7 +142,7 @@ def sidebar_filters(audit: Audit, pair: str | None = None) -> Filters:
         st.session_state[_LAST] = {}
         st.query_params.clear()
     f = current_filters()
-    navigation(f, pair)
+    nav = st.sidebar.container()      # filled last: the links carry the filters the widgets below produce
     sources = [""] + sorted(p["source"] for p in audit.summary.get("per_source", []))
     statuses = [""] + sorted(audit.summary.get("status_counts", {}))
     cues = [""] + audit.cues
@@ -205,25 +206,38 @@ def sidebar_filters(audit: Audit, pair: str | None = None) -> Filters:
         del st.query_params["page"]   # a new filter starts on its first page
     write_filters(new)
     mark_synced("filters")
+    navigation(new, pair, into=nav)
     return new
 
 
-def thumbnail_uri(data: bytes | None, size: int = 96) -> str | None:
-    """A small PNG data URI of an image (decoded only for rows on screen)."""
+def thumbnail_bytes(data: bytes | None, size: int) -> bytes | None:
+    """A JPEG of an image at most `size` pixels on a side (None for no image or one that does not decode)."""
     if not data:
         return None
     from PIL import Image
 
     try:
         im = Image.open(io.BytesIO(data))
-        im.draft("RGB", (size, size))
+        im.draft("RGB", (size, size))            # JPEG: decode at a reduced scale, far faster on photos
         im = im.convert("RGB")
         im.thumbnail((size, size))
         buf = io.BytesIO()
-        im.save(buf, format="PNG")
+        im.save(buf, format="JPEG", quality=85)
     except Exception:
         return None
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def _thumbnail(path: str, mtime: float, image_path: str, size: int) -> bytes | None:
+    return thumbnail_bytes(_open(path, mtime).image_bytes(image_path), size)
+
+
+def thumbnail(audit: Audit, image_path: str | None, size: int) -> bytes | None:
+    """A row's picture scaled down for a list or a gallery, decoded once per audit, path and size."""
+    if not image_path:
+        return None
+    return _thumbnail(str(audit.dir.resolve()), (audit.dir / "audited.parquet").stat().st_mtime, image_path, size)
 
 
 def selected_pairs(event) -> list[str]:

@@ -104,6 +104,62 @@ class Filters:
         return [f"{k}={v}" for k, v in d.items() if k not in ("sort", "desc") and default.get(k) != v]
 
 
+MARK = '<mark style="background:#ffe066">'        # the yellow of the Pair view's marked phrases
+
+
+def match_spans(text: str, phrases=(), needles=()) -> list[tuple[int, int]]:
+    """Where `phrases` (their words in order, as the phrase filter finds them) and `needles` (literal, any
+    case, as the search filter finds them) occur in `text`: (start, end) spans, sorted, overlaps merged."""
+    from audit.probes.phrases import phrase_regex
+
+    found = sorted([m.span() for p in phrases if p for m in re.finditer(phrase_regex(p), text)]
+                   + [m.span() for n in needles if n for m in re.finditer(re.escape(n), text, re.IGNORECASE)])
+    spans: list[tuple[int, int]] = []
+    for s, e in found:
+        if spans and s <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], e))
+        elif e > s:
+            spans.append((s, e))
+    return spans
+
+
+def _marked_part(text: str, spans: list[tuple[int, int]], lo: int, hi: int) -> str:
+    """`text[lo:hi]` as literal HTML, the parts of it inside `spans` marked."""
+    out, at = [], lo
+    for s, e in spans:
+        s, e = max(s, lo), min(e, hi)
+        if s < e:
+            out += [html_text(text[at:s], breaks=True), MARK + html_text(text[s:e], breaks=True) + "</mark>"]
+            at = e
+    return "".join(out) + html_text(text[at:hi], breaks=True)
+
+
+def _word_cut(text: str, at: int, reach: int = 40, forward: bool = False) -> int:
+    """A place to cut `text` near `at` between words: the nearest space within `reach` characters before
+    it (after it, `forward`), else `at` itself."""
+    j = text.find(" ", at, at + reach) if forward else text.rfind(" ", max(at - reach, 0), at)
+    return j if j > 0 else at
+
+
+def marked_html(text, phrases=(), needles=(), limit: int | None = None, context: int = 80) -> str:
+    """`text` as literal HTML (every character escaped, line breaks as `<br>`, no line break left) with
+    the occurrences of `phrases` and `needles` marked. Past `limit` characters the rest is folded into a
+    `<details>` that opens in place; a first mark inside the fold is also shown before it, with `context`
+    characters either side, so a clipped answer still shows why it matched."""
+    text = "" if text is None else str(text)
+    spans = match_spans(text, phrases, needles)
+    if not limit or len(text) <= limit:
+        return _marked_part(text, spans, 0, len(text))
+    cut = _word_cut(text, limit)
+    out = _marked_part(text, spans, 0, cut)
+    if spans and spans[0][0] >= cut:
+        lo = max(_word_cut(text, max(spans[0][0] - context, cut)), cut)
+        hi = min(_word_cut(text, spans[0][1] + context, forward=True), len(text))
+        out += " … " + _marked_part(text, spans, lo, hi) + (" …" if hi < len(text) else "")
+    return (f"{out}<details><summary>{len(text) - cut:,} more characters</summary>"
+            f"{_marked_part(text, spans, cut, len(text))}</details>")
+
+
 class Audit:
     """One audit folder, opened lazily."""
 
