@@ -5,7 +5,7 @@
 
 The demo runs in an empty temporary folder with its default `-o shortcut-audit-demo`, so its paths read
 as a user's would; the one absolute path it prints starts with /path/to. The block is the text between
-BEGIN and END in README.md; `tests/test_readme.py` runs the same check.
+BEGIN and END in README.md; CI (`.ci/run`) runs the check on every change, right after the install.
 """
 
 from __future__ import annotations

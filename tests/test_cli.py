@@ -84,13 +84,6 @@ def test_console_script_runs(tmp_path):
     assert res.stderr.startswith("Error: ") and "Traceback" not in res.stderr
 
 
-def test_demo_runs_offline(tmp_path, capsys):
-    assert main(["demo", "-o", str(tmp_path / "demo"), "--n", "40"]) == 0
-    out = capsys.readouterr().out
-    assert "[leadin] ingest ->" in out and "[clean] ingest ->" in out and "rows 40 (ok 40)" in out
-    assert (tmp_path / "demo" / "pairs" / "clean" / "pairs.parquet").is_file()
-
-
 def test_the_app_is_installed_under_a_unique_name_and_every_package_is_listed(tmp_path):
     """`app` as a top-level package collides with any other project's `app`; a package folder missing
     from pyproject's list would be missing from the wheel (audit/train once was)."""

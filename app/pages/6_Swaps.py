@@ -4,7 +4,7 @@ sides' scores, a link to the Pair view and buttons to tag each pair `swap`, `exc
 
 import streamlit as st
 
-from common import open_audit, plural, sidebar_filters, thumbnail_uri
+from common import open_audit, plural, sidebar_filters, thumbnail
 
 from audit.markup import md_code, md_message, md_text
 from audit.reading import mm_weakness
@@ -76,9 +76,9 @@ def show(rank: int, row: dict) -> None:
             col.button(tag, key=f"swap_{tag}_{pid}", on_click=audit.set_tags, args=([pid], tag),
                        type="primary" if tag == current else "secondary", help=TAG_HELP[tag])
         img, prompt, chosen, rejected = st.columns([1, 2, 3, 3])
-        uri = thumbnail_uri(audit.image_bytes(row["image_path"]), size=160)
-        if uri:
-            img.image(uri, width=160)
+        picture = thumbnail(audit, row.get("image_path"), 160)
+        if picture:
+            img.image(picture, width=160)
         prompt.markdown("**Prompt**  \n" + text(row["prompt"]))
         chosen.markdown("**Chosen** (as labelled)  \n" + text(row["chosen"]))
         rejected.markdown("**Rejected** (as labelled; the multimodal side prefers it)  \n" + text(row["rejected"]))
