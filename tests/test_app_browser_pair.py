@@ -11,35 +11,14 @@ import urllib.parse
 import polars as pl
 import pytest
 
-from browser import App, need_browser, rendered
+from browser import App, need_browser
 from pair_audits import build
+from test_app_browser import _no_exception, _text, _until
 
 
 @pytest.fixture(scope="module")
 def audits(tmp_path_factory):
     return build(tmp_path_factory.mktemp("browser-pair"))
-
-
-def _text(driver) -> str:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, '[data-testid="stApp"]').text
-
-
-def _no_exception(driver) -> None:
-    from selenium.webdriver.common.by import By
-
-    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
-
-
-def _until(driver, check, timeout: float = 30) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        rendered(driver, settle=0.3)
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not reached in {timeout}s; page: {_text(driver)[:600]}")
 
 
 def _tick_first_row(driver) -> str:
