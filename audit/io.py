@@ -18,6 +18,23 @@ from typing import Any, Iterator
 log = logging.getLogger(__name__)
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_dir_beside(path: Path) -> Path:
+    """A new empty folder beside `path` (same filesystem, so it can be renamed over `path`) with the mode
+    any new folder gets: mkdtemp makes it 0700 whatever the umask, and it becomes an output a teammate
+    must be able to read."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
@@ -30,10 +47,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         # mkstemp makes the file 0600, and some writers (safetensors) make their own file anew: the output
         # gets the mode any new file would, set once it is written
-        mask = os.umask(0)
-        os.umask(mask)
         if tmp_path.is_file():
-            os.chmod(tmp_path, 0o666 & ~mask)
+            os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

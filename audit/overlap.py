@@ -34,7 +34,7 @@ import numpy as np
 from audit import schema
 from audit.config import IngestConfig, OverlapConfig, to_dict
 from audit.folds import TEMPLATE_PICTURES
-from audit.io import atomic_path, versions, write_json_atomic
+from audit.io import atomic_path, temp_dir_beside, versions, write_json_atomic
 from audit.links import BandIndex, Pictures
 from audit.stream import read_batches
 
@@ -305,7 +305,6 @@ def _write_excluded(cfg: OverlapConfig, b_dir: Path, keep: np.ndarray) -> dict:
     folder beside it and then takes its place: nothing of an earlier run's copy is kept."""
     import json
     import shutil
-    import tempfile
 
     import polars as pl
 
@@ -316,7 +315,7 @@ def _write_excluded(cfg: OverlapConfig, b_dir: Path, keep: np.ndarray) -> dict:
     writable = table["status"].is_in(list(_COMPARED)).to_numpy()
     idx = np.flatnonzero(keep & writable)
     dest = cfg.out / "excluded"
-    stage = Path(tempfile.mkdtemp(dir=cfg.out, prefix=".excluded."))
+    stage = temp_dir_beside(dest)
     try:
         done = write_back(table, idx, writable, b_dir, stage)
         if dest.is_symlink() or dest.is_file():

@@ -457,6 +457,27 @@ def test_outputs_honour_the_umask(tmp_path):
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
 
 
+def test_a_folder_staged_then_renamed_into_place_honours_the_umask(tmp_path):
+    """mkdtemp makes a folder 0700 whatever the umask: a model folder (`train --trainer trl`) or an
+    `overlap --exclude` copy staged that way was unreadable to a teammate. Every staged output folder
+    goes through `temp_dir_beside`, which gives it the mode of any new folder."""
+    import re
+
+    from audit.io import temp_dir_beside
+
+    old = os.umask(0o022)
+    try:
+        made = temp_dir_beside(tmp_path / "model")
+    finally:
+        os.umask(old)
+    assert made.parent == tmp_path and made.name.startswith(".model.")
+    assert made.stat().st_mode & 0o777 == 0o755
+    root = Path(__file__).resolve().parents[1] / "audit"
+    direct = [str(p.relative_to(root)) for p in root.rglob("*.py") if p.name != "io.py"
+              and re.search(r"\bmkdtemp\(", p.read_text(encoding="utf-8"))]
+    assert not direct, f"folders made with mkdtemp outside audit/io.py: {direct}"
+
+
 def _mangled_ingest(data: bytes, suffix: str, template: Path | None = None, rel: str | None = None) -> None:
     """Ingest a mangled file through the CLI: exit 0 with rows in = rows out, or exit 1 with one
     `Error:` line; never a traceback, never a file outside `-o`. `template`: a source folder copied

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from audit.errors import FormatError, SourceError
-from audit.io import atomic_path, write_bytes_atomic
+from audit.io import atomic_path, temp_dir_beside, write_bytes_atomic
 from audit.sources.readers import METADATA_NAMES
 from audit.sources.records import decode, read_meta, stored_records
 from audit.sources.writers import inside, safe_file_name
@@ -379,7 +379,7 @@ class _Sinks:
         done = sink.close()
         if isinstance(done, tuple):          # an HF folder: saved beside, then moved in place
             ds, path = done
-            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+            tmp = temp_dir_beside(path)
             try:
                 ds.save_to_disk(str(tmp / "d"))
                 os.replace(tmp / "d", path)

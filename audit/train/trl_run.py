@@ -248,9 +248,9 @@ def _train_trl(cfg: TrainConfig) -> dict:
 def _save_folder(trainer, folder: Path) -> None:
     """The model and its tokenizer / processor into `folder`, whole or not at all: written beside it, then
     renamed over it (an earlier one is moved aside first and deleted last)."""
-    import tempfile
+    from audit.io import temp_dir_beside
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = temp_dir_beside(folder)
     try:
         trainer.save_model(str(tmp))
         trainer.processing_class.save_pretrained(str(tmp))
