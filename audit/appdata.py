@@ -402,9 +402,7 @@ _INS = ('<ins style="background:#dfd;text-decoration:none">', "</ins>")
 
 def _marked(tokens: list[str], text: str, phrases: list[str]) -> list[bool]:
     """Which tokens of `text` fall inside an occurrence of one of `phrases`."""
-    from audit.probes.phrases import phrase_regex
-
-    spans = [m.span() for p in phrases if p for m in re.finditer(phrase_regex(p), text)]
+    spans = match_spans(text, phrases)
     out, at = [], 0
     for tok in tokens:
         out.append(not tok.isspace() and any(s < at + len(tok) and at < e for s, e in spans))
