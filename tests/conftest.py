@@ -12,6 +12,11 @@ import pytest
 # Nothing may download in tests: a mistake fails at once instead of hanging on the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Under pytest-xdist (pyproject's addopts) each worker gets one torch / BLAS thread unless told otherwise:
+# two workers with a thread per core each would fight over the cores. Set before anything imports torch;
+# subprocesses (the CLI, torchrun) inherit it, so in-process and subprocess runs still compute alike.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")

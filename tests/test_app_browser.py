@@ -105,11 +105,15 @@ def _drag_box(driver, chart_text: str, start: tuple[float, float], end: tuple[fl
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    chart = next(c for c in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
-                 if chart_text in c.get_attribute("textContent"))
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
+    def chart():   # plotly draws after Streamlit reports the script done: on a busy machine, seconds later
+        return next((c for c in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")
+                     if chart_text in c.get_attribute("textContent") and c.find_elements(By.CSS_SELECTOR, ".nsewdrag")),
+                    None)
+
+    _until(driver, lambda: chart() is not None, timeout=60)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart())
     time.sleep(1.0)
-    area = chart.find_element(By.CSS_SELECTOR, ".nsewdrag")
+    area = chart().find_element(By.CSS_SELECTOR, ".nsewdrag")
     w, h = area.size["width"], area.size["height"]
     x0, y0 = int(w * (start[0] - 0.5)) + 2, int(h * (start[1] - 0.5)) + 2       # offsets from the centre
     dx, dy = int(w * (end[0] - start[0])) - 4, int(h * (end[1] - start[1])) - 4
