@@ -194,7 +194,28 @@ def test_export_page_mode_format_and_scheme_controls(app, audits):
     assert not at.exception
     rep = json.loads((audits["leadin"] / "app_exports" / "pruned" / "export_report.json").read_text())
     assert (rep["mode"], rep["format"], rep["scheme"]) == ("prune", "alignrm", "ipw")
-    assert rep["rows_out"] == N - int(_df(audits)["is_shortcut"].sum())
+    assert rep["rows_out"] == N - int(_df(audits)["is_shortcut"].sum()) and rep["likely_swaps"] is None
+
+
+def test_export_page_flags_likely_label_swaps_as_the_command_line_does(app, audits):
+    from audit.swaps import likely_swap
+
+    at = app("pages/4_Export.py")
+    box = next(w for w in at.checkbox if w.key == "x_swaps")
+    assert not box.disabled
+    box.check()
+    next(w for w in at.text_input if w.key == "x_name").input("flagged")
+    at.run()
+    next(b for b in at.button if b.key == "x_go").click().run()
+    assert not at.exception
+    out = audits["leadin"] / "app_exports" / "flagged"
+    rep = json.loads((out / "export_report.json").read_text())
+    df = pl.read_parquet(out / "pairs.parquet")
+    want = _df(audits).filter(pl.col("status") == "ok").select("pair_id", likely_swap())
+    got = df.select("pair_id", "likely_swap").join(want, on="pair_id", suffix="_want")
+    assert got.height == df.height and (got["likely_swap"] == got["likely_swap_want"]).all()
+    assert rep["likely_swaps"]["pairs_flagged"] == int(df["likely_swap"].sum()) and rep["config"]["flag_swaps"]
+    assert any("`likely_swap` marks" in i.value for i in at.info)
 
 
 def test_export_page_folder_name_never_leaves_app_exports_and_offers_the_audits_schemes(app, audits):

@@ -15,6 +15,7 @@ from audit.export import export
 from audit.markup import md_code
 from audit.schemes import schemes_for, sfc_kind_of
 from audit.sources.writers import safe_file_name
+from audit.swaps import SWAP_THRESHOLD, has_mm_side
 from audit.tags import tag_counts
 
 MAX_DOWNLOAD = 200 * 1024 * 1024       # larger exports are only offered as a folder on the server
@@ -40,6 +41,11 @@ use_tags = st.checkbox("Honour the tags (" + (", ".join(f"{k} {v}" for k, v in c
                        + ")", value=bool(counts), key="x_tags", disabled=not counts,
                        help="`exclude` pairs are left out, `keep` pairs never pruned, `swap` pairs written with "
                             "chosen and rejected swapped (the command line's `--tags`)")
+mm_side = has_mm_side(audit.summary)
+flag_swaps = st.checkbox(f"Flag likely label swaps (a `likely_swap` column: the multimodal side prefers the rejected "
+                         f"answer with p >= {SWAP_THRESHOLD:.2f})", key="x_swaps", disabled=not mm_side,
+                         help="the command line's `--flag-swaps`; the pairs it flags are listed on *Likely label "
+                              "swaps*" if mm_side else "needs a multimodal side: this audit has none")
 name = st.text_input("Folder name under AUDIT_DIR/app_exports/", time.strftime("export-%Y%m%d-%H%M%S"), key="x_name")
 replace = st.checkbox("Replace an earlier export of that name (its files are deleted once this one is written)",
                       key="x_overwrite")
@@ -62,7 +68,7 @@ if st.button("Export", key="x_go", disabled=n == 0, type="primary"):
     ids = set(audit.filtered(f).select("pair_id").collect()["pair_id"].to_list())
     try:
         rep = export(ExportConfig(audit=audit.dir, out=out, mode=mode, format=fmt, scheme=scheme or None,
-                                  overwrite=replace, tags=use_tags), only=ids)
+                                  overwrite=replace, tags=use_tags, flag_swaps=flag_swaps), only=ids)
     except AuditError as e:
         st.error(str(e))
         if "--overwrite" in str(e):
@@ -80,6 +86,9 @@ if last:
     if rep.get("tags"):
         t = rep["tags"]
         st.info(f"Tags honoured: {t['excluded']} excluded, {t['swapped']} swapped, {t['kept']} kept from pruning.")
+    if rep.get("likely_swaps"):
+        sw = rep["likely_swaps"]
+        st.info(f"`{sw['column']}` marks {plural(sw['pairs_flagged'], 'exported pair')} ({sw['rule']}).")
     from pathlib import Path
 
     data = zipped(Path(last["out"]))
