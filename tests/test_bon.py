@@ -300,3 +300,43 @@ def test_eval_best_of_n_scores_with_a_vlm_reward_model(tmp_path):
     res = eval_best_of_n(EvalConfig(run=rm, best_of_n=cands, ns="1,3", blank=True, device="cpu"))
     e = res["scorers"]["qwen"]
     assert e["kind"] == "run" and len(e["selected"]["mean"]) == 2 and 0.0 <= e["blind_agreement"]["mean"][1] <= 1.0
+
+
+def test_the_curve_diff_script_pairs_each_run_with_standard_of_its_environment_and_seed(tmp_path):
+    """benchmarks/bon_curve_diffs.py: per n, method minus `standard` of the same (environment, seed), pooled
+    over the cue environments of one strength; an unpaired run is left out, never matched to another."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bon_curve_diffs", root / "benchmarks" / "bon_curve_diffs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ns = [1, 2, 4]
+
+    def row(env, seed, method, gold):
+        curve = {"n": ns, "gold": gold, "lure": [0.2, 0.2, 0.2]}
+        return {"train_env": env, "n_train": 100, "seed": seed, "method": method, "bon": {"adverse": curve}}
+
+    rows = []
+    for env, base in (("leadin", 0.5), ("closing", 0.4)):
+        for seed in (0, 1):
+            rows += [row(env, seed, "standard", [0.5, base, base - 0.1]),
+                     row(env, seed, "weighted-debias", [0.5, base + 0.1 * (seed + 1), base])]
+    rows.append(row("verbose", 0, "weighted-debias", [0.5, 0.9, 0.9]))     # no standard run to pair with
+    res = mod.curve_diffs(rows, ["adverse"])
+    e = res["all cues at p=0.9 (n=100)"]["regimes"]["adverse"]["weighted-debias"]
+    assert e["runs"] == 4 and e["gold_diff"] == pytest.approx([0.0, 0.15, 0.1])
+    lo, hi = e["gold_diff_ci"][1]
+    assert 0.1 - 1e-9 <= lo < 0.15 < hi <= 0.2 + 1e-9
+    md = mod.markdown(res, ("weighted-debias",))
+    assert "| Δ weighted-debias | 0 | +15.0 [" in md and "+10.0 [+10.0, +10.0] |" in md
+    tasks = tmp_path / "bench" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "all.json").write_text(json.dumps({"rows": rows}))
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "bon_curve_diffs.py"), str(tmp_path / "bench"),
+                          "--regimes", "adverse", "--results", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Δ weighted-debias" in out.stdout and json.loads((tmp_path / "r.json").read_text())["tasks"] == 1
