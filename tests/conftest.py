@@ -161,3 +161,14 @@ def live_markup(markdown: str) -> list[str]:
             if child.type == "text":
                 found.extend(re.findall(r"https?://\S+|www\.\S+|\S+@\S+\.\w+", child.content))
     return found
+
+
+def scored_synth_audit(root: Path, env: str = "leadin", n: int = 120) -> Path:
+    """`synth` (RLAIF-V format) then `score` with the defaults under `root`; the audit folder."""
+    from audit.config import ScoreConfig, SynthConfig
+    from audit.score import score
+    from audit.synth import synth
+
+    src = synth(SynthConfig(env=env, out=root / "src", n=n, format="rlaif-v"))
+    score(ScoreConfig(source=src.parent, out=root / "audit", cache_dir=root / "cache"))
+    return root / "audit"

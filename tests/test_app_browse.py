@@ -12,11 +12,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from audit.appdata import MARK, Audit, Filters, marked_html, match_spans
-from audit.config import ScoreConfig, SynthConfig
 from audit.markup import html_text
-from audit.score import score
-from audit.synth import synth
 from audit.tags import read_tags, set_tags
+from conftest import scored_synth_audit
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 END = "</mark>"
@@ -54,10 +52,7 @@ def test_marked_html_folds_a_long_text_and_still_shows_a_late_mark():
 
 @pytest.fixture(scope="module")
 def audit_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browse")
-    src = synth(SynthConfig(env="leadin", out=root / "src", n=120, format="rlaif-v"))
-    score(ScoreConfig(source=src.parent, out=root / "audit", cache_dir=root / "cache"))
-    return root / "audit"
+    return scored_synth_audit(tmp_path_factory.mktemp("browse"))
 
 
 @pytest.fixture

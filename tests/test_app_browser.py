@@ -12,21 +12,17 @@ import urllib.parse
 import polars as pl
 import pytest
 
-from audit.config import ExportConfig, ScoreConfig, SynthConfig
+from audit.config import ExportConfig
 from audit.export import export
-from audit.score import score
-from audit.synth import synth
 from audit.tags import read_tags
 from browser import App, need_browser, rendered
+from conftest import scored_synth_audit
 
 
 
 @pytest.fixture(scope="module")
 def audit_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("browser")
-    src = synth(SynthConfig(env="leadin", out=root / "src", n=120, format="rlaif-v"))
-    score(ScoreConfig(source=src.parent, out=root / "audit", cache_dir=root / "cache"))
-    return root / "audit"
+    return scored_synth_audit(tmp_path_factory.mktemp("browser"))
 
 
 def _df(audit_dir) -> pl.DataFrame:

@@ -18,13 +18,13 @@ from audit.reading import headline, level, verdict
 from audit.score import score
 from audit.synth import synth
 from audit.tags import TAGS_FILE, read_tags, set_tags
+from conftest import scored_synth_audit
 
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
     root = tmp_path_factory.mktemp("tags")
-    src = synth(SynthConfig(env="leadin", out=root / "src", n=120, format="rlaif-v"))
-    score(ScoreConfig(source=src.parent, out=root / "audit", cache_dir=root / "cache"))
+    scored_synth_audit(root)
     return root
 
 
